@@ -1,0 +1,103 @@
+"""The ``prunehive`` command line. Human tables on stderr/stdout; ``--json`` prints one object."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Search per-layer pruning on Ray; track it in MLflow.")
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly_errors(fn: F) -> F:
+    """Bad input becomes one line on stderr and exit code 2, never a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, KeyError, FileNotFoundError, ImportError) as exc:
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+
+
+@app.command()
+@friendly_errors
+def tasks(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+    """List the built-in tasks."""
+    from prunehive.workers.tasks import describe_tasks
+
+    rows = describe_tasks()
+    if as_json:
+        print_json({"tasks": rows})
+        return
+    table = Table("task", "quality", "description")
+    for row in rows:
+        table.add_row(row["name"], row["quality"], row["description"])
+    out.print(table)
+    out.print("A user task is [bold]package.module:factory[/bold] returning a prunehive Task.")
+
+
+@app.command()
+@friendly_errors
+def prune(
+    task: str = typer.Option(..., "--task", help="Built-in task name or package.module:factory."),
+    sparsity: float = typer.Option(None, "--sparsity", help="Target sparsity in [0, 1) (default 0.5, or N:M's)."),
+    allocation: str = typer.Option("uniform", "--allocation", help="uniform, global, erk or owl."),
+    metric: str = typer.Option("magnitude", "--metric", help="magnitude, wanda, snip, taylor or random."),
+    granularity: str = typer.Option("unstructured", "--granularity", help="unstructured, 2:4, 4:8 (any N:M) or channel."),
+    per_row: bool = typer.Option(False, "--per-row", help="Unstructured: compare weights within each output row (Wanda)."),
+    budget: str = typer.Option("params", "--budget", help="What the sparsity counts: params or flops."),
+    recovery_steps: int = typer.Option(0, "--recovery-steps", help="Fine-tune this many steps after pruning."),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Prune a task once with a heuristic allocation and evaluate it on validation and test."""
+    from prunehive.platform.oneshot import prune_once
+
+    with err.status(f"loading {task} (the dense model trains on first use, then it is cached)"):
+        result = prune_once(
+            task, sparsity, allocation, metric, granularity, per_row, budget, recovery_steps=recovery_steps, seed=seed
+        )
+    if as_json:
+        print_json(result)
+        return
+    q = result["quality"]
+    table = Table("layer", "requested", "achieved", title=f"{task}: {allocation} allocation, {metric}, {result['granularity']}")
+    for name, achieved in result["layers"].items():
+        table.add_row(name, f"{result['requested'][name]:.4f}", f"{achieved:.4f}")
+    out.print(table)
+    summary = Table("", "value")
+    summary.add_row("achieved sparsity", f"{result['achieved_sparsity']:.4f} (target {result['target_sparsity']:.4f})")
+    for split in ("validation", "test"):
+        summary.add_row(f"{q} ({split})", f"{result['metrics'][split][q]:.4f}")
+    summary.add_row("params", f"{result['params']:,} of {result['dense_params']:,}")
+    summary.add_row("FLOPs", f"{result['flops']:,} of {result['dense_flops']:,}")
+    summary.add_row("time", f"{result['seconds']:.3f} s")
+    out.print(summary)
+    if result["skipped_layers"]:
+        out.print(f"kept dense (shape does not fit {result['granularity']}): {', '.join(result['skipped_layers'])}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

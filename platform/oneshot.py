@@ -1,0 +1,63 @@
+"""``prunehive prune``: prune a task once with a heuristic allocation and evaluate it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prunehive.search.space import SearchSpace
+from prunehive.workers.baselines import baseline_allocation
+from prunehive.workers.engine import PruningEngine
+from prunehive.workers.layers import count_flops, count_params
+from prunehive.workers.masks import Granularity
+from prunehive.workers.tasks import load_task
+
+
+def check_sparsity(value: float, field: str = "sparsity") -> float:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{field} {value} is outside [0, 1)")
+    return value
+
+
+def prune_once(
+    task: str,
+    sparsity: float | None,
+    allocation: str = "uniform",
+    metric: str = "magnitude",
+    granularity: str = "unstructured",
+    per_row: bool = False,
+    budget: str = "params",
+    min_density: float = 0.01,
+    recovery_steps: int = 0,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Prune ``task`` to ``sparsity`` with ``allocation`` and ``metric``; evaluate on val and test."""
+    gran = Granularity.parse(granularity, per_row=per_row)
+    if sparsity is None:
+        sparsity = gran.default_sparsity if gran.default_sparsity is not None else 0.5
+    check_sparsity(sparsity)
+    the_task = load_task(task, seed=seed)
+    engine = PruningEngine(the_task, metric=metric, granularity=granularity, per_row=per_row, seed=seed)
+    if budget not in ("params", "flops"):
+        raise ValueError(f"budget {budget!r} is not one of params, flops")
+    space = SearchSpace(engine.layers, target=sparsity, budget=budget, min_density=min_density)  # type: ignore[arg-type]
+    vector = baseline_allocation(engine, space, allocation)
+    result = engine.evaluate(vector, splits=("validation", "test"), recovery_steps=recovery_steps)
+    out = {
+        "task": task,
+        "metric": metric,
+        "granularity": gran.label,
+        "allocation": allocation,
+        "target_sparsity": sparsity,
+        "requested": dict(zip(engine.names, (float(v) for v in vector), strict=True)),
+        **result.to_dict(),
+        "dense_params": engine.total_params,
+        "dense_flops": engine.total_flops,
+        "quality": the_task.quality,
+        "skipped_layers": engine.skipped,
+    }
+    if gran.kind == "channel":
+        # Report the physically smaller model's real size and FLOPs, not the masked estimate.
+        small = engine.export(vector)
+        out["params"] = count_params(small)
+        out["flops"], _ = count_flops(small, engine.example)
+    return out

@@ -1,0 +1,177 @@
+"""A steady-state genetic algorithm built from DEAP's functional operators, inside ask/tell.
+
+Steady state (one child per ask slot, the pool updated on every tell) keeps every worker busy
+with no generation barrier. DEAP draws from Python's ``random``; ``deap_random`` binds a
+private ``random.Random`` seeded from the strategy's numpy RNG into DEAP's operator modules
+while they run, so the only RNG state is the base class's, which already round-trips as JSON.
+No ``deap.creator``: the fitness/individual classes below are plain importable classes.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import deap.tools.crossover as _deap_crossover
+import deap.tools.emo as _deap_emo
+import deap.tools.mutation as _deap_mutation
+import deap.tools.selection as _deap_selection
+import numpy as np
+from deap import base, tools
+
+from prunehive.search.space import SearchSpace
+from prunehive.search.strategy import Candidate, Outcome, Strategy
+
+_DEAP_MODULES = (_deap_crossover, _deap_mutation, _deap_selection, _deap_emo)
+_DEAP_LOCK = threading.Lock()
+
+
+@contextmanager
+def deap_random(rng: np.random.Generator) -> Iterator[random.Random]:
+    """Make DEAP's operators draw from a private ``random.Random`` seeded from ``rng``.
+
+    The global ``random`` module is left untouched; the lock keeps two strategies in different
+    threads from swapping each other's generator mid-operator.
+    """
+    private = random.Random(int(rng.integers(0, 2**63)))
+    with _DEAP_LOCK:
+        saved = [module.random for module in _DEAP_MODULES]  # type: ignore[attr-defined]
+        for module in _DEAP_MODULES:
+            module.random = private  # type: ignore[attr-defined]
+        try:
+            yield private
+        finally:
+            for module, original in zip(_DEAP_MODULES, saved, strict=True):
+                module.random = original  # type: ignore[attr-defined]
+
+
+class MaxFitness(base.Fitness):
+    """Single maximised objective (what ``creator.create`` would make, but importable)."""
+
+    weights = (1.0,)
+
+
+class Individual(list):  # type: ignore[type-arg]
+    """A per-layer vector with the ``fitness`` attribute DEAP's selection operators read."""
+
+    def __init__(self, genes: list[float], fitness: base.Fitness, ident: int = -1) -> None:
+        super().__init__(genes)
+        self.fitness = fitness
+        self.ident = ident
+
+
+class EvolutionStrategy(Strategy):
+    """Steady-state GA: tournament parents, blend crossover, Gaussian mutation, repair.
+
+    Options:
+      population: size of the parent pool (default 16, at most the budget); the first
+        ``population`` asks are the uniform allocation plus uniform random points.
+      cxpb: probability a child comes from blend crossover of two tournament winners.
+      mutpb: probability of Gaussian mutation (always applied when crossover was not).
+      sigma: mutation standard deviation, in sparsity units.
+      indpb: per-layer mutation probability (default 2 / number of layers, at most 1).
+      alpha: cxBlend's extrapolation range.
+      tournsize: tournament size for picking parents and, reversed, the member a child replaces.
+      elitism: the best ``elitism`` pool members are never replaced.
+    """
+
+    name = "evolution"
+    n_objectives = 1
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        budget: int,
+        seed: int = 0,
+        *,
+        population: int = 16,
+        cxpb: float = 0.7,
+        mutpb: float = 0.3,
+        sigma: float = 0.1,
+        indpb: float | None = None,
+        alpha: float = 0.3,
+        tournsize: int = 3,
+        elitism: int = 2,
+    ) -> None:
+        super().__init__(space, budget, seed)
+        if population < 1 or tournsize < 1 or elitism < 0:
+            raise ValueError("population and tournsize must be >= 1, elitism >= 0")
+        for label, p in (("cxpb", cxpb), ("mutpb", mutpb)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{label} must be a probability, got {p}")
+        if sigma <= 0:
+            raise ValueError("sigma must be positive")
+        self.population = min(population, budget)
+        self.cxpb = float(cxpb)
+        self.mutpb = float(mutpb)
+        self.sigma = float(sigma)
+        self.indpb = float(indpb) if indpb is not None else min(1.0, 2.0 / space.dim)
+        self.alpha = float(alpha)
+        self.tournsize = int(tournsize)
+        self.elitism = min(int(elitism), max(0, self.population - 1))
+        self.seeded = 0  # how many of the first generation's points were proposed
+        self.pool: list[dict[str, Any]] = []  # evaluated members: {"id", "x", "f"}
+
+    # ---- proposals -----------------------------------------------------------------------
+    def _propose(self, n: int) -> list[tuple[np.ndarray, dict[str, Any]]]:
+        lo, hi = self.space.bounds()
+        out: list[tuple[np.ndarray, dict[str, Any]]] = []
+        for _ in range(n):
+            if self.seeded < self.population:
+                first = self.seeded == 0
+                self.seeded += 1
+                if first:
+                    out.append((self.space.uniform(), {"origin": "uniform"}))
+                else:
+                    out.append((self.rng.uniform(lo, hi), {"origin": "random"}))
+            elif not self.pool:  # nothing evaluated yet (all pending or failed): keep exploring
+                out.append((self.rng.uniform(lo, hi), {"origin": "random"}))
+            else:
+                out.append(self._offspring())
+        return out
+
+    def _individuals(self) -> list[Individual]:
+        return [Individual(list(m["x"]), MaxFitness((m["f"],)), m["id"]) for m in self.pool]
+
+    def _offspring(self) -> tuple[np.ndarray, dict[str, Any]]:
+        with deap_random(self.rng) as r:
+            pa, pb = tools.selTournament(self._individuals(), 2, self.tournsize)
+            child, other = list(pa), list(pb)
+            crossed = pa.ident != pb.ident and r.random() < self.cxpb
+            if crossed:
+                child, other = tools.cxBlend(child, other, self.alpha)
+                if r.random() < 0.5:
+                    child = other
+            if not crossed or r.random() < self.mutpb:
+                before = list(child)
+                for _ in range(32):  # a mutation that touches no layer would re-evaluate a parent
+                    (child,) = tools.mutGaussian(child, 0.0, self.sigma, self.indpb)
+                    if child != before:
+                        break
+        parents = [pa.ident] if not crossed else [pa.ident, pb.ident]
+        return np.asarray(child, dtype=np.float64), {"origin": "offspring", "parents": parents}
+
+    # ---- feedback ------------------------------------------------------------------------
+    def _observe(self, candidate: Candidate, outcome: Outcome) -> None:
+        if outcome.state != "complete" or not math.isfinite(outcome.values[0]):
+            return  # failures never become parents
+        self.pool.append({"id": candidate.id, "x": list(candidate.sparsity), "f": float(outcome.values[0])})
+        if len(self.pool) <= self.population:
+            return
+        ranked = sorted(self.pool, key=lambda m: (-m["f"], m["id"]))
+        replaceable = ranked[self.elitism :]
+        k = min(self.tournsize, len(replaceable))
+        drawn = self.rng.choice(len(replaceable), size=k, replace=False)
+        victim = min((replaceable[int(i)] for i in drawn), key=lambda m: (m["f"], -m["id"]))
+        self.pool = [m for m in self.pool if m["id"] != victim["id"]]
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"seeded": self.seeded, "pool": [dict(m) for m in self.pool]}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        self.seeded = int(state["seeded"])
+        self.pool = [{"id": int(m["id"]), "x": [float(v) for v in m["x"]], "f": float(m["f"])} for m in state["pool"]]

@@ -1,0 +1,251 @@
+"""AMC-style reinforcement learning (He et al. 2018): a DDPG agent walks the layers in order.
+
+At layer t the agent sees an embedding of the layer and of the budget spent so far, and picks
+that layer's sparsity. AMC's budget rule clips each action so the layers still to come can
+reach the target inside their bounds; the base's repair then only fixes rounding. Every step of
+an episode gets the episode's final (baseline-subtracted) reward, as in AMC. With that reward
+the critic is trained with discount 0 (it regresses the episode outcome of (state, action)),
+which needs no target networks and stays stable on the ~100 episodes a pruning search affords.
+
+All randomness comes from one private ``torch.Generator`` and the state dict stores weights,
+Adam moments, the replay buffer and the generator as plain lists, so a restored agent continues
+exactly like the original.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from prunehive.search.space import SearchSpace
+from prunehive.search.strategy import Candidate, Outcome, Strategy
+from torch import nn
+
+STATE_DIM = 10
+
+
+def clamp_sparsity(
+    t: int, proposed: float, placed: float, weights: np.ndarray, lo: np.ndarray, hi: np.ndarray, target: float
+) -> float:
+    """AMC's rule: clip layer t's sparsity so the later layers can still meet the target.
+
+    ``placed`` is sum_{j<t} w_j x_j. With R = target - placed still to remove, layer t must lie in
+    [(R - sum_{j>t} w_j hi_j) / w_t, (R - sum_{j>t} w_j lo_j) / w_t] intersected with its bounds.
+    """
+    w_t = float(weights[t])
+    lower, upper = float(lo[t]), float(hi[t])
+    if w_t > 1e-15:
+        rest_lo = float(weights[t + 1 :] @ lo[t + 1 :])
+        rest_hi = float(weights[t + 1 :] @ hi[t + 1 :])
+        remaining = target - placed
+        lower = max(lower, (remaining - rest_hi) / w_t)
+        upper = min(upper, (remaining - rest_lo) / w_t)
+    return float(min(max(proposed, lower), upper))
+
+
+def _welford(stats: tuple[int, float, float], x: float) -> tuple[int, float, float]:
+    n, mean, m2 = stats
+    n += 1
+    delta = x - mean
+    mean += delta / n
+    return n, mean, m2 + delta * (x - mean)
+
+
+def _mlp(n_in: int, hidden: int, sigmoid: bool) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()]
+    layers.append(nn.Linear(hidden, 1))
+    if sigmoid:
+        layers.append(nn.Sigmoid())
+    return nn.Sequential(*layers)
+
+
+def _tensor_to_json(x: torch.Tensor) -> dict[str, Any]:
+    return {"dtype": str(x.dtype).removeprefix("torch."), "shape": list(x.shape), "data": x.flatten().tolist()}
+
+
+def _tensor_from_json(d: dict[str, Any]) -> torch.Tensor:
+    return torch.tensor(d["data"], dtype=getattr(torch, d["dtype"])).reshape(d["shape"])
+
+
+def _optim_state(opt: torch.optim.Optimizer) -> list[list[Any]]:
+    return [
+        [int(k), {name: _tensor_to_json(v) if torch.is_tensor(v) else v for name, v in s.items()}]
+        for k, s in opt.state_dict()["state"].items()
+    ]
+
+
+def _load_optim_state(opt: torch.optim.Optimizer, data: list[list[Any]]) -> None:
+    state = {int(k): {n: _tensor_from_json(v) if isinstance(v, dict) else v for n, v in s.items()} for k, s in data}
+    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+
+
+class RLStrategy(Strategy):
+    """DDPG layer-by-layer agent with AMC's budget clamp, truncated-normal exploration and a
+    moving-average reward baseline. Failed evaluations add nothing to the replay buffer.
+    """
+
+    name = "rl"
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        budget: int,
+        seed: int = 0,
+        *,
+        warmup: int | None = None,
+        hidden: int = 64,
+        lr_actor: float = 1e-3,
+        lr_critic: float = 2e-3,
+        noise: float = 0.5,
+        noise_decay: float = 0.95,
+        updates_per_tell: int = 4,
+        batch_size: int = 64,
+        buffer_size: int = 4000,
+        baseline_decay: float = 0.9,
+    ) -> None:
+        super().__init__(space, budget, seed)
+        if hidden < 1 or updates_per_tell < 0 or batch_size < 1 or buffer_size < 1:
+            raise ValueError("hidden, batch_size and buffer_size must be >= 1, updates_per_tell >= 0")
+        if noise < 0 or not 0 < noise_decay <= 1 or not 0 <= baseline_decay < 1:
+            raise ValueError("need noise >= 0, 0 < noise_decay <= 1 and 0 <= baseline_decay < 1")
+        self.warmup = min(10, max(1, budget // 5)) if warmup is None else int(warmup)
+        self.noise, self.noise_decay = float(noise), float(noise_decay)
+        self.updates_per_tell, self.batch_size, self.buffer_size = updates_per_tell, batch_size, buffer_size
+        self.baseline_decay = float(baseline_decay)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.actor = _mlp(STATE_DIM, hidden, sigmoid=True)
+        self.critic = _mlp(STATE_DIM + 1, hidden, sigmoid=False)
+        with torch.no_grad():  # initialise from the private generator, not torch's global RNG
+            for net in (self.actor, self.critic):
+                for p in net.parameters():
+                    bound = 1.0 / np.sqrt(p.shape[-1]) if p.dim() > 1 else 0.05
+                    p.uniform_(-bound, bound, generator=self.gen)
+        self.opt_actor = torch.optim.Adam(self.actor.parameters(), lr=lr_actor)
+        self.opt_critic = torch.optim.Adam(self.critic.parameters(), lr=lr_critic)
+        self.buffer: list[tuple[list[float], float, float]] = []  # (state, action in [0, 1], reward)
+        self.episodes: dict[int, tuple[list[list[float]], list[float]]] = {}  # pending id -> states, actions
+        self.baseline: float | None = None
+        self.stats = (0, 0.0, 0.0)  # Welford count, mean, M2 of values: rewards in std units, any metric
+        self.learned_episodes = 0
+        self._static = self._layer_features()
+
+    def _layer_features(self) -> np.ndarray:
+        """Per-layer part of the state: index, conv or not, out, in, kernel, params, FLOPs."""
+        layers = self.space.layers
+        rows = []
+        for i, layer in enumerate(layers):
+            kernel = int(np.prod(layer.shape[2:])) if len(layer.shape) > 2 else 1
+            n_in = layer.shape[1] if len(layer.shape) > 1 else 1
+            rows.append(
+                [i, float(layer.kind.startswith("conv")), layer.shape[0], n_in, kernel, layer.params, layer.flops]
+            )
+        feats = np.asarray(rows, dtype=np.float64)
+        return feats / np.maximum(feats.max(axis=0), 1.0)
+
+    def _sigma(self) -> float:
+        return self.noise * self.noise_decay ** max(0, self.learned_episodes)
+
+    def _truncnorm(self, mean: float, sigma: float) -> float:
+        """One draw of Normal(mean, sigma) truncated to [0, 1], by inverse CDF."""
+        if sigma <= 0:
+            return mean
+        m, s = torch.tensor(mean, dtype=torch.float64), torch.tensor(sigma, dtype=torch.float64)
+        a, b = torch.special.ndtr((0 - m) / s), torch.special.ndtr((1 - m) / s)
+        u = a + (b - a) * torch.rand((), generator=self.gen, dtype=torch.float64)
+        return float((m + s * torch.special.ndtri(u.clamp(1e-12, 1 - 1e-12))).clamp(0.0, 1.0))
+
+    # ---- ask/tell ----------------------------------------------------------------------
+    def _propose(self, n: int) -> list[tuple[np.ndarray, dict[str, Any]]]:
+        space, w = self.space, self.space.weights()
+        lo, hi = space.bounds()
+        rest = np.concatenate([np.cumsum(w[::-1])[::-1][1:], [0.0]])  # weight share after layer t
+        out: list[tuple[np.ndarray, dict[str, Any]]] = []
+        for k in range(n):
+            explore = self.next_id + k < self.warmup
+            x = np.zeros(space.dim)
+            states: list[list[float]] = []
+            actions: list[float] = []
+            placed, prev = 0.0, 0.0
+            for t in range(space.dim):
+                used = placed / space.target if space.target > 0 else 0.0
+                s = [*self._static[t].tolist(), used, float(rest[t]), prev]
+                if explore:
+                    a = float(torch.rand((), generator=self.gen, dtype=torch.float64))
+                else:
+                    with torch.no_grad():
+                        mu = float(self.actor(torch.tensor(s, dtype=torch.float32)).item())
+                    a = self._truncnorm(mu, self._sigma())
+                x[t] = clamp_sparsity(t, lo[t] + a * (hi[t] - lo[t]), placed, w, lo, hi, space.target)
+                a = float((x[t] - lo[t]) / (hi[t] - lo[t])) if hi[t] > lo[t] else 0.0  # store the clamped action
+                placed += float(w[t] * x[t])
+                states.append(s)
+                actions.append(a)
+                prev = a
+            self.episodes[self.next_id + k] = (states, actions)
+            out.append((x, {"origin": "warmup" if explore else "agent"}))
+        return out
+
+    def _observe(self, candidate: Candidate, outcome: Outcome) -> None:
+        states, actions = self.episodes.pop(candidate.id)
+        if outcome.state != "complete":
+            return
+        value = float(outcome.values[0])
+        self.stats = _welford(self.stats, value)
+        n, _, m2 = self.stats
+        scale = float(np.sqrt(m2 / (n - 1))) if n > 1 and m2 > 0 else 1.0
+        if self.baseline is None:
+            self.baseline = value
+        reward = (value - self.baseline) / scale
+        self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * value
+        self.buffer.extend((s, a, reward) for s, a in zip(states, actions, strict=True))
+        del self.buffer[: max(0, len(self.buffer) - self.buffer_size)]
+        if candidate.id >= self.warmup:
+            self.learned_episodes += 1
+        if self.told >= self.warmup and len(self.buffer) >= self.batch_size:
+            for _ in range(self.updates_per_tell):
+                self._update()
+
+    def _update(self) -> None:
+        idx = torch.randint(len(self.buffer), (self.batch_size,), generator=self.gen).tolist()
+        s = torch.tensor([self.buffer[i][0] for i in idx], dtype=torch.float32)
+        a = torch.tensor([[self.buffer[i][1]] for i in idx], dtype=torch.float32)
+        r = torch.tensor([[self.buffer[i][2]] for i in idx], dtype=torch.float32)
+        critic_loss = nn.functional.mse_loss(self.critic(torch.cat([s, a], dim=1)), r)
+        self.opt_critic.zero_grad()
+        critic_loss.backward()
+        self.opt_critic.step()
+        actor_loss = -self.critic(torch.cat([s, self.actor(s)], dim=1)).mean()
+        self.opt_actor.zero_grad()
+        actor_loss.backward()
+        self.opt_actor.step()
+
+    # ---- state -------------------------------------------------------------------------
+    def _extra_state(self) -> dict[str, Any]:
+        return {
+            "actor": {k: _tensor_to_json(v) for k, v in self.actor.state_dict().items()},
+            "critic": {k: _tensor_to_json(v) for k, v in self.critic.state_dict().items()},
+            "opt_actor": _optim_state(self.opt_actor),
+            "opt_critic": _optim_state(self.opt_critic),
+            "generator": self.gen.get_state().tolist(),
+            "buffer": [[s, a, r] for s, a, r in self.buffer],
+            "episodes": [[cid, states, actions] for cid, (states, actions) in self.episodes.items()],
+            "baseline": self.baseline,
+            "stats": list(self.stats),
+            "learned_episodes": self.learned_episodes,
+        }
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        self.actor.load_state_dict({k: _tensor_from_json(v) for k, v in state["actor"].items()})
+        self.critic.load_state_dict({k: _tensor_from_json(v) for k, v in state["critic"].items()})
+        _load_optim_state(self.opt_actor, state["opt_actor"])
+        _load_optim_state(self.opt_critic, state["opt_critic"])
+        self.gen.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+        self.buffer = [([float(v) for v in s], float(a), float(r)) for s, a, r in state["buffer"]]
+        self.episodes = {
+            int(c): ([[float(v) for v in s] for s in st], [float(a) for a in ac]) for c, st, ac in state["episodes"]
+        }
+        self.baseline = None if state["baseline"] is None else float(state["baseline"])
+        n, mean, m2 = state["stats"]
+        self.stats = (int(n), float(mean), float(m2))
+        self.learned_episodes = int(state["learned_episodes"])

@@ -1,0 +1,156 @@
+"""The ask/tell contract every search strategy follows.
+
+Strategies maximise ``Outcome.values`` (a tuple: one objective, or two for NSGA-II). They never
+touch Ray, MLflow or SQL: the runner asks, evaluates wherever it likes, and tells. All state is
+plain JSON-able data so a job can resume in another process.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from prunehive.search.space import SearchSpace
+
+OutcomeState = Literal["complete", "failed"]
+
+
+@dataclass
+class Candidate:
+    """One point to evaluate: per-layer sparsities in the space's layer order."""
+
+    id: int
+    sparsity: list[float]
+    expression: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "sparsity": list(self.sparsity), "expression": self.expression, "meta": self.meta}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Candidate":
+        return cls(int(data["id"]), [float(x) for x in data["sparsity"]], data.get("expression"), dict(data.get("meta", {})))
+
+
+@dataclass
+class Outcome:
+    """What an evaluation gave: objective values to maximise, or a failure."""
+
+    values: tuple[float, ...] = ()
+    state: OutcomeState = "complete"
+
+    @classmethod
+    def failed(cls) -> "Outcome":
+        return cls((), "failed")
+
+
+class Strategy(ABC):
+    """Base class: id bookkeeping, budget, pending candidates, best-so-far, state_dict.
+
+    Subclasses implement ``_propose`` (raw vectors; repaired here), ``_observe`` and, if they
+    keep state of their own, ``_extra_state`` / ``_load_extra_state``.
+    """
+
+    name: ClassVar[str] = "base"
+    n_objectives: ClassVar[int] = 1
+
+    def __init__(self, space: SearchSpace, budget: int, seed: int = 0) -> None:
+        if budget < 1:
+            raise ValueError("search.budget must be at least 1 evaluation")
+        self.space = space
+        self.budget = budget
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.next_id = 0
+        self.told = 0
+        self.pending: dict[int, Candidate] = {}
+        self.history: list[tuple[Candidate, Outcome]] = []
+
+    # ---- the contract -------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        return self.told >= self.budget
+
+    def remaining_asks(self) -> int:
+        return max(0, self.budget - self.told - len(self.pending))
+
+    def ask(self, n: int = 1) -> list[Candidate]:
+        """Up to ``n`` new candidates; fewer (even none) while a generation is still out."""
+        n = min(n, self.remaining_asks())
+        if n <= 0:
+            return []
+        out = []
+        for vector, meta in self._propose(n):
+            cand = Candidate(self.next_id, [float(x) for x in self.space.repair(vector)], meta=meta)
+            self.next_id += 1
+            self.pending[cand.id] = cand
+            out.append(cand)
+        return out
+
+    def tell(self, candidate_id: int, outcome: Outcome) -> None:
+        if candidate_id not in self.pending:
+            raise KeyError(f"candidate {candidate_id} was not asked or was already told")
+        if outcome.state == "complete" and len(outcome.values) != self.n_objectives:
+            raise ValueError(f"{self.name} expects {self.n_objectives} objective value(s), got {outcome.values}")
+        cand = self.pending.pop(candidate_id)
+        self.told += 1
+        self.history.append((cand, outcome))
+        self._observe(cand, outcome)
+
+    def best(self) -> list[Candidate]:
+        """The best candidate (one objective) or the Pareto front (several)."""
+        done = [(c, o) for c, o in self.history if o.state == "complete"]
+        if not done:
+            return []
+        if self.n_objectives == 1:
+            return [max(done, key=lambda co: co[1].values[0])[0]]
+        front = []
+        for c, o in done:
+            dominated = any(
+                all(a >= b for a, b in zip(p.values, o.values)) and p.values != o.values for _, p in done
+            )
+            if not dominated:
+                front.append(c)
+        return front
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "budget": self.budget,
+            "next_id": self.next_id,
+            "told": self.told,
+            "rng": self.rng.bit_generator.state,
+            "pending": [c.to_dict() for c in self.pending.values()],
+            "history": [[c.to_dict(), list(o.values), o.state] for c, o in self.history],
+            "extra": self._extra_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("name") != self.name:
+            raise ValueError(f"state belongs to strategy {state.get('name')!r}, not {self.name!r}")
+        self.next_id = int(state["next_id"])
+        self.told = int(state["told"])
+        self.rng.bit_generator.state = state["rng"]
+        self.pending = {c["id"]: Candidate.from_dict(c) for c in state["pending"]}
+        self.history = [
+            (Candidate.from_dict(c), Outcome(tuple(float(v) for v in values), st)) for c, values, st in state["history"]
+        ]
+        self._load_extra_state(state["extra"])
+
+    # ---- for subclasses -----------------------------------------------------------------
+    @abstractmethod
+    def _propose(self, n: int) -> list[tuple[np.ndarray, dict[str, Any]]]:
+        """Return up to ``n`` raw vectors (any values; the base repairs them) with metadata."""
+
+    def _observe(self, candidate: Candidate, outcome: Outcome) -> None:  # noqa: B027
+        """React to a told outcome (default: nothing beyond the shared history)."""
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:  # noqa: B027
+        """Restore what ``_extra_state`` saved."""

@@ -1,0 +1,214 @@
+"""The pruning engine: a loaded task, its statistics and rankings, and fast candidate evaluation.
+
+Built once per worker. ``evaluate`` applies a per-layer sparsity vector by slicing the cached
+rankings (no re-scoring, no model reload), scores the model, optionally fine-tunes for a few
+steps, and restores the dense weights afterwards.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import torch
+from torch import nn
+
+from prunehive.search.space import Layer
+from prunehive.workers.calibration import LayerStats, collect_stats
+from prunehive.workers.layers import count_flops, count_params, find_prunable_layers
+from prunehive.workers.masks import Granularity, Ranking
+from prunehive.workers.metrics import NEEDS_GRADIENTS, Metric, get_metric
+from prunehive.workers.tasks.base import Split, Task
+
+
+@dataclass
+class EvalResult:
+    """What one candidate gave: per-split quality and loss, sparsity, size, cost."""
+
+    metrics: dict[str, dict[str, float]]
+    achieved_sparsity: float
+    layers: dict[str, float]
+    params: int
+    flops: int
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metrics": self.metrics,
+            "achieved_sparsity": self.achieved_sparsity,
+            "layers": self.layers,
+            "params": self.params,
+            "flops": self.flops,
+            "seconds": self.seconds,
+            **self.extra,
+        }
+
+
+class PruningEngine:
+    """One task + one metric + one granularity, ready to evaluate any sparsity vector."""
+
+    def __init__(
+        self,
+        task: Task,
+        metric: str = "magnitude",
+        granularity: str = "unstructured",
+        per_row: bool = False,
+        calibration_batches: int = 8,
+        seed: int = 0,
+    ) -> None:
+        self.task = task
+        self.metric_name = metric
+        self.metric: Metric = get_metric(metric)
+        self.granularity = Granularity.parse(granularity, per_row=per_row)
+        self.seed = seed
+        self.model = task.model()
+        self.example = task.example_input()
+        names = (
+            task.channel_prunable_layers(self.model) if self.granularity.kind == "channel" else task.prunable_layers(self.model)
+        )
+        all_layers = find_prunable_layers(self.model, names, self.example)
+        # N:M skips layers whose rows don't split into whole groups; they stay dense.
+        self.layers: list[Layer] = [lay for lay in all_layers if self.granularity.supports(lay.shape)]
+        self.skipped = [lay.name for lay in all_layers if lay not in self.layers]
+        if not self.layers:
+            raise ValueError(f"task {task.name!r} has no layer that {self.granularity.label} pruning can apply to")
+        modules = dict(self.model.named_modules())
+        self.modules: dict[str, nn.Module] = {lay.name: modules[lay.name] for lay in self.layers}
+        self.dense = {n: m.weight.detach().clone() for n, m in self.modules.items()}
+        self.dense_bias = {n: m.bias.detach().clone() for n, m in self.modules.items() if m.bias is not None}
+        self.total_flops, _ = count_flops(self.model, self.example)
+        self.total_params = count_params(self.model)
+        self.stats = collect_stats(
+            task, self.model, self.names, batches=calibration_batches, with_grads=metric in NEEDS_GRADIENTS
+        )
+        self.rankings = {n: Ranking.build(self.scores(n), self.granularity) for n in self.names}
+
+    @property
+    def names(self) -> list[str]:
+        return [lay.name for lay in self.layers]
+
+    def scores(self, name: str, metric: Metric | None = None) -> torch.Tensor:
+        s = self.stats[name]
+        if metric is None and self.metric_name == "random":
+            from prunehive.workers.metrics import random_metric
+
+            return random_metric(s, seed=self.seed + self.names.index(name))
+        return (metric or self.metric)(s)
+
+    def outlier_ratios(self, m: float = 5.0) -> list[float]:
+        """OWL's per-layer share of Wanda scores above ``m`` times the layer mean."""
+        from prunehive.workers.metrics import wanda
+
+        out = []
+        for n in self.names:
+            score = wanda(self.stats[n])
+            out.append(float((score > m * score.mean()).float().mean()))
+        return out
+
+    # ---- masks --------------------------------------------------------------------------
+    def as_dict(self, sparsity: Mapping[str, float] | Iterable[float]) -> dict[str, float]:
+        """Accept a name->sparsity mapping or a vector in layer order; check names and range."""
+        if isinstance(sparsity, Mapping):
+            unknown = set(sparsity) - set(self.names)
+            if unknown:
+                raise ValueError(f"unknown layers {sorted(unknown)}; prunable layers are {self.names}")
+            out = {n: float(sparsity.get(n, 0.0)) for n in self.names}
+        else:
+            values = [float(v) for v in sparsity]
+            if len(values) != len(self.names):
+                raise ValueError(f"expected {len(self.names)} per-layer sparsities, got {len(values)}")
+            out = dict(zip(self.names, values))
+        for n, v in out.items():
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"sparsity of layer {n!r} is {v}, outside [0, 1]")
+        return out
+
+    def masks(self, sparsity: Mapping[str, float] | Iterable[float]) -> dict[str, torch.Tensor]:
+        return {n: self.rankings[n].mask(s) for n, s in self.as_dict(sparsity).items()}
+
+    def _apply(self, masks: Mapping[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for n, mask in masks.items():
+                module = self.modules[n]
+                torch.mul(self.dense[n], mask, out=module.weight.data)
+                if self.granularity.kind == "channel" and module.bias is not None:
+                    torch.mul(self.dense_bias[n], mask.reshape(mask.shape[0], -1)[:, 0], out=module.bias.data)
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for n, module in self.modules.items():
+                module.weight.data.copy_(self.dense[n])
+                if n in self.dense_bias:
+                    module.bias.data.copy_(self.dense_bias[n])
+
+    def achieved(self, masks: Mapping[str, torch.Tensor]) -> tuple[float, dict[str, float]]:
+        pruned = {n: int(m.numel() - int(m.count_nonzero())) for n, m in masks.items()}
+        per_layer = {n: pruned[n] / masks[n].numel() for n in masks}
+        total = sum(m.numel() for m in masks.values())
+        return sum(pruned.values()) / total, per_layer
+
+    # ---- evaluation ---------------------------------------------------------------------
+    def evaluate(
+        self,
+        sparsity: Mapping[str, float] | Iterable[float],
+        splits: tuple[Split, ...] = ("validation",),
+        recovery_steps: int = 0,
+    ) -> EvalResult:
+        """Prune to ``sparsity``, (optionally fine-tune), score on ``splits``, restore dense."""
+        start = time.perf_counter()
+        masks = self.masks(sparsity)
+        snapshot = copy.deepcopy(self.model.state_dict()) if recovery_steps > 0 else None
+        try:
+            self._apply(masks)
+            if recovery_steps > 0:
+                self.task.train(
+                    self.model, recovery_steps, lr=self.task.lr * 0.1, after_step=lambda: self._reapply(masks)
+                )
+            metrics = {}
+            for split in splits:
+                ev = self.task.evaluate(self.model, split)
+                metrics[split] = {self.task.quality: ev.quality, "loss": ev.loss, "objective": self.task.objective(ev)}
+            params, flops = self._size(masks)
+        finally:
+            if snapshot is not None:
+                self.model.load_state_dict(snapshot)
+            self.restore()
+        achieved, per_layer = self.achieved(masks)
+        return EvalResult(metrics, achieved, per_layer, params, flops, time.perf_counter() - start)
+
+    def _reapply(self, masks: Mapping[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for n, mask in masks.items():
+                self.modules[n].weight.data.mul_(mask)
+
+    def _size(self, masks: Mapping[str, torch.Tensor]) -> tuple[int, int]:
+        """Nonzero parameters, and FLOPs with each layer's share scaled by its density."""
+        params = self.total_params - sum(int(m.numel() - int(m.count_nonzero())) for m in masks.values())
+        saved = 0.0
+        for lay in self.layers:
+            mask = masks[lay.name]
+            saved += lay.flops * (1.0 - float(mask.count_nonzero()) / mask.numel())
+        return params, int(self.total_flops - saved)
+
+    # ---- export -------------------------------------------------------------------------
+    def export(self, sparsity: Mapping[str, float] | Iterable[float]) -> nn.Module:
+        """A pruned copy: physically smaller for ``channel``, else torch.nn.utils.prune masks
+        (``weight_orig`` and ``weight_mask``), as a user would save or fine-tune it."""
+        if self.granularity.kind == "channel":
+            from prunehive.workers.structured import prune_channels
+
+            plan = {n: self.rankings[n].removed_channels(s) for n, s in self.as_dict(sparsity).items()}
+            return prune_channels(self.model, plan, self.example)
+        from torch.nn.utils import prune
+
+        model = copy.deepcopy(self.model)
+        modules = dict(model.named_modules())
+        for n, mask in self.masks(sparsity).items():
+            prune.custom_from_mask(modules[n], "weight", mask.to(modules[n].weight.dtype))
+        return model
+
+    def stats_for(self, name: str) -> LayerStats:
+        return self.stats[name]

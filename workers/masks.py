@@ -1,0 +1,127 @@
+"""Masks for any sparsity from rankings computed once per (layer, metric).
+
+A ranking stores, for every weight, its position in the keep order of its comparison group
+(the layer, a row, an N:M group, or an output channel). The mask for k pruned weights is then
+one comparison, ``rank >= k``, so evaluating a new sparsity vector never re-scores anything.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+GroupKind = Literal["layer", "row", "nm", "channel"]
+
+
+@dataclass(frozen=True)
+class Granularity:
+    """How weights compete: ``unstructured`` (per layer or per row), ``N:M``, or ``channel``."""
+
+    kind: GroupKind
+    n: int = 0
+    m: int = 0
+
+    @classmethod
+    def parse(cls, text: str, per_row: bool = False) -> "Granularity":
+        if text == "unstructured":
+            return cls("row" if per_row else "layer")
+        if text == "channel":
+            return cls("channel")
+        match = re.fullmatch(r"(\d+):(\d+)", text)
+        if match and 0 < int(match[1]) < int(match[2]):
+            return cls("nm", int(match[1]), int(match[2]))
+        raise ValueError(f"unknown granularity {text!r}; choose unstructured, channel or N:M such as 2:4 or 4:8")
+
+    @property
+    def label(self) -> str:
+        return {"layer": "unstructured", "row": "unstructured", "channel": "channel"}.get(
+            self.kind, f"{self.n}:{self.m}"
+        )
+
+    @property
+    def default_sparsity(self) -> float | None:
+        return 1.0 - self.n / self.m if self.kind == "nm" else None
+
+    def supports(self, weight_shape: tuple[int, ...]) -> bool:
+        """N:M needs each row to split into whole groups of M."""
+        if self.kind != "nm":
+            return True
+        cols = 1
+        for d in weight_shape[1:]:
+            cols *= d
+        return cols % self.m == 0
+
+
+def _rank_along_last(scores: torch.Tensor) -> torch.Tensor:
+    """Position of each entry in ascending order along the last dim (0 = least important)."""
+    order = torch.argsort(scores, dim=-1, stable=True)
+    rank = torch.empty_like(order, dtype=torch.int32)
+    positions = torch.arange(scores.shape[-1], dtype=torch.int32).expand_as(order).contiguous()
+    rank.scatter_(-1, order, positions)
+    return rank
+
+
+@dataclass
+class Ranking:
+    """One layer's precomputed order for one metric and granularity."""
+
+    granularity: Granularity
+    rank: torch.Tensor  # int32: shape of W (layer/row/nm) or (out_channels,) for channel
+    shape: tuple[int, ...]
+
+    @classmethod
+    def build(cls, scores: torch.Tensor, granularity: Granularity) -> "Ranking":
+        shape = tuple(scores.shape)
+        flat_rows = scores.reshape(shape[0], -1).double()
+        if granularity.kind == "layer":
+            rank = _rank_along_last(flat_rows.reshape(-1)).reshape(shape)
+        elif granularity.kind == "row":
+            rank = _rank_along_last(flat_rows).reshape(shape)
+        elif granularity.kind == "nm":
+            if not granularity.supports(shape):
+                raise ValueError(f"a layer of shape {shape} cannot be split into groups of {granularity.m}")
+            rank = _rank_along_last(flat_rows.reshape(shape[0], -1, granularity.m)).reshape(shape)
+        else:
+            rank = _rank_along_last(flat_rows.sum(dim=1))
+        return cls(granularity, rank, shape)
+
+    @property
+    def numel(self) -> int:
+        return int(self.rank.numel()) if self.granularity.kind != "channel" else self.shape[0]
+
+    def pruned_count(self, sparsity: float) -> int:
+        """Units removed for a requested sparsity (weights, or channels for ``channel``)."""
+        g = self.granularity
+        if g.kind == "nm":
+            groups = self.rank.numel() // g.m
+            return groups * (g.m - self.keep_per_group(sparsity))
+        return min(self.numel, max(0, round(sparsity * self.numel)))
+
+    def keep_per_group(self, sparsity: float) -> int:
+        g = self.granularity
+        return min(g.m, max(0, round((1.0 - sparsity) * g.m)))
+
+    def mask(self, sparsity: float) -> torch.Tensor:
+        """Boolean keep-mask of W's shape with ``sparsity`` of the weights removed."""
+        g = self.granularity
+        if g.kind == "layer":
+            return self.rank >= self.pruned_count(sparsity)
+        if g.kind == "row":
+            rows = self.shape[0]
+            k = self.pruned_count(sparsity)
+            per_row = torch.full((rows,), k // rows, dtype=torch.int32)
+            per_row[: k % rows] += 1  # spread the remainder so the layer total is exact
+            view = [rows] + [1] * (len(self.shape) - 1)
+            return self.rank >= per_row.reshape(view)
+        if g.kind == "nm":
+            return self.rank >= (g.m - self.keep_per_group(sparsity))
+        keep = self.rank >= self.pruned_count(sparsity)
+        return keep.reshape([-1] + [1] * (len(self.shape) - 1)).expand(self.shape)
+
+    def removed_channels(self, sparsity: float) -> list[int]:
+        """Output channels removed under ``channel`` granularity (lowest scores first)."""
+        k = self.pruned_count(sparsity)
+        return sorted(int(i) for i in torch.nonzero(self.rank < k).flatten())

@@ -1,0 +1,58 @@
+"""Importance metrics: functions of a layer's statistics; a higher score means keep.
+
+Each is a small pure function over (W, X, G, F) so that symbolic metrics can later plug in
+through the same ``Metric`` signature.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Callable
+
+import torch
+
+from prunehive.workers.calibration import LayerStats
+
+Metric = Callable[[LayerStats], torch.Tensor]
+
+
+def magnitude(s: LayerStats) -> torch.Tensor:
+    """|W|: the classic baseline."""
+    return s.W.abs()
+
+
+def wanda(s: LayerStats) -> torch.Tensor:
+    """|W| * ||X||: weights times their input channel's activation norm (Sun et al. 2023)."""
+    return s.W.abs() * s.X
+
+
+def snip(s: LayerStats) -> torch.Tensor:
+    """|W * G|: connection sensitivity of the loss (Lee et al. 2019)."""
+    return (s.W * s.G).abs()
+
+
+def taylor(s: LayerStats) -> torch.Tensor:
+    """W^2 * F / 2: second-order Taylor loss change with the diagonal Fisher (OBD-style)."""
+    return 0.5 * s.W.pow(2) * s.F
+
+
+def random_metric(s: LayerStats, seed: int = 0) -> torch.Tensor:
+    """Random scores, reproducible per layer shape and seed: the floor any metric should beat."""
+    gen = torch.Generator().manual_seed(seed + zlib.crc32(str(tuple(s.W.shape)).encode()))
+    return torch.rand(s.W.shape, generator=gen)
+
+
+METRICS: dict[str, Metric] = {
+    "magnitude": magnitude,
+    "wanda": wanda,
+    "snip": snip,
+    "taylor": taylor,
+    "random": random_metric,
+}
+NEEDS_GRADIENTS = {"snip", "taylor"}
+
+
+def get_metric(name: str) -> Metric:
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r}; choose one of {', '.join(METRICS)}")
+    return METRICS[name]
