@@ -12,7 +12,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Search per-layer pruning on Ray; track it in MLflow.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Search per-layer pruning on Ray; track it in MLflow."
+)
 out = Console()
 err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -61,8 +63,12 @@ def prune(
     sparsity: float = typer.Option(None, "--sparsity", help="Target sparsity in [0, 1) (default 0.5, or N:M's)."),
     allocation: str = typer.Option("uniform", "--allocation", help="uniform, global, erk or owl."),
     metric: str = typer.Option("magnitude", "--metric", help="magnitude, wanda, snip, taylor or random."),
-    granularity: str = typer.Option("unstructured", "--granularity", help="unstructured, 2:4, 4:8 (any N:M) or channel."),
-    per_row: bool = typer.Option(False, "--per-row", help="Unstructured: compare weights within each output row (Wanda)."),
+    granularity: str = typer.Option(
+        "unstructured", "--granularity", help="unstructured, 2:4, 4:8 (any N:M) or channel."
+    ),
+    per_row: bool = typer.Option(
+        False, "--per-row", help="Unstructured: compare weights within each output row (Wanda)."
+    ),
     budget: str = typer.Option("params", "--budget", help="What the sparsity counts: params or flops."),
     recovery_steps: int = typer.Option(0, "--recovery-steps", help="Fine-tune this many steps after pruning."),
     seed: int = typer.Option(0, "--seed"),
@@ -79,7 +85,9 @@ def prune(
         print_json(result)
         return
     q = result["quality"]
-    table = Table("layer", "requested", "achieved", title=f"{task}: {allocation} allocation, {metric}, {result['granularity']}")
+    table = Table(
+        "layer", "requested", "achieved", title=f"{task}: {allocation} allocation, {metric}, {result['granularity']}"
+    )
     for name, achieved in result["layers"].items():
         table.add_row(name, f"{result['requested'][name]:.4f}", f"{achieved:.4f}")
     out.print(table)
@@ -95,9 +103,10 @@ def prune(
         out.print(f"kept dense (shape does not fit {result['granularity']}): {', '.join(result['skipped_layers'])}")
 
 
-def main() -> None:
-    app()
-
+from prunehive.platform import jobs_cli as _jobs_cli  # noqa: E402,F401  (registers run/jobs/show/ui)
 
 if __name__ == "__main__":
-    main()
+    # Run the imported module's app: under ``python -m`` this file is a second module copy.
+    from prunehive.platform.cli import app as _app
+
+    _app()

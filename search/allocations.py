@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
+
 from prunehive.search.space import SearchSpace
 
 ALLOCATIONS = ("uniform", "global", "erk", "owl")

@@ -17,6 +17,7 @@ import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.samplers import BaseSampler, GPSampler, TPESampler
 from optuna.trial import TrialState, create_trial
+
 from prunehive.search.space import SearchSpace
 from prunehive.search.strategy import Candidate, Outcome, Strategy
 

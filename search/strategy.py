@@ -31,8 +31,10 @@ class Candidate:
         return {"id": self.id, "sparsity": list(self.sparsity), "expression": self.expression, "meta": self.meta}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Candidate":
-        return cls(int(data["id"]), [float(x) for x in data["sparsity"]], data.get("expression"), dict(data.get("meta", {})))
+    def from_dict(cls, data: dict[str, Any]) -> Candidate:
+        return cls(
+            int(data["id"]), [float(x) for x in data["sparsity"]], data.get("expression"), dict(data.get("meta", {}))
+        )
 
 
 @dataclass
@@ -43,7 +45,7 @@ class Outcome:
     state: OutcomeState = "complete"
 
     @classmethod
-    def failed(cls) -> "Outcome":
+    def failed(cls) -> Outcome:
         return cls((), "failed")
 
 
@@ -110,7 +112,7 @@ class Strategy(ABC):
         front = []
         for c, o in done:
             dominated = any(
-                all(a >= b for a, b in zip(p.values, o.values)) and p.values != o.values for _, p in done
+                all(a >= b for a, b in zip(p.values, o.values, strict=True)) and p.values != o.values for _, p in done
             )
             if not dominated:
                 front.append(c)

@@ -59,7 +59,9 @@ def collect_stats(
     was_training = model.training
     model.eval()
     try:
+        device = next(model.parameters()).device
         for x, y in calib:
+            x, y = x.to(device), y.to(device)
             if with_grads:
                 model.zero_grad(set_to_none=True)
                 task.loss_fn(model(x), y).backward()

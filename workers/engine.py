@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -58,16 +59,20 @@ class PruningEngine:
         per_row: bool = False,
         calibration_batches: int = 8,
         seed: int = 0,
+        device: str = "cpu",
     ) -> None:
         self.task = task
+        self.device = torch.device(device)
         self.metric_name = metric
         self.metric: Metric = get_metric(metric)
         self.granularity = Granularity.parse(granularity, per_row=per_row)
         self.seed = seed
-        self.model = task.model()
-        self.example = task.example_input()
+        self.model = task.model().to(self.device)
+        self.example = task.example_input().to(self.device)
         names = (
-            task.channel_prunable_layers(self.model) if self.granularity.kind == "channel" else task.prunable_layers(self.model)
+            task.channel_prunable_layers(self.model)
+            if self.granularity.kind == "channel"
+            else task.prunable_layers(self.model)
         )
         all_layers = find_prunable_layers(self.model, names, self.example)
         # N:M skips layers whose rows don't split into whole groups; they stay dense.
@@ -76,7 +81,7 @@ class PruningEngine:
         if not self.layers:
             raise ValueError(f"task {task.name!r} has no layer that {self.granularity.label} pruning can apply to")
         modules = dict(self.model.named_modules())
-        self.modules: dict[str, nn.Module] = {lay.name: modules[lay.name] for lay in self.layers}
+        self.modules: dict[str, nn.Linear | nn.Conv2d] = {lay.name: modules[lay.name] for lay in self.layers}  # type: ignore[misc]
         self.dense = {n: m.weight.detach().clone() for n, m in self.modules.items()}
         self.dense_bias = {n: m.bias.detach().clone() for n, m in self.modules.items() if m.bias is not None}
         self.total_flops, _ = count_flops(self.model, self.example)
@@ -120,7 +125,7 @@ class PruningEngine:
             values = [float(v) for v in sparsity]
             if len(values) != len(self.names):
                 raise ValueError(f"expected {len(self.names)} per-layer sparsities, got {len(values)}")
-            out = dict(zip(self.names, values))
+            out = dict(zip(self.names, values, strict=False))
         for n, v in out.items():
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"sparsity of layer {n!r} is {v}, outside [0, 1]")
@@ -141,7 +146,7 @@ class PruningEngine:
         with torch.no_grad():
             for n, module in self.modules.items():
                 module.weight.data.copy_(self.dense[n])
-                if n in self.dense_bias:
+                if module.bias is not None:
                     module.bias.data.copy_(self.dense_bias[n])
 
     def achieved(self, masks: Mapping[str, torch.Tensor]) -> tuple[float, dict[str, float]]:

@@ -25,7 +25,7 @@ class Granularity:
     m: int = 0
 
     @classmethod
-    def parse(cls, text: str, per_row: bool = False) -> "Granularity":
+    def parse(cls, text: str, per_row: bool = False) -> Granularity:
         if text == "unstructured":
             return cls("row" if per_row else "layer")
         if text == "channel":
@@ -59,7 +59,7 @@ def _rank_along_last(scores: torch.Tensor) -> torch.Tensor:
     """Position of each entry in ascending order along the last dim (0 = least important)."""
     order = torch.argsort(scores, dim=-1, stable=True)
     rank = torch.empty_like(order, dtype=torch.int32)
-    positions = torch.arange(scores.shape[-1], dtype=torch.int32).expand_as(order).contiguous()
+    positions = torch.arange(scores.shape[-1], dtype=torch.int32, device=scores.device).expand_as(order).contiguous()
     rank.scatter_(-1, order, positions)
     return rank
 
@@ -73,7 +73,7 @@ class Ranking:
     shape: tuple[int, ...]
 
     @classmethod
-    def build(cls, scores: torch.Tensor, granularity: Granularity) -> "Ranking":
+    def build(cls, scores: torch.Tensor, granularity: Granularity) -> Ranking:
         shape = tuple(scores.shape)
         flat_rows = scores.reshape(shape[0], -1).double()
         if granularity.kind == "layer":
@@ -112,7 +112,7 @@ class Ranking:
         if g.kind == "row":
             rows = self.shape[0]
             k = self.pruned_count(sparsity)
-            per_row = torch.full((rows,), k // rows, dtype=torch.int32)
+            per_row = torch.full((rows,), k // rows, dtype=torch.int32, device=self.rank.device)
             per_row[: k % rows] += 1  # spread the remainder so the layer total is exact
             view = [rows] + [1] * (len(self.shape) - 1)
             return self.rank >= per_row.reshape(view)

@@ -7,7 +7,7 @@ through the same ``Metric`` signature.
 from __future__ import annotations
 
 import zlib
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -39,7 +39,7 @@ def taylor(s: LayerStats) -> torch.Tensor:
 def random_metric(s: LayerStats, seed: int = 0) -> torch.Tensor:
     """Random scores, reproducible per layer shape and seed: the floor any metric should beat."""
     gen = torch.Generator().manual_seed(seed + zlib.crc32(str(tuple(s.W.shape)).encode()))
-    return torch.rand(s.W.shape, generator=gen)
+    return torch.rand(s.W.shape, generator=gen).to(s.W.device)
 
 
 METRICS: dict[str, Metric] = {

@@ -7,7 +7,7 @@ input columns), so the result is a smaller, faster dense model.
 from __future__ import annotations
 
 import copy
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn

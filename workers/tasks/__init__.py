@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+import os
+import sys
+from collections.abc import Callable
 
 from prunehive.workers.tasks.base import Evaluation, Task
 
@@ -22,6 +24,8 @@ class TaskError(ValueError):
 
 def _import(ref: str) -> Callable[..., object]:
     module_name, _, attr = ref.partition(":")
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())  # like uvicorn: a user's module next to their spec imports
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

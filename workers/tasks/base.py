@@ -13,9 +13,10 @@ import hashlib
 import os
 import random
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar, Iterator, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -111,15 +112,20 @@ class Task(ABC):
         gen = torch.Generator().manual_seed(self.seed + 1)
         order = torch.randperm(len(x), generator=gen)
         return [
-            (x[order[i * self.batch_size : (i + 1) * self.batch_size]], y[order[i * self.batch_size : (i + 1) * self.batch_size]])
+            (
+                x[order[i * self.batch_size : (i + 1) * self.batch_size]],
+                y[order[i * self.batch_size : (i + 1) * self.batch_size]],
+            )
             for i in range(min(k, max(1, len(x) // self.batch_size)))
         ]
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: Split = "validation") -> Evaluation:
         model.eval()
+        device = next(model.parameters()).device
         total_loss, correct, count = 0.0, 0, 0
         for x, y in self.batches(split):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             out = model(x)
             n = y.numel()
             total_loss += float(self.loss_fn(out, y)) * n
@@ -140,12 +146,14 @@ class Task(ABC):
     ) -> None:
         """Plain Adam training on the train split; ``after_step`` re-applies pruning masks."""
         x, y = self.split("train")
+        device = next(model.parameters()).device
+        x, y = x.to(device), y.to(device)
         gen = torch.Generator().manual_seed(self.seed if seed is None else seed)
         opt = torch.optim.AdamW(model.parameters(), lr=lr or self.lr, weight_decay=0.0)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
         model.train()
         for _ in range(steps):
-            idx = torch.randint(0, len(x), (self.batch_size,), generator=gen)
+            idx = torch.randint(0, len(x), (self.batch_size,), generator=gen).to(device)
             opt.zero_grad(set_to_none=True)
             loss = self.loss_fn(model(x[idx]), y[idx])
             loss.backward()

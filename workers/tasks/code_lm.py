@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import ClassVar
 
 import torch
-from prunehive.workers.tasks.base import Batch, QualityKind, Split, Task
 from torch import nn
+
+from prunehive.workers.tasks.base import Batch, QualityKind, Split, Task
 
 CONTEXT = 128  # tokens per input row; windows hold CONTEXT + 1 bytes (inputs and shifted targets)
 TRAIN_STRIDE = 64  # overlapping training windows: more distinct rows for ``Task.train`` to sample
@@ -101,7 +102,7 @@ class ByteTransformer(nn.Module):
     """Maps byte ids [B, T] to next-byte logits [B, T, 256]."""
 
     def __init__(
-        self, vocab: int = 256, dim: int = 128, depth: int = 4, heads: int = 4, hidden: int = 512, context: int = CONTEXT
+        self, vocab: int = 256, dim: int = 128, depth: int = 4, heads: int = 4, hidden: int = 512, context: int = 128
     ) -> None:
         super().__init__()
         self.tok = nn.Embedding(vocab, dim)
@@ -132,7 +133,7 @@ class CodeLMTask(Task):
 
     name: ClassVar[str] = "code-lm"
     quality: ClassVar[QualityKind] = "perplexity"
-    description: ClassVar[str] = "Byte-level 4-block transformer LM on Python stdlib source; perplexity on held-out files."
+    description: ClassVar[str] = "Byte-level 4-block transformer LM on Python stdlib source, scored on held-out files."
     batch_size: int = 32
     eval_batch_size: int = 32
     train_steps: int = 600

@@ -1,0 +1,162 @@
+"""``prunehive run``, ``jobs``, ``show`` and ``ui``: search jobs against the local store."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from prunehive.platform.cli import app, err, friendly_errors, out, print_json
+
+
+def _store(database_url: str | None) -> Any:
+    from prunehive.platform.settings import default_database_url
+    from prunehive.platform.store import JobStore
+
+    return JobStore(database_url or default_database_url())
+
+
+def _metric_row(entry: dict[str, Any], q: str) -> list[str]:
+    m = entry["metrics"]
+    return [f"{entry['achieved_sparsity']:.4f}", f"{m['validation'][q]:.4f}", f"{m['test'][q]:.4f}"]
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    q = result["quality"]
+    table = Table(
+        "", "sparsity", f"val {q}", f"test {q}", title=f"job {result['job_id'][:8]}: {result['trials']} trials"
+    )
+    for entry in result.get("pareto_front", [result["best"]]):
+        table.add_row(f"search (#{entry.get('candidate_id', '')})", *_metric_row(entry, q), style="bold")
+    for name, entry in result["baselines"].items():
+        table.add_row(name, *_metric_row(entry, q))
+    out.print(table)
+    out.print(f"MLflow run {result['mlflow_run_id']} at {result['tracking_uri']}  (open it with `prunehive ui`)")
+
+
+@app.command()
+@friendly_errors
+def run(
+    spec_path: str = typer.Argument(None, metavar="SPEC", help="Job spec YAML (omit with --resume)."),
+    workers: int = typer.Option(None, "--workers", help="Override resources.workers."),
+    ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address (default: RAY_ADDRESS or local)."),
+    resume: str = typer.Option(None, "--resume", help="Continue this job id without repeating finished trials."),
+    database_url: str = typer.Option(None, "--database-url", envvar="PRUNEHIVE_DATABASE_URL", help="Job store URL."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Run a search job now, on a local Ray or the cluster at RAY_ADDRESS."""
+    from prunehive.platform.runner import SearchRun, start_job
+    from prunehive.platform.spec import load_spec
+
+    store = _store(database_url)
+    if resume:
+        job = store.get_job(resume)
+        if job.status == "succeeded":
+            raise ValueError(f"job {job.id} already succeeded; nothing to resume")
+        job_id = job.id
+    elif spec_path is None:
+        raise ValueError("give a SPEC file, or --resume JOB_ID")
+    else:
+        job_id = start_job(store, load_spec(spec_path), workers)
+    err.print(f"job {job_id}", highlight=False)
+    try:
+        result = SearchRun(
+            store, job_id, ray_address=ray_address, show_progress=not as_json or sys.stderr.isatty()
+        ).run()
+    except KeyboardInterrupt:
+        err.print(f"cancelled job {job_id}; resume it with `prunehive run --resume {job_id}`")
+        raise typer.Exit(130) from None
+    except RuntimeError as exc:
+        err.print(f"[red]error:[/red] job {job_id} failed: {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    if as_json:
+        print_json(result)
+    else:
+        print_summary(result)
+
+
+@app.command()
+@friendly_errors
+def jobs(
+    limit: int = typer.Option(20, "--limit"),
+    database_url: str = typer.Option(None, "--database-url", envvar="PRUNEHIVE_DATABASE_URL"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """List recent jobs in the job store."""
+    store = _store(database_url)
+    rows = store.list_jobs(limit=limit)
+    if as_json:
+        print_json({"jobs": [_job_dict(j, store) for j in rows]})
+        return
+    table = Table("id", "name", "kind", "status", "trials", "created")
+    for j in rows:
+        table.add_row(
+            j.id[:8], j.name, j.kind, j.status, str(store.count_trials(j.id)), f"{j.created_at:%Y-%m-%d %H:%M}"
+        )
+    out.print(table)
+
+
+def _job_dict(job: Any, store: Any) -> dict[str, Any]:
+    return {
+        "job_id": job.id,
+        "name": job.name,
+        "kind": job.kind,
+        "status": job.status,
+        "trials": store.count_trials(job.id),
+        "created_at": job.created_at.isoformat(),
+        "error": job.error,
+        "mlflow_run_id": job.mlflow_run_id,
+    }
+
+
+@app.command()
+@friendly_errors
+def show(
+    job_id: str = typer.Argument(..., help="Job id (a unique prefix is enough)."),
+    database_url: str = typer.Option(None, "--database-url", envvar="PRUNEHIVE_DATABASE_URL"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Show one job: status, summary, and its trials."""
+    store = _store(database_url)
+    job = store.get_job(job_id)
+    trials = store.trials(job.id)
+    if as_json:
+        obj = _job_dict(job, store)
+        obj.update(spec=job.spec, summary=job.summary)
+        obj["trial_rows"] = [
+            {"candidate_id": t.candidate_id, "state": t.state, "result": t.result, "error": t.error, "worker": t.worker}
+            for t in trials
+        ]
+        print_json(obj)
+        return
+    out.print(f"job {job.id}  {job.name}  [bold]{job.status}[/bold]  {len(trials)} trials")
+    if job.error:
+        out.print(f"error: {job.error}", highlight=False)
+    if job.summary:
+        print_summary(job.summary)
+    failed = [t for t in trials if t.state == "failed"]
+    if failed:
+        out.print(f"{len(failed)} failed trials, e.g. #{failed[0].candidate_id}: {failed[0].error}", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def ui(
+    port: int = typer.Option(5000, "--port"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+) -> None:
+    """Open the MLflow UI on the default tracking store."""
+    from prunehive.platform.tracking import default_artifact_root, default_tracking_uri
+
+    uri = default_tracking_uri()
+    mlflow = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
+    err.print(f"MLflow UI for {uri} at http://{host}:{port}")
+    cmd = [mlflow, "server", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    if uri.startswith("sqlite:"):
+        cmd += ["--default-artifact-root", default_artifact_root()]
+    raise typer.Exit(subprocess.call(cmd))

@@ -1,0 +1,108 @@
+"""Our own actor pool: ``ray.wait`` over in-flight calls, replacement actors on death.
+
+Ray's ActorPool stalls or shrinks when an actor dies; here a dead actor is replaced and the
+candidates it held are sent again, so a search always finishes with its full budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
+
+
+class WorkerStartError(RuntimeError):
+    """An evaluation worker could not be built (bad task, metric, or resources)."""
+
+
+@dataclass
+class _Call:
+    actor: int
+    items: list[Any]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+class ActorPool:
+    """``size`` actors made by ``factory``; each may hold ``depth`` queued calls."""
+
+    def __init__(self, factory: Callable[[], Any], size: int, depth: int = 2, max_restarts: int | None = None) -> None:
+        self.factory = factory
+        self.depth = depth
+        self.actors = [factory() for _ in range(size)]
+        self.inflight: dict[Any, _Call] = {}
+        self.restarts = 0
+        self.max_restarts = 3 * size if max_restarts is None else max_restarts
+
+    def start(self) -> list[dict[str, Any]]:
+        """Wait until every actor has built its task; a constructor error is a clear failure."""
+        try:
+            return list(ray.get([a.describe.remote() for a in self.actors]))
+        except RayTaskError as exc:
+            raise WorkerStartError(_cause(exc)) from None
+        except RayActorError as exc:
+            raise WorkerStartError(_cause(exc)) from None
+
+    def free_slots(self) -> list[int]:
+        busy = [0] * len(self.actors)
+        for call in self.inflight.values():
+            busy[call.actor] += 1
+        return [i for i, n in sorted(enumerate(busy), key=lambda x: x[1]) if n < self.depth]
+
+    @property
+    def idle(self) -> bool:
+        return not self.inflight
+
+    def submit(self, actor: int, items: list[Any], **kwargs: Any) -> None:
+        ref = self.actors[actor].evaluate_batch.remote(items, **kwargs)
+        self.inflight[ref] = _Call(actor, items, kwargs)
+
+    def wait(self, timeout: float = 1.0) -> list[tuple[list[Any], list[dict[str, Any]]]]:
+        """Finished calls as (items sent, replies). Calls on a dead actor are resubmitted."""
+        if not self.inflight:
+            return []
+        ready, _ = ray.wait(list(self.inflight), num_returns=len(self.inflight), timeout=timeout)
+        if not ready:
+            ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=timeout)
+        done = []
+        for ref in ready:
+            call = self.inflight.pop(ref)
+            try:
+                done.append((call.items, ray.get(ref)))
+            except (RayActorError, ActorDiedError, ActorUnavailableError):
+                self._replace(call.actor)
+                self.submit(call.actor, call.items, **call.kwargs)
+        return done
+
+    def _replace(self, index: int) -> None:
+        self.restarts += 1
+        if self.restarts > self.max_restarts:
+            raise RuntimeError(f"evaluation workers died {self.restarts} times; giving up")
+        with contextlib.suppress(Exception):  # the actor is already gone
+            ray.kill(self.actors[index], no_restart=True)
+        self.actors[index] = self.factory()
+        # The calls still queued on the dead actor fail on their own and are resent then.
+
+    def call_all(self, method: str, *args: Any) -> list[Any]:
+        return list(ray.get([getattr(a, method).remote(*args) for a in self.actors]))
+
+    def call_one(self, method: str, *args: Any) -> Any:
+        return ray.get(getattr(self.actors[0], method).remote(*args))
+
+    def shutdown(self) -> None:
+        for actor in self.actors:
+            with contextlib.suppress(Exception):  # best effort at exit
+                ray.kill(actor, no_restart=True)
+        self.inflight.clear()
+
+
+def _cause(exc: BaseException) -> str:
+    """The root error's one-line message from a Ray error."""
+    cause = getattr(exc, "cause", None) or exc.__cause__
+    if isinstance(cause, BaseException) and cause is not exc:
+        return _cause(cause)
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__

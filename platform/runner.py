@@ -1,0 +1,248 @@
+"""Run a search job: Ray actors evaluate, the strategy asks and tells, the store checkpoints.
+
+Only this driver writes to the job store. Every told result is committed together with the
+strategy's state, so a resumed job re-sends exactly the candidates that had no trial row.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from typing import Any
+
+import ray
+
+from prunehive.platform.pool import ActorPool
+from prunehive.platform.progress import SearchProgress
+from prunehive.platform.spec import JobSpec, parse_spec
+from prunehive.platform.store import JobStore
+from prunehive.platform.tracking import Tracker, default_tracking_uri
+from prunehive.search.registry import make_strategy
+from prunehive.search.space import Layer, SearchSpace
+from prunehive.search.strategy import Candidate, Outcome, Strategy
+from prunehive.workers.actor import EvalWorker
+
+
+def connect_ray(address: str | None, cpus_needed: float) -> None:
+    """Attach to RAY_ADDRESS / ``address``, or start a local Ray big enough for the workers."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    else:
+        cpus = max(os.cpu_count() or 1, math.ceil(cpus_needed))
+        ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+
+
+def make_pool(spec: JobSpec) -> ActorPool:
+    res = spec.resources
+    remote = ray.remote(EvalWorker).options(  # type: ignore[attr-defined]
+        num_cpus=res.cpus_per_worker, num_gpus=res.gpus_per_worker, max_restarts=0
+    )
+    threads = max(1, int(res.cpus_per_worker))
+
+    def factory() -> Any:
+        p = spec.pruning
+        return remote.remote(
+            spec.task,
+            p.metric,
+            p.granularity,
+            p.per_row,
+            p.calibration_batches,
+            spec.seed,
+            threads,
+            res.gpus_per_worker,
+        )
+
+    return ActorPool(factory, res.workers)
+
+
+def build_space(spec: JobSpec, layers: list[dict[str, Any]]) -> SearchSpace:
+    p = spec.pruning
+    return SearchSpace(
+        [Layer.from_dict(d) for d in layers],
+        target=p.target,
+        budget=p.budget,
+        min_density=p.min_density,
+        overrides={k: (float(v[0]), float(v[1])) for k, v in p.bounds.items()},
+    )
+
+
+def build_strategy(spec: JobSpec, space: SearchSpace, job_id: str, store_url: str) -> Strategy:
+    options = dict(spec.search.options)
+    if spec.search.strategy == "bayesian":
+        options.setdefault("storage", store_url)
+        options.setdefault("study_name", f"prunehive-{job_id}")
+    return make_strategy(spec.search.strategy, space, spec.search.budget, spec.search.seed, **options)
+
+
+def objective_values(spec: JobSpec, result: dict[str, Any], dense_flops: int) -> tuple[float, ...]:
+    """What strategies maximise: the validation objective, plus sparsity or FLOPs saved (NSGA-II)."""
+    values = [float(result["metrics"]["validation"]["objective"])]
+    for extra in spec.search.objectives[1:]:
+        values.append(result["achieved_sparsity"] if extra == "sparsity" else 1.0 - result["flops"] / dense_flops)
+    return tuple(values)
+
+
+class SearchRun:
+    """One job's driver loop; ``run()`` returns the summary (see ``summary.finish``)."""
+
+    def __init__(
+        self, store: JobStore, job_id: str, ray_address: str | None = None, show_progress: bool = True
+    ) -> None:
+        self.store = store
+        self.job = store.get_job(job_id)
+        self.job_id = self.job.id
+        self.spec = parse_spec(self.job.spec)
+        self.ray_address = ray_address
+        self.show_progress = show_progress
+        self.tracking_uri = self.spec.tracking.mlflow_uri or default_tracking_uri()
+        self.tracker = Tracker(self.tracking_uri, self.spec.experiment)
+
+    def run(self) -> dict[str, Any]:
+        from prunehive.platform import summary
+
+        spec = self.spec
+        connect_ray(self.ray_address, spec.resources.workers * spec.resources.cpus_per_worker)
+        self.store.set_status(self.job_id, "running")
+        pool = make_pool(spec)
+        try:
+            info = pool.start()[0]
+            self.space = build_space(spec, info["layers"])
+            strategy = build_strategy(spec, self.space, self.job_id, self.store.url)
+            parent = self._open_parent(strategy, info)
+            if self.job.strategy_state:
+                strategy.load_state_dict(self.job.strategy_state)
+            logger = self.tracker.background(parent)
+            self._search(pool, strategy, info, parent, logger)
+            logger.close()
+            self._store_child_ids(logger)
+            result = summary.finish(self, pool, strategy, info, parent)
+            self.store.set_summary(self.job_id, result)
+            self.store.set_status(self.job_id, "succeeded")
+            self.tracker.finish_parent(parent, "FINISHED")
+            return result
+        except KeyboardInterrupt:
+            self.store.set_status(self.job_id, "cancelled", error="interrupted by the user")
+            if self.store.get_job(self.job_id).mlflow_run_id:
+                self.tracker.finish_parent(self.store.get_job(self.job_id).mlflow_run_id or "", "KILLED")
+            raise
+        except Exception as exc:
+            self.store.set_status(self.job_id, "failed", error=f"{type(exc).__name__}: {exc}")
+            run_id = self.store.get_job(self.job_id).mlflow_run_id
+            if run_id:
+                self.tracker.finish_parent(run_id, "FAILED")
+            raise
+        finally:
+            pool.shutdown()
+
+    def _open_parent(self, strategy: Strategy, info: dict[str, Any]) -> str:
+        """A new parent run, or (resuming) the old one swept of runs the crash left behind."""
+        run_id = self.job.mlflow_run_id
+        if run_id is None:
+            params = {
+                "task": self.spec.task,
+                "strategy": self.spec.search.strategy,
+                "metric": self.spec.pruning.metric,
+                "granularity": self.spec.pruning.granularity,
+                "target_sparsity": self.space.target,
+                "budget": self.spec.search.budget,
+                "seed": self.spec.search.seed,
+                "workers": self.spec.resources.workers,
+                **{f"strategy.{k}": v for k, v in self.spec.search.options.items()},
+            }
+            run_id = self.tracker.start_parent(self.job_id, params, {"prunehive.kind": "search"})
+            self.store.set_mlflow_run(self.job_id, run_id)
+            self.tracker.log_dict(run_id, self.job.spec, "spec.json")
+        else:
+            self.tracker.resume_parent(run_id)
+            keep = {t.mlflow_run_id for t in self.store.trials(self.job_id) if t.mlflow_run_id}
+            self.tracker.sweep(run_id, keep)
+        return run_id
+
+    def _child(self, cand: Candidate, result: dict[str, Any] | None, error: str | None) -> tuple[dict, dict, dict]:
+        params: dict[str, Any] = {
+            f"sparsity.{n}": round(v, 6) for n, v in zip(self.space.names, cand.sparsity, strict=True)
+        }
+        params.update({"candidate_id": cand.id, "strategy": self.spec.search.strategy})
+        metrics: dict[str, float] = {}
+        if result is not None:
+            metrics = {f"{split}.{k}": float(v) for split, m in result["metrics"].items() for k, v in m.items()}
+            metrics.update(
+                achieved_sparsity=result["achieved_sparsity"], params=result["params"], flops=result["flops"]
+            )
+            metrics["seconds"] = result["seconds"]
+        tags = {
+            "prunehive.kind": "trial",
+            "prunehive.candidate_id": str(cand.id),
+            "prunehive.state": "failed" if error else "complete",
+        }
+        return params, metrics, tags
+
+    def _search(self, pool: ActorPool, strategy: Strategy, info: dict[str, Any], parent: str, logger: Any) -> None:
+        spec = self.spec
+        recorded = {t.candidate_id for t in self.store.trials(self.job_id)}
+        # Trials left without a child run by a crash get one now; pending candidates are re-sent.
+        for t in self.store.trials_missing_mlflow(self.job_id):
+            cand = Candidate.from_dict(t.params)
+            logger.submit(t.candidate_id, f"trial-{t.candidate_id}", *self._child(cand, t.result, t.error))
+        queue = [c for c in strategy.pending.values() if c.id not in recorded]
+        deadline = time.monotonic() + spec.search.minutes * 60 if spec.search.minutes else math.inf
+        batch = spec.resources.batch or 1
+        candidates: dict[int, Candidate] = {c.id: c for c in queue}
+        best = max((o.values[0] for _, o in strategy.history if o.state == "complete"), default=None)
+        with SearchProgress(spec.search.budget, strategy.told, info["quality"], enabled=self.show_progress) as bar:
+            while True:
+                for slot in pool.free_slots():
+                    items = [queue.pop(0) for _ in range(min(batch, len(queue)))]
+                    if len(items) < batch and time.monotonic() < deadline:
+                        items += strategy.ask(batch - len(items))
+                    if not items:
+                        break
+                    candidates.update({c.id: c for c in items})
+                    pool.submit(slot, [(c.id, c.sparsity) for c in items], recovery_steps=spec.pruning.recovery_steps)
+                if pool.idle:
+                    break
+                rows = []
+                for _items, replies in pool.wait(timeout=0.5):
+                    for reply in replies:
+                        cand = candidates.pop(reply["id"])
+                        result, error = reply.get("result"), reply.get("error")
+                        if result is not None:
+                            outcome = Outcome(objective_values(spec, result, info["dense_flops"]))
+                            best = outcome.values[0] if best is None else max(best, outcome.values[0])
+                        else:
+                            outcome = Outcome.failed()
+                        strategy.tell(cand.id, outcome)
+                        rows.append(
+                            {
+                                "candidate_id": cand.id,
+                                "state": outcome.state,
+                                "params": cand.to_dict(),
+                                "result": result,
+                                "error": error,
+                                "worker": reply.get("worker"),
+                                "seconds": result["seconds"] if result else None,
+                            }
+                        )
+                        logger.submit(cand.id, f"trial-{cand.id}", *self._child(cand, result, error))
+                        if spec.resources.batch == 0 and result is not None:
+                            batch = max(1, min(16, int(0.05 / max(result["seconds"], 1e-4))))
+                if rows:
+                    self.store.record_trials(self.job_id, rows, strategy.state_dict())
+                    bar.update(len(rows), best)
+                    self._store_child_ids(logger)
+
+    def _store_child_ids(self, logger: Any) -> None:
+        done = logger.drain()
+        if done:
+            self.store.set_trial_mlflow_run({(self.job_id, int(k)): v for k, v in done.items()})
+
+
+def start_job(store: JobStore, spec: JobSpec, workers: int | None = None) -> str:
+    if workers:
+        spec.resources.workers = workers
+    return store.create_job("search", spec.display_name, spec.model_dump(mode="json"))

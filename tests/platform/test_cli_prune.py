@@ -1,0 +1,76 @@
+"""The ``tasks`` and ``prune`` commands: JSON contract, user tasks, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from prunehive.platform.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+def test_stdlib_platform_is_not_shadowed_from_repo_root() -> None:
+    assert not (ROOT / "platform" / "__init__.py").exists()
+    proc = subprocess.run(
+        [sys.executable, "-c", "import platform; print(platform.system())"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip()
+
+
+def test_tasks_json_lists_builtins() -> None:
+    result = runner.invoke(app, ["tasks", "--json"])
+    assert result.exit_code == 0
+    names = {t["name"] for t in json.loads(result.stdout)["tasks"]}
+    assert {"digits-mlp", "digits-cnn", "code-lm"} <= names
+
+
+def test_prune_json_has_the_contract_keys() -> None:
+    result = runner.invoke(app, ["prune", "--task", "digits-mlp", "--sparsity", "0.8", "--allocation", "erk", "--json"])
+    assert result.exit_code == 0, result.output
+    obj = json.loads(result.stdout)
+    assert obj["achieved_sparsity"] == pytest.approx(0.8, abs=1e-3)
+    assert set(obj["layers"]) == {"fc1", "fc2", "fc3", "fc4", "fc5"}
+    assert {"validation", "test"} <= set(obj["metrics"])
+    assert 0.0 <= obj["metrics"]["test"]["accuracy"] <= 1.0
+
+
+def test_prune_table_and_nm_default_sparsity() -> None:
+    result = runner.invoke(app, ["prune", "--task", "digits-mlp", "--granularity", "2:4", "--metric", "wanda"])
+    assert result.exit_code == 0, result.output
+    assert "achieved sparsity" in result.stdout and "0.5000" in result.stdout
+
+
+def test_user_task_by_module_factory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
+    result = runner.invoke(app, ["prune", "--task", "examples.my_task:make_task", "--sparsity", "0.5", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["metrics"]["test"]["accuracy"] > 0.5
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--task", "nope"], "unknown task 'nope'"),
+        (["--task", "digits-mlp", "--metric", "bogus"], "unknown metric 'bogus'"),
+        (["--task", "digits-mlp", "--allocation", "bogus"], "unknown allocation 'bogus'"),
+        (["--task", "digits-mlp", "--sparsity", "1.0"], "sparsity 1.0 is outside [0, 1)"),
+        (["--task", "digits-mlp", "--sparsity", "-0.1"], "outside [0, 1)"),
+        (["--task", "no_such_pkg.mod:factory"], "cannot import module 'no_such_pkg.mod'"),
+        (["--task", "digits-mlp", "--granularity", "3-4"], "unknown granularity '3-4'"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(args: list[str], message: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "prunehive.platform.cli", "prune", *args], capture_output=True, text=True, cwd=ROOT
+    )
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

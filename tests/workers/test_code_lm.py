@@ -1,0 +1,80 @@
+"""The code-lm task: data splits from held-out files, the transformer's shape, and disk caching."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from prunehive.workers.tasks.code_lm import (
+    CONTEXT,
+    TEST_FILES,
+    TRAIN_FILES,
+    VALIDATION_FILES,
+    CodeLMTask,
+    read_sources,
+)
+
+
+class TinyCodeLM(CodeLMTask):
+    """Two training steps: enough to exercise training and caching without waiting minutes."""
+
+    train_steps = 2
+
+
+@pytest.fixture(scope="module")
+def task() -> CodeLMTask:
+    return CodeLMTask()
+
+
+def test_split_shapes(task: CodeLMTask) -> None:
+    for name in ("train", "validation", "test"):
+        x, y = task.split(name)
+        assert x.shape == y.shape and x.shape[1] == CONTEXT
+        assert x.dtype == y.dtype == torch.int64
+        assert int(x.min()) >= 0 and int(x.max()) < 256
+        assert torch.equal(x[:, 1:], y[:, :-1])  # y is x shifted by one byte
+    assert len(task.split("train")[0]) > 10_000
+    for name in ("validation", "test"):
+        assert 12_000 <= task.split(name)[1].numel() <= 20_000
+    assert task.split("train") is task.split("train")  # built once, then cached
+
+
+def test_held_out_files_are_not_in_train(task: CodeLMTask) -> None:
+    assert not set(VALIDATION_FILES) & set(TRAIN_FILES)
+    assert not set(TEST_FILES) & set(TRAIN_FILES)
+    assert not set(VALIDATION_FILES) & set(TEST_FILES)
+    corpus = b"\0".join(read_sources(TRAIN_FILES))
+    for name in ("validation", "test"):
+        first_row = bytes(task.split(name)[0][0].to(torch.uint8).tolist())
+        assert first_row not in corpus
+    assert not torch.equal(task.split("validation")[0], task.split("test")[0])
+
+
+def test_prunable_layers(task: CodeLMTask) -> None:
+    model = task.architecture()
+    parts = ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.fc1", "mlp.fc2")
+    expected = [f"blocks.{i}.{part}" for i in range(4) for part in parts]
+    assert task.prunable_layers(model) == expected
+    assert task.channel_prunable_layers(model) == [f"blocks.{i}.mlp.fc1" for i in range(4)]
+
+
+def test_model_output_shape(task: CodeLMTask) -> None:
+    model = task.architecture().eval()
+    x, _ = task.split("validation")
+    with torch.no_grad():
+        assert model(x[:3]).shape == (3, CONTEXT, 256)
+        assert model(x[:2, :17]).shape == (2, 17, 256)  # shorter contexts work too
+
+
+def test_model_is_cached_on_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRUNEHIVE_CACHE", str(tmp_path))
+    first = TinyCodeLM().model()
+    assert list((tmp_path / "models").glob("code-lm-*.pt"))
+    second = TinyCodeLM()
+    second.train = lambda *args, **kwargs: pytest.fail("should load from the cache, not train")  # type: ignore[method-assign]
+    loaded = second.model()
+    for (name, a), (_, b) in zip(first.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    assert TinyCodeLM().evaluate(loaded, "validation").quality > 1.0
