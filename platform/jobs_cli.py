@@ -34,7 +34,7 @@ def print_summary(result: dict[str, Any]) -> None:
     for entry in result.get("pareto_front", [result["best"]]):
         table.add_row(f"search (#{entry.get('candidate_id', '')})", *_metric_row(entry, q), style="bold")
     for name, entry in result["baselines"].items():
-        table.add_row(name, *_metric_row(entry, q))
+        table.add_row(name, *(_metric_row(entry, q) if "error" not in entry else ["failed", entry["error"], ""]))
     out.print(table)
     out.print(f"MLflow run {result['mlflow_run_id']} at {result['tracking_uri']}  (open it with `prunehive ui`)")
 

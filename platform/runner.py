@@ -118,8 +118,7 @@ class SearchRun:
                 strategy.load_state_dict(self.job.strategy_state)
             logger = self.tracker.background(parent)
             self._search(pool, strategy, info, parent, logger)
-            logger.close()
-            self._store_child_ids(logger)
+            self._store_child_ids(logger.close(timeout=None))
             result = summary.finish(self, pool, strategy, info, parent)
             self.store.set_summary(self.job_id, result)
             self.store.set_status(self.job_id, "succeeded")
@@ -234,10 +233,9 @@ class SearchRun:
                 if rows:
                     self.store.record_trials(self.job_id, rows, strategy.state_dict())
                     bar.update(len(rows), best)
-                    self._store_child_ids(logger)
+                    self._store_child_ids(logger.drain())
 
-    def _store_child_ids(self, logger: Any) -> None:
-        done = logger.drain()
+    def _store_child_ids(self, done: dict[Any, str]) -> None:
         if done:
             self.store.set_trial_mlflow_run({(self.job_id, int(k)): v for k, v in done.items()})
 

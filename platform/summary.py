@@ -28,9 +28,7 @@ def _evaluate(pool: ActorPool, items: list[tuple[str, list[float]]], recovery_st
         for _sent, replies in pool.wait(timeout=1.0):
             for reply in replies:
                 name = items[reply["id"]][0]
-                if "error" in reply:
-                    raise RuntimeError(f"evaluating {name} failed: {reply['error']}")
-                out[name] = reply["result"]
+                out[name] = reply["result"] if "error" not in reply else {"error": reply["error"]}
     return out
 
 
@@ -54,9 +52,15 @@ def finish(run: SearchRun, pool: ActorPool, strategy: Strategy, info: dict[str, 
     results = _evaluate(pool, items, spec.pruning.recovery_steps)
     q = info["quality"]
 
+    failed = [f"best-{c.id}" for c in best if "error" in results[f"best-{c.id}"]]
+    if failed:
+        raise RuntimeError(f"re-evaluating the best candidate failed: {results[failed[0]]['error']}")
     summary_best = [dict(_entry(results[f"best-{c.id}"]), candidate_id=c.id) for c in best]
-    summary_base = {name: _entry(results[name]) for name in baselines}
+    # A heuristic that the task cannot evaluate is reported with its error, not dropped.
+    summary_base = {name: _entry(r) if "error" not in r else r for name, r in ((n, results[n]) for n in baselines)}
     for name, vector in baselines.items():
+        if "error" in results[name]:
+            continue
         cand = Candidate(-1, vector)
         params, metrics, tags = run._child(cand, results[name], None)
         params["candidate_id"] = name
@@ -70,6 +74,8 @@ def finish(run: SearchRun, pool: ActorPool, strategy: Strategy, info: dict[str, 
     final = {f"best.{s}.{k}": float(v) for s in SPLITS for k, v in head["metrics"][s].items()}
     final["best.achieved_sparsity"] = head["achieved_sparsity"]
     for name, entry in summary_base.items():
+        if "error" in entry:
+            continue
         final.update({f"baseline.{name}.{s}.{q}": float(entry["metrics"][s][q]) for s in SPLITS})
     tracker.log_metrics(parent, final)
     _log_artifacts(run, strategy, parent, head, summary_best, summary_base, q, pool)
@@ -101,6 +107,7 @@ def _log_artifacts(
     pool: ActorPool,
 ) -> None:
     tracker, space = run.tracker, run.space
+    baselines = {n: e for n, e in baselines.items() if "error" not in e}
     tracker.log_dict(
         parent,
         {"layers": head["layers"], "achieved_sparsity": head["achieved_sparsity"], "metrics": head["metrics"]},

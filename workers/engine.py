@@ -90,6 +90,9 @@ class PruningEngine:
             task, self.model, self.names, batches=calibration_batches, with_grads=metric in NEEDS_GRADIENTS
         )
         self.rankings = {n: Ranking.build(self.scores(n), self.granularity) for n in self.names}
+        # One scratch buffer for the float keep-masks of ``evaluate`` (a view of it per layer).
+        weight = next(iter(self.dense.values()))
+        self._scratch = torch.empty(max(w.numel() for w in self.dense.values()), dtype=weight.dtype, device=self.device)
 
     @property
     def names(self) -> list[str]:
@@ -155,6 +158,10 @@ class PruningEngine:
         total = sum(m.numel() for m in masks.values())
         return sum(pruned.values()) / total, per_layer
 
+    def pruned_counts(self, sparsity: Mapping[str, float]) -> dict[str, int]:
+        """Weights each layer loses at ``sparsity``: from the rankings alone, equal to counting the masks."""
+        return {n: self.rankings[n].pruned_weights(s) for n, s in sparsity.items()}
+
     # ---- evaluation ---------------------------------------------------------------------
     def evaluate(
         self,
@@ -164,38 +171,53 @@ class PruningEngine:
     ) -> EvalResult:
         """Prune to ``sparsity``, (optionally fine-tune), score on ``splits``, restore dense."""
         start = time.perf_counter()
-        masks = self.masks(sparsity)
+        values = self.as_dict(sparsity)
+        masks = self.masks(values) if recovery_steps > 0 else None
         snapshot = copy.deepcopy(self.model.state_dict()) if recovery_steps > 0 else None
         try:
-            self._apply(masks)
-            if recovery_steps > 0:
+            if masks is not None:
+                self._apply(masks)
                 self.task.train(
                     self.model, recovery_steps, lr=self.task.lr * 0.1, after_step=lambda: self._reapply(masks)
                 )
+            else:
+                self._prune(values)
             metrics = {}
             for split in splits:
                 ev = self.task.evaluate(self.model, split)
                 metrics[split] = {self.task.quality: ev.quality, "loss": ev.loss, "objective": self.task.objective(ev)}
-            params, flops = self._size(masks)
         finally:
             if snapshot is not None:
                 self.model.load_state_dict(snapshot)
             self.restore()
-        achieved, per_layer = self.achieved(masks)
+        pruned = self.pruned_counts(values)
+        sizes = {lay.name: lay.params for lay in self.layers}
+        per_layer = {n: pruned[n] / sizes[n] for n in self.names}
+        achieved = sum(pruned.values()) / sum(sizes.values())
+        params, flops = self._size(pruned)
         return EvalResult(metrics, achieved, per_layer, params, flops, time.perf_counter() - start)
+
+    def _prune(self, sparsity: Mapping[str, float]) -> None:
+        """Set every layer's weight to dense x keep-mask, the mask written into a float scratch buffer."""
+        with torch.no_grad():
+            for n, s in sparsity.items():
+                module, dense = self.modules[n], self.dense[n]
+                keep = self.rankings[n].keep_into(s, self._scratch[: dense.numel()].view(dense.shape))
+                torch.mul(dense, keep, out=module.weight.data)
+                if self.granularity.kind == "channel" and module.bias is not None:
+                    torch.mul(self.dense_bias[n], keep.reshape(keep.shape[0], -1)[:, 0], out=module.bias.data)
 
     def _reapply(self, masks: Mapping[str, torch.Tensor]) -> None:
         with torch.no_grad():
             for n, mask in masks.items():
                 self.modules[n].weight.data.mul_(mask)
 
-    def _size(self, masks: Mapping[str, torch.Tensor]) -> tuple[int, int]:
+    def _size(self, pruned: Mapping[str, int]) -> tuple[int, int]:
         """Nonzero parameters, and FLOPs with each layer's share scaled by its density."""
-        params = self.total_params - sum(int(m.numel() - int(m.count_nonzero())) for m in masks.values())
+        params = self.total_params - sum(pruned.values())
         saved = 0.0
         for lay in self.layers:
-            mask = masks[lay.name]
-            saved += lay.flops * (1.0 - float(mask.count_nonzero()) / mask.numel())
+            saved += lay.flops * (1.0 - (lay.params - pruned[lay.name]) / lay.params)
         return params, int(self.total_flops - saved)
 
     # ---- export -------------------------------------------------------------------------

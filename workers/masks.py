@@ -7,8 +7,9 @@ one comparison, ``rank >= k``, so evaluating a new sparsity vector never re-scor
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -71,6 +72,7 @@ class Ranking:
     granularity: Granularity
     rank: torch.Tensor  # int32: shape of W (layer/row/nm) or (out_channels,) for channel
     shape: tuple[int, ...]
+    _float_rank: torch.Tensor | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def build(cls, scores: torch.Tensor, granularity: Granularity) -> Ranking:
@@ -104,22 +106,47 @@ class Ranking:
         g = self.granularity
         return min(g.m, max(0, round((1.0 - sparsity) * g.m)))
 
-    def mask(self, sparsity: float) -> torch.Tensor:
-        """Boolean keep-mask of W's shape with ``sparsity`` of the weights removed."""
+    def pruned_weights(self, sparsity: float) -> int:
+        """Weights removed for a requested sparsity: exact, as ranks are distinct within each group,
+        so no mask needs to be built or counted."""
+        k = self.pruned_count(sparsity)
+        if self.granularity.kind == "channel":
+            return k * (math.prod(self.shape) // self.shape[0])
+        return k
+
+    def _threshold(self, sparsity: float) -> int | torch.Tensor:
+        """Keep a weight (or channel) iff its rank is at least this (a per-row column for ``row``)."""
         g = self.granularity
-        if g.kind == "layer":
-            return self.rank >= self.pruned_count(sparsity)
         if g.kind == "row":
             rows = self.shape[0]
             k = self.pruned_count(sparsity)
             per_row = torch.full((rows,), k // rows, dtype=torch.int32, device=self.rank.device)
             per_row[: k % rows] += 1  # spread the remainder so the layer total is exact
-            view = [rows] + [1] * (len(self.shape) - 1)
-            return self.rank >= per_row.reshape(view)
+            return per_row.reshape([rows] + [1] * (len(self.shape) - 1))
         if g.kind == "nm":
-            return self.rank >= (g.m - self.keep_per_group(sparsity))
-        keep = self.rank >= self.pruned_count(sparsity)
-        return keep.reshape([-1] + [1] * (len(self.shape) - 1)).expand(self.shape)
+            return g.m - self.keep_per_group(sparsity)
+        return self.pruned_count(sparsity)
+
+    def mask(self, sparsity: float) -> torch.Tensor:
+        """Boolean keep-mask of W's shape with ``sparsity`` of the weights removed."""
+        keep = self.rank >= self._threshold(sparsity)
+        if self.granularity.kind == "channel":
+            return keep.reshape([-1] + [1] * (len(self.shape) - 1)).expand(self.shape)
+        return keep
+
+    def keep_into(self, sparsity: float, out: torch.Tensor) -> torch.Tensor:
+        """The keep-mask as 0/1 values of ``out``'s dtype, written into ``out`` (W's shape).
+
+        Same values as :meth:`mask`; comparing straight into a float buffer and multiplying by it
+        is several times faster on CPU than building a bool mask and multiplying by that.
+        """
+        if self.granularity.kind == "channel":
+            return out.copy_(self.mask(sparsity))
+        if self._float_rank is None:
+            # float32 holds every integer up to 2**24 exactly, and float comparisons are the fast ones
+            exact = self.rank.numel() <= 2**24
+            self._float_rank = self.rank.to(torch.float32) if exact else self.rank
+        return torch.ge(self._float_rank, self._threshold(sparsity), out=out)
 
     def removed_channels(self, sparsity: float) -> list[int]:
         """Output channels removed under ``channel`` granularity (lowest scores first)."""

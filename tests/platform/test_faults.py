@@ -1,0 +1,153 @@
+"""Fault tests: a failing evaluation, a killed actor, a killed and resumed driver.
+
+Each must end with the full budget and every trial recorded exactly once, in the job store
+and in MLflow, with nothing left RUNNING.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+
+from prunehive.platform.runner import SearchRun, start_job
+from prunehive.platform.spec import parse_spec
+from prunehive.platform.store import JobStore
+
+pytestmark = pytest.mark.ray
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def kill_flag(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("flags") / "killed"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray(kill_flag: Path) -> Iterator[None]:
+    # Workers inherit this environment: they import fault_tasks and see the kill flag.
+    old = dict(os.environ)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
+    os.environ["PRUNEHIVE_TEST_KILL_FLAG"] = str(kill_flag)
+    sys.path.insert(0, str(HERE))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+    os.environ.clear()
+    os.environ.update(old)
+
+
+def spec(task: str, strategy: str = "random", budget: int = 16) -> dict[str, Any]:
+    return {
+        "kind": "search",
+        "task": task,
+        "pruning": {"sparsity": 0.8},
+        "search": {"strategy": strategy, "budget": budget, "seed": 1},
+        "resources": {"workers": 2, "batch": 1},
+    }
+
+
+def children(result_uri: str, parent: str) -> list[Any]:
+    client = MlflowClient(result_uri)
+    exp = client.get_run(parent).info.experiment_id
+    return client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'", max_results=1000)
+
+
+def test_failed_evaluations_are_recorded_and_the_search_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PRUNEHIVE_HOME", str(tmp_path))
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    s = spec("fault_tasks:failing", budget=20)
+    s["search"]["baselines"] = ["uniform"]
+    result = SearchRun(store, start_job(store, parse_spec(s)), show_progress=False).run()
+    trials = store.trials(result["job_id"])
+    states = [t.state for t in trials]
+    assert len(trials) == 20 and "failed" in states and "complete" in states
+    failed = next(t for t in trials if t.state == "failed")
+    assert failed.error is not None and "fc5 too sparse" in failed.error
+    runs = children(result["tracking_uri"], result["mlflow_run_id"])
+    assert len([r for r in runs if r.data.tags.get("prunehive.state") == "failed"]) == states.count("failed")
+
+
+def test_a_killed_actor_is_replaced_and_its_candidate_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PRUNEHIVE_HOME", str(tmp_path))
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    s = spec("fault_tasks:dying", budget=12)
+    s["search"]["baselines"] = ["uniform"]
+    run = SearchRun(store, start_job(store, parse_spec(s)), show_progress=False)
+    result = run.run()
+    assert Path(os.environ["PRUNEHIVE_TEST_KILL_FLAG"]).exists()  # an actor really died
+    trials = store.trials(result["job_id"])
+    assert [t.candidate_id for t in trials] == list(range(12))
+    assert all(t.state == "complete" for t in trials)
+    assert (
+        len(
+            [
+                r
+                for r in children(result["tracking_uri"], result["mlflow_run_id"])
+                if r.data.tags.get("prunehive.kind") == "trial"
+            ]
+        )
+        == 12
+    )
+
+
+@pytest.mark.parametrize("strategy", ["evolution", "bayesian"])
+def test_killed_driver_resumes_without_repeating_trials(tmp_path: Path, strategy: str) -> None:
+    env = dict(os.environ, PRUNEHIVE_HOME=str(tmp_path), PYTHONPATH=str(HERE))
+    env.pop("RAY_ADDRESS", None)
+    spec_file = tmp_path / "spec.yaml"
+    s = spec("fault_tasks:slow", strategy=strategy, budget=24)
+    s["search"]["baselines"] = ["uniform"]
+    if strategy == "evolution":
+        s["search"]["options"] = {"population": 8}
+    import yaml
+
+    spec_file.write_text(yaml.safe_dump(s))
+    cli = [sys.executable, "-m", "prunehive.platform.cli"]
+    proc = subprocess.Popen(
+        [*cli, "run", str(spec_file), "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    store = JobStore(f"sqlite:///{tmp_path / 'prunehive.db'}")
+    deadline = time.monotonic() + 240
+    job_id = None
+    while time.monotonic() < deadline:
+        jobs = store.list_jobs()
+        if jobs and store.count_trials(jobs[0].id) >= 6:
+            job_id = jobs[0].id
+            break
+        time.sleep(0.2)
+    assert job_id is not None, proc.stderr.read() if proc.poll() is not None else "no trials recorded in time"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = store.count_trials(job_id)
+    assert done_before < 24
+    assert store.get_job(job_id).status == "running"  # the driver died without a word
+
+    resumed = subprocess.run([*cli, "run", "--resume", job_id[:8], "--json"], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    trials = store.trials(job_id)
+    assert [t.candidate_id for t in trials] == list(range(24))
+    assert store.get_job(job_id).status == "succeeded"
+    job = store.get_job(job_id)
+    runs = children(f"sqlite:///{tmp_path / 'mlflow.db'}", job.mlflow_run_id or "")
+    trial_runs = [r for r in runs if r.data.tags.get("prunehive.kind") == "trial"]
+    assert sorted(int(r.data.tags["prunehive.candidate_id"]) for r in trial_runs) == list(range(24))
+    assert all(r.info.status == "FINISHED" for r in runs)
+    assert (
+        MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(job.mlflow_run_id or "").info.status == "FINISHED"
+    )
+    if strategy == "bayesian":
+        study = optuna.load_study(study_name=f"prunehive-{job_id}", storage=store.url)
+        assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
