@@ -103,6 +103,7 @@ def prune(
         out.print(f"kept dense (shape does not fit {result['granularity']}): {', '.join(result['skipped_layers'])}")
 
 
+from prunehive.platform import bench_cli as _bench_cli  # noqa: E402,F401  (registers bench)
 from prunehive.platform import jobs_cli as _jobs_cli  # noqa: E402,F401  (registers run/jobs/show/ui)
 
 if __name__ == "__main__":

@@ -106,6 +106,7 @@ class SearchRun:
         from prunehive.platform import summary
 
         spec = self.spec
+        started = time.perf_counter()
         connect_ray(self.ray_address, spec.resources.workers * spec.resources.cpus_per_worker)
         self.store.set_status(self.job_id, "running")
         pool = make_pool(spec)
@@ -117,9 +118,16 @@ class SearchRun:
             if self.job.strategy_state:
                 strategy.load_state_dict(self.job.strategy_state)
             logger = self.tracker.background(parent)
+            searching = time.perf_counter()
             self._search(pool, strategy, info, parent, logger)
-            self._store_child_ids(logger.close(timeout=None))
+            self._store_child_ids(logger.close(timeout=None))  # the search ends once every trial is in MLflow
+            finishing = time.perf_counter()
             result = summary.finish(self, pool, strategy, info, parent)
+            result["timing"] = {
+                "startup_seconds": searching - started,
+                "search_seconds": finishing - searching,
+                "finish_seconds": time.perf_counter() - finishing,
+            }
             self.store.set_summary(self.job_id, result)
             self.store.set_status(self.job_id, "succeeded")
             self.tracker.finish_parent(parent, "FINISHED")

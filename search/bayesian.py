@@ -90,7 +90,7 @@ class BayesianStrategy(Strategy):
         digest = hashlib.sha256(f"{self.seed}:{candidate_id}".encode()).digest()
         seed = int.from_bytes(digest[:4], "little")
         if self.sampler_name == "gp":
-            return GPSampler(seed=seed, n_startup_trials=self.n_startup_trials, deterministic_objective=False)
+            return GPSampler(seed=seed, n_startup_trials=self.n_startup_trials)
         return TPESampler(seed=seed, n_startup_trials=self.n_startup_trials, multivariate=True, constant_liar=True)
 
     # ---- ask/tell ----------------------------------------------------------------------

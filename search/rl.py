@@ -1,11 +1,14 @@
 """AMC-style reinforcement learning (He et al. 2018): a DDPG agent walks the layers in order.
 
 At layer t the agent sees an embedding of the layer and of the budget spent so far, and picks
-that layer's sparsity. AMC's budget rule clips each action so the layers still to come can
+how far that layer's sparsity departs (by up to ``spread``) from the average the remaining
+layers need. AMC's budget rule clips each action so the layers still to come can
 reach the target inside their bounds; the base's repair then only fixes rounding. Every step of
-an episode gets the episode's final (baseline-subtracted) reward, as in AMC. With that reward
-the critic is trained with discount 0 (it regresses the episode outcome of (state, action)),
-which needs no target networks and stays stable on the ~100 episodes a pruning search affords.
+an episode gets the episode's objective as its reward, as in AMC. The buffer keeps raw values and
+rewards are normalised when sampled (minus the current moving-average baseline, over the running
+std), so old and new transitions stay on one scale whatever the metric. With one reward for the
+whole episode the critic is trained with discount 0 (it regresses the episode outcome of
+(state, action)), which needs no target networks and is stable on ~100 episodes.
 
 All randomness comes from one private ``torch.Generator`` and the state dict stores weights,
 Adam moments, the replay buffer and the generator as plain lists, so a restored agent continues
@@ -114,12 +117,13 @@ class RLStrategy(Strategy):
         hidden: int = 64,
         lr_actor: float = 3e-4,
         lr_critic: float = 2e-3,
-        noise: float = 0.5,
-        noise_decay: float = 0.97,
-        updates_per_tell: int = 4,
+        noise: float = 0.3,
+        noise_decay: float = 0.98,
+        updates_per_tell: int = 8,
         batch_size: int = 64,
         buffer_size: int = 4000,
         baseline_decay: float = 0.9,
+        spread: float = 0.3,
     ) -> None:
         super().__init__(space, budget, seed)
         if hidden < 1 or updates_per_tell < 0 or batch_size < 1 or buffer_size < 1:
@@ -130,6 +134,9 @@ class RLStrategy(Strategy):
         self.noise, self.noise_decay = float(noise), float(noise_decay)
         self.updates_per_tell, self.batch_size, self.buffer_size = updates_per_tell, batch_size, buffer_size
         self.baseline_decay = float(baseline_decay)
+        if spread <= 0:
+            raise ValueError("spread must be > 0")
+        self.spread = float(spread)
         self.gen = torch.Generator().manual_seed(seed)
         self.actor = _mlp(STATE_DIM, hidden, sigmoid=True)
         self.critic = _mlp(STATE_DIM + 1, hidden, sigmoid=False)
@@ -140,10 +147,10 @@ class RLStrategy(Strategy):
                     p.uniform_(-bound, bound, generator=self.gen)
         self.opt_actor = torch.optim.Adam(self.actor.parameters(), lr=lr_actor)
         self.opt_critic = torch.optim.Adam(self.critic.parameters(), lr=lr_critic)
-        self.buffer: list[tuple[list[float], float, float]] = []  # (state, action in [0, 1], reward)
+        self.buffer: list[tuple[list[float], float, float]] = []  # (state, action in [0, 1], value)
         self.episodes: dict[int, tuple[list[list[float]], list[float]]] = {}  # pending id -> states, actions
-        self.baseline: float | None = None
-        self.stats = (0, 0.0, 0.0)  # Welford count, mean, M2 of values: rewards in std units, any metric
+        self.baseline: float | None = None  # moving average of the objective (AMC's baseline)
+        self.stats = (0, 0.0, 0.0)  # Welford count, mean, M2 of the objective: rewards in std units
         self.learned_episodes = 0
         self._static = self._layer_features()
 
@@ -189,16 +196,21 @@ class RLStrategy(Strategy):
             actions: list[float] = []
             placed, prev = 0.0, 0.0
             for t in range(space.dim):
-                used = placed / space.target if space.target > 0 else 0.0
-                s = [*self._static[t].tolist(), used, float(rest[t]), prev]
+                used = placed / space.target if space.target > 0 else 0.0  # share of the target already met
+                s = [*self._static[t].tolist(), used, float(rest[t]), prev]  # rest: budget weight still to place
                 if explore:
                     a = float(torch.rand((), generator=self.gen, dtype=torch.float64))
                 else:
                     with torch.no_grad():
                         mu = float(self.actor(torch.tensor(s, dtype=torch.float32)).item())
                     a = self._truncnorm(mu, self._sigma())
-                x[t] = clamp_sparsity(t, lo[t] + a * (hi[t] - lo[t]), placed, w, lo, hi, space.target)
-                a = float((x[t] - lo[t]) / (hi[t] - lo[t])) if hi[t] > lo[t] else 0.0  # store the clamped action
+                # The action moves this layer away from the sparsity the remaining layers need on
+                # average (a = 0.5 keeps it there), so every episode is balanced from the start and
+                # early layers can't starve the later ones, as raw [lo, hi] actions would.
+                needed = (space.target - placed) / max(float(w[t] + rest[t]), 1e-12)
+                proposed = needed + (a - 0.5) * 2.0 * self.spread
+                x[t] = clamp_sparsity(t, proposed, placed, w, lo, hi, space.target)
+                a = float(np.clip(0.5 + (x[t] - needed) / (2.0 * self.spread), 0.0, 1.0))  # the clamped action
                 placed += float(w[t] * x[t])
                 states.append(s)
                 actions.append(a)
@@ -213,13 +225,9 @@ class RLStrategy(Strategy):
             return
         value = float(outcome.values[0])
         self.stats = _welford(self.stats, value)
-        n, _, m2 = self.stats
-        scale = float(np.sqrt(m2 / (n - 1))) if n > 1 and m2 > 0 else 1.0
-        if self.baseline is None:
-            self.baseline = value
-        reward = (value - self.baseline) / scale
-        self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * value
-        self.buffer.extend((s, a, reward) for s, a in zip(states, actions, strict=True))
+        previous = value if self.baseline is None else self.baseline
+        self.baseline = self.baseline_decay * previous + (1 - self.baseline_decay) * value
+        self.buffer.extend((s, a, value) for s, a in zip(states, actions, strict=True))
         del self.buffer[: max(0, len(self.buffer) - self.buffer_size)]
         if candidate.id >= self.warmup:
             self.learned_episodes += 1
@@ -232,7 +240,10 @@ class RLStrategy(Strategy):
         idx = torch.randint(len(self.buffer), (self.batch_size,), generator=self.gen).tolist()
         s = torch.tensor([self.buffer[i][0] for i in idx], dtype=torch.float32)
         a = torch.tensor([[self.buffer[i][1]] for i in idx], dtype=torch.float32)
-        r = torch.tensor([[self.buffer[i][2]] for i in idx], dtype=torch.float32)
+        n, _, m2 = self.stats
+        scale = float(np.sqrt(m2 / (n - 1))) if n > 1 and m2 > 0 else 1.0
+        baseline = self.baseline or 0.0
+        r = torch.tensor([[(self.buffer[i][2] - baseline) / scale] for i in idx], dtype=torch.float32)
         critic_loss = nn.functional.mse_loss(self.critic(torch.cat([s, a], dim=1)), r)
         self.opt_critic.zero_grad()
         critic_loss.backward()

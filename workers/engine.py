@@ -48,6 +48,19 @@ class EvalResult:
         }
 
 
+def _packed(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """Copies of ``tensors`` as views of one flat tensor (returned too), so that one call can update them
+    all; separate copies and None where their dtypes or devices differ."""
+    if len({(t.dtype, t.device) for t in tensors.values()}) != 1:
+        return {n: t.clone() for n, t in tensors.items()}, None
+    flat = torch.cat([t.reshape(-1) for t in tensors.values()])
+    views, offset = {}, 0
+    for n, t in tensors.items():
+        views[n] = flat[offset : offset + t.numel()].view(t.shape)
+        offset += t.numel()
+    return views, flat
+
+
 class PruningEngine:
     """One task + one metric + one granularity, ready to evaluate any sparsity vector."""
 
@@ -82,7 +95,7 @@ class PruningEngine:
             raise ValueError(f"task {task.name!r} has no layer that {self.granularity.label} pruning can apply to")
         modules = dict(self.model.named_modules())
         self.modules: dict[str, nn.Linear | nn.Conv2d] = {lay.name: modules[lay.name] for lay in self.layers}  # type: ignore[misc]
-        self.dense = {n: m.weight.detach().clone() for n, m in self.modules.items()}
+        self.dense, self._dense_flat = _packed({n: m.weight.detach() for n, m in self.modules.items()})
         self.dense_bias = {n: m.bias.detach().clone() for n, m in self.modules.items() if m.bias is not None}
         self.total_flops, _ = count_flops(self.model, self.example)
         self.total_params = count_params(self.model)
@@ -90,9 +103,12 @@ class PruningEngine:
             task, self.model, self.names, batches=calibration_batches, with_grads=metric in NEEDS_GRADIENTS
         )
         self.rankings = {n: Ranking.build(self.scores(n), self.granularity) for n in self.names}
-        # One scratch buffer for the float keep-masks of ``evaluate`` (a view of it per layer).
-        weight = next(iter(self.dense.values()))
-        self._scratch = torch.empty(max(w.numel() for w in self.dense.values()), dtype=weight.dtype, device=self.device)
+        # ``evaluate`` writes each candidate's weights here and points the parameters at them (see ``_prune``).
+        self._pruned, self._pruned_flat = _packed(self.dense)
+        self._pruned_bias = (
+            {n: torch.empty_like(b) for n, b in self.dense_bias.items()} if self.granularity.kind == "channel" else {}
+        )
+        self._swapped: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     @property
     def names(self) -> list[str]:
@@ -187,38 +203,65 @@ class PruningEngine:
                 ev = self.task.evaluate(self.model, split)
                 metrics[split] = {self.task.quality: ev.quality, "loss": ev.loss, "objective": self.task.objective(ev)}
         finally:
+            self._unprune()
             if snapshot is not None:
                 self.model.load_state_dict(snapshot)
-            self.restore()
-        pruned = self.pruned_counts(values)
-        sizes = {lay.name: lay.params for lay in self.layers}
-        per_layer = {n: pruned[n] / sizes[n] for n in self.names}
-        achieved = sum(pruned.values()) / sum(sizes.values())
-        params, flops = self._size(pruned)
+                self.restore()
+        achieved, per_layer, params, flops = self._measure(self.pruned_counts(values))
         return EvalResult(metrics, achieved, per_layer, params, flops, time.perf_counter() - start)
 
     def _prune(self, sparsity: Mapping[str, float]) -> None:
-        """Set every layer's weight to dense x keep-mask, the mask written into a float scratch buffer."""
-        with torch.no_grad():
-            for n, s in sparsity.items():
-                module, dense = self.modules[n], self.dense[n]
-                keep = self.rankings[n].keep_into(s, self._scratch[: dense.numel()].view(dense.shape))
-                torch.mul(dense, keep, out=module.weight.data)
-                if self.granularity.kind == "channel" and module.bias is not None:
-                    torch.mul(self.dense_bias[n], keep.reshape(keep.shape[0], -1)[:, 0], out=module.bias.data)
+        """Point each layer's weight at a buffer holding dense x keep-mask, until ``_unprune``.
+
+        ``sparsity`` names every layer (as ``as_dict`` returns it). The keep-masks are written straight
+        into the buffers as 0/1 floats and multiplied by the dense weights in place, all layers in one
+        call where the buffers are packed. The parameters' own tensors are never written, so putting
+        them back restores the dense model without a copy.
+        """
+        for n, s in sparsity.items():
+            self.rankings[n].keep_into(s, self._pruned[n])
+        if self._pruned_flat is not None and self._dense_flat is not None:
+            self._pruned_flat.mul_(self._dense_flat)
+        else:
+            for n in sparsity:
+                self._pruned[n].mul_(self.dense[n])
+        swapped = self._swapped
+        for n, s in sparsity.items():
+            module = self.modules[n]
+            weight = module.weight
+            swapped.append((weight, weight.data))
+            weight.data = self._pruned[n]
+            bias = module.bias
+            if bias is not None and n in self._pruned_bias:  # channel: removed outputs lose their bias
+                ranking = self.rankings[n]
+                keep = ranking.rank >= ranking.pruned_count(s)
+                swapped.append((bias, bias.data))
+                bias.data = torch.mul(self.dense_bias[n], keep, out=self._pruned_bias[n])
+
+    def _unprune(self) -> None:
+        """Give every parameter ``_prune`` redirected its own (dense) tensor back."""
+        swapped = self._swapped
+        while swapped:
+            param, tensor = swapped.pop()
+            param.data = tensor
 
     def _reapply(self, masks: Mapping[str, torch.Tensor]) -> None:
         with torch.no_grad():
             for n, mask in masks.items():
                 self.modules[n].weight.data.mul_(mask)
 
-    def _size(self, pruned: Mapping[str, int]) -> tuple[int, int]:
-        """Nonzero parameters, and FLOPs with each layer's share scaled by its density."""
-        params = self.total_params - sum(pruned.values())
-        saved = 0.0
+    def _measure(self, pruned: Mapping[str, int]) -> tuple[float, dict[str, float], int, int]:
+        """Achieved sparsity, per-layer sparsity, nonzero parameters, and FLOPs with each layer's share
+        scaled by its density, from the number of weights each layer lost."""
+        per_layer: dict[str, float] = {}
+        removed, prunable, saved = 0, 0, 0.0
         for lay in self.layers:
-            saved += lay.flops * (1.0 - (lay.params - pruned[lay.name]) / lay.params)
-        return params, int(self.total_flops - saved)
+            k = pruned[lay.name]
+            per_layer[lay.name] = k / lay.params
+            saved += lay.flops * (1.0 - (lay.params - k) / lay.params)
+            removed += k
+            prunable += lay.params
+        return removed / prunable, per_layer, self.total_params - removed, int(self.total_flops - saved)
 
     # ---- export -------------------------------------------------------------------------
     def export(self, sparsity: Mapping[str, float] | Iterable[float]) -> nn.Module:

@@ -1,0 +1,146 @@
+"""``prunehive bench``: the eval and throughput benchmarks (ratios measured side by side in one run)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from prunehive.platform.cli import app, err, friendly_errors, out, print_json
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """While a suite runs, anything printed (Ray, MLflow, also below Python) goes to stderr, so that
+    ``--json`` leaves exactly one object on stdout."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no real file descriptor 1: Python-level redirection only
+        saved = None
+    if saved is not None:
+        os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _print_eval(result: dict[str, Any]) -> None:
+    table = Table(
+        "task",
+        "evaluate (ms)",
+        "bare forward (ms)",
+        "ratio",
+        "paired ratio",
+        "goal",
+        title="eval: candidate vs forward",
+    )
+    for r in result["tasks"]:
+        ok = "[green]met[/green]" if r["ratio"] <= r["goal"] else "[red]missed[/red]"
+        table.add_row(
+            r["task"],
+            f"{1000 * r['eval_seconds']:.2f}",
+            f"{1000 * r['bare_seconds']:.2f}",
+            f"{r['ratio']:.3f}",
+            f"{r['ratio_paired']:.3f}",
+            f"<= {r['goal']} {ok}",
+        )
+    out.print(table)
+    first = result["tasks"][0]
+    out.print(f"medians of {first['repeats']} interleaved repeats, torch threads: {first['threads']}")
+
+
+def _print_throughput(result: dict[str, Any]) -> None:
+    table = Table(
+        "task",
+        "trials",
+        "trials/s 1w",
+        "trials/s 2w",
+        "speedup 2w",
+        "bare trials/s",
+        "runner overhead",
+        "fixed ms/trial",
+        title="throughput: search phase of real jobs vs a bare loop",
+    )
+    for r in result["tasks"]:
+        runs = r["runs"]
+        overhead = r.get("runner_overhead")
+        table.add_row(
+            r["task"],
+            str(r["budget"]),
+            _fmt(runs.get("1", {}).get("trials_per_second"), ".2f"),
+            _fmt(runs.get("2", {}).get("trials_per_second"), ".2f"),
+            _fmt(r.get("speedup_2_workers"), ".2f"),
+            f"{r['bare_trials_per_second']:.2f}",
+            "-" if overhead is None else f"{100 * overhead:+.1f}%",
+            _fmt(r.get("fixed_cost_ms_per_trial"), ".1f"),
+        )
+    out.print(table)
+    goals = result["goals"]
+    headline = Table("measure", "value", "goal", title="headline")
+    headline.add_row(
+        f"speedup at 2 workers ({result['scaling_task']})",
+        _fmt(result["speedup_2_workers"], ".2f"),
+        f">= {goals['speedup_2_workers']}",
+    )
+    overhead = result["runner_overhead"]
+    headline.add_row(
+        f"runner overhead ({result['scaling_task']})",
+        "-" if overhead is None else f"{100 * overhead:+.1f}%",
+        f"<= {100 * goals['runner_overhead']:.0f}%",
+    )
+    headline.add_row(
+        f"fixed cost per trial ({result['fixed_cost_task']})",
+        f"{_fmt(result['fixed_cost_ms_per_trial'], '.1f')} ms",
+        "",
+    )
+    out.print(headline)
+    out.print(f"search phase only (actor start-up and the final summary excluded); {result['cpus']} CPUs")
+
+
+@app.command()
+@friendly_errors
+def bench(
+    suite: str = typer.Option(..., "--suite", help="eval or throughput."),
+    task: str = typer.Option(None, "--task", help="Run one task (default: digits-mlp and code-lm)."),
+    repeats: int = typer.Option(15, "--repeats", min=1, help="eval: timed repeats (medians are reported)."),
+    min_seconds: float = typer.Option(
+        1.0, "--min-seconds", min=0.0, help="eval: repeat fast tasks until the bare passes take this long."
+    ),
+    warmup: int = typer.Option(3, "--warmup", min=0, help="eval: untimed repeats first."),
+    threads: int = typer.Option(1, "--threads", min=1, help="eval: torch threads (1, like a worker)."),
+    budget: int = typer.Option(
+        None, "--budget", min=1, help="throughput: trials per job (code-lm 24, digits-mlp 120)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Benchmark evaluation cost (eval) or search throughput (throughput); prints measured ratios."""
+    from prunehive.platform.bench import SUITES, run_suite
+
+    if suite not in SUITES:
+        raise ValueError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
+    tasks = [task] if task else None
+    with err.status(f"running the {suite} benchmark"), _stdout_to_stderr():
+        result = run_suite(
+            suite, tasks, repeats=repeats, warmup=warmup, threads=threads, budget=budget, min_seconds=min_seconds
+        )
+    if as_json:
+        print_json(result)
+    elif suite == "eval":
+        _print_eval(result)
+    else:
+        _print_throughput(result)
