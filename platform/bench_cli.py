@@ -42,26 +42,27 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
 def _print_eval(result: dict[str, Any]) -> None:
     table = Table(
         "task",
-        "evaluate (ms)",
-        "bare forward (ms)",
+        "repeats",
+        "evaluate ms",
+        "forward ms",
         "ratio",
-        "paired ratio",
+        "paired",
         "goal",
-        title="eval: candidate vs forward",
+        title="eval: candidate vs bare forward",
     )
     for r in result["tasks"]:
         ok = "[green]met[/green]" if r["ratio"] <= r["goal"] else "[red]missed[/red]"
         table.add_row(
             r["task"],
-            f"{1000 * r['eval_seconds']:.2f}",
-            f"{1000 * r['bare_seconds']:.2f}",
+            str(r["repeats"]),
+            f"{1000 * r['eval_seconds']:.3f}",
+            f"{1000 * r['bare_seconds']:.3f}",
             f"{r['ratio']:.3f}",
             f"{r['ratio_paired']:.3f}",
             f"<= {r['goal']} {ok}",
         )
     out.print(table)
-    first = result["tasks"][0]
-    out.print(f"medians of {first['repeats']} interleaved repeats, torch threads: {first['threads']}")
+    out.print(f"medians of interleaved repeats; torch threads: {result['tasks'][0]['threads']}")
 
 
 def _print_throughput(result: dict[str, Any]) -> None:

@@ -29,12 +29,22 @@ def connect_ray(address: str | None, cpus_needed: float) -> None:
     """Attach to RAY_ADDRESS / ``address``, or start a local Ray big enough for the workers."""
     if ray.is_initialized():
         return
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # Ray 2.55's FutureWarning otherwise
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     else:
         cpus = max(os.cpu_count() or 1, math.ceil(cpus_needed))
         ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+
+
+def auto_batch(seconds: float, budget: int, workers: int, depth: int) -> int:
+    """Candidates per actor call: enough to make a call last ~50 ms (amortising the Ray call),
+    but with no more than a twentieth of the budget in flight, so model-based strategies
+    (Bayesian, RL, evolution) still learn from most results before they ask again."""
+    amortise = int(0.05 / max(seconds, 1e-4))
+    in_flight = max(1, (budget // 20) // (workers * depth))
+    return max(1, min(16, amortise, in_flight))
 
 
 def make_pool(spec: JobSpec) -> ActorPool:
@@ -237,7 +247,7 @@ class SearchRun:
                         )
                         logger.submit(cand.id, f"trial-{cand.id}", *self._child(cand, result, error))
                         if spec.resources.batch == 0 and result is not None:
-                            batch = max(1, min(16, int(0.05 / max(result["seconds"], 1e-4))))
+                            batch = auto_batch(result["seconds"], spec.search.budget, len(pool.actors), pool.depth)
                 if rows:
                     self.store.record_trials(self.job_id, rows, strategy.state_dict())
                     bar.update(len(rows), best)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from prunehive.search.allocations import ALLOCATIONS
 from prunehive.search.registry import STRATEGIES
 from prunehive.workers.masks import Granularity
-from prunehive.workers.metrics import METRICS
+from prunehive.workers.metrics import EXPRESSION_PREFIX, METRICS, get_metric
 
 
 class SpecError(ValueError):
@@ -46,7 +46,10 @@ class PruningSpec(Strict):
     @field_validator("metric")
     @classmethod
     def _metric(cls, v: str) -> str:
-        return _one_of(v, list(METRICS))
+        if v.startswith(EXPRESSION_PREFIX):
+            get_metric(v)  # parses the expression; its error points at the offending token
+            return v
+        return _one_of(v, [*METRICS, f"{EXPRESSION_PREFIX}<expression>"])
 
     @field_validator("granularity")
     @classmethod

@@ -7,6 +7,7 @@ offers through the global tracking URI; that method is for the driver process on
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import re
@@ -236,6 +237,9 @@ class Tracker:
         import torch
 
         logged = self.client.create_logged_model(self.experiment_id, name=name, source_run_id=run_id)
+        quiet = logging.getLogger("mlflow.pytorch")  # its pickle-format warning on every log is noise here
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
         with _global_tracking_uri(self.tracking_uri):
             info = mlflow.pytorch.log_model(
                 model,
@@ -245,6 +249,7 @@ class Tracker:
                 serialization_format="pickle",
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
             )
+        quiet.setLevel(level)
         return str(info.model_uri)
 
 

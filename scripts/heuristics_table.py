@@ -77,8 +77,8 @@ def table(results: dict[str, tuple[str, float, dict[tuple[float, str, str], floa
         for sparsity in SPARSITIES[task_name]:
             for metric in METRICS:
                 values = [cells[(sparsity, metric, a)] for a in ALLOCATIONS]
-                best = max(values) if quality == "accuracy" else min(values)
-                shown = [f"**{fmt(quality, v)}**" if v == best else fmt(quality, v) for v in values]
+                best = fmt(quality, max(values) if quality == "accuracy" else min(values))
+                shown = [f"**{fmt(quality, v)}**" if fmt(quality, v) == best else fmt(quality, v) for v in values]
                 lines.append(f"| {task_name} | {sparsity:.2f} | {metric} | " + " | ".join(shown) + " |")
     return "\n".join(lines) + "\n"
 

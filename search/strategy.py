@@ -86,7 +86,7 @@ class Strategy(ABC):
             return []
         out = []
         for vector, meta in self._propose(n):
-            cand = Candidate(self.next_id, [float(x) for x in self.space.repair(vector)], meta=meta)
+            cand = self._candidate(self.next_id, vector, meta)
             self.next_id += 1
             self.pending[cand.id] = cand
             out.append(cand)
@@ -147,6 +147,10 @@ class Strategy(ABC):
     @abstractmethod
     def _propose(self, n: int) -> list[tuple[np.ndarray, dict[str, Any]]]:
         """Return up to ``n`` raw vectors (any values; the base repairs them) with metadata."""
+
+    def _candidate(self, ident: int, vector: np.ndarray, meta: dict[str, Any]) -> Candidate:
+        """Turn one proposal into a candidate; the default repairs the vector onto the budget."""
+        return Candidate(ident, [float(x) for x in self.space.repair(vector)], meta=meta)
 
     def _observe(self, candidate: Candidate, outcome: Outcome) -> None:  # noqa: B027
         """React to a told outcome (default: nothing beyond the shared history)."""

@@ -20,7 +20,7 @@ from prunehive.search.space import Layer
 from prunehive.workers.calibration import LayerStats, collect_stats
 from prunehive.workers.layers import count_flops, count_params, find_prunable_layers
 from prunehive.workers.masks import Granularity, Ranking
-from prunehive.workers.metrics import NEEDS_GRADIENTS, Metric, get_metric
+from prunehive.workers.metrics import Metric, get_metric, needs_gradients
 from prunehive.workers.tasks.base import Split, Task
 
 
@@ -100,7 +100,7 @@ class PruningEngine:
         self.total_flops, _ = count_flops(self.model, self.example)
         self.total_params = count_params(self.model)
         self.stats = collect_stats(
-            task, self.model, self.names, batches=calibration_batches, with_grads=metric in NEEDS_GRADIENTS
+            task, self.model, self.names, batches=calibration_batches, with_grads=needs_gradients(metric)
         )
         self.rankings = {n: Ranking.build(self.scores(n), self.granularity) for n in self.names}
         # ``evaluate`` writes each candidate's weights here and points the parameters at them (see ``_prune``).

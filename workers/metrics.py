@@ -1,7 +1,7 @@
 """Importance metrics: functions of a layer's statistics; a higher score means keep.
 
-Each is a small pure function over (W, X, G, F) so that symbolic metrics can later plug in
-through the same ``Metric`` signature.
+Each is a small pure function over (W, X, G, F); symbolic metrics plug in through the same
+``Metric`` signature by name, ``expr:<formula>`` (see ``workers/expressions.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 
 from prunehive.workers.calibration import LayerStats
+from prunehive.workers.expressions import expression_metric
 
 Metric = Callable[[LayerStats], torch.Tensor]
 
@@ -50,9 +51,20 @@ METRICS: dict[str, Metric] = {
     "random": random_metric,
 }
 NEEDS_GRADIENTS = {"snip", "taylor"}
+EXPRESSION_PREFIX = "expr:"
 
 
 def get_metric(name: str) -> Metric:
+    """A built-in metric by name, or ``expr:<formula>`` compiled (ExpressionError if it does not parse)."""
+    if name.startswith(EXPRESSION_PREFIX):
+        return expression_metric(name.removeprefix(EXPRESSION_PREFIX))
     if name not in METRICS:
-        raise ValueError(f"unknown metric {name!r}; choose one of {', '.join(METRICS)}")
+        raise ValueError(f"unknown metric {name!r}; choose one of {', '.join(METRICS)} or expr:<formula>")
     return METRICS[name]
+
+
+def needs_gradients(name: str) -> bool:
+    """Whether calibration must run backward passes for this metric (it reads G or F)."""
+    if name.startswith(EXPRESSION_PREFIX):
+        return expression_metric(name.removeprefix(EXPRESSION_PREFIX)).needs_gradients  # G after simplification
+    return name in NEEDS_GRADIENTS
