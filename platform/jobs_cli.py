@@ -31,8 +31,9 @@ def print_summary(result: dict[str, Any]) -> None:
     table = Table(
         "", "sparsity", f"val {q}", f"test {q}", title=f"job {result['job_id'][:8]}: {result['trials']} trials"
     )
-    for entry in result.get("pareto_front", [result["best"]]):
-        table.add_row(f"search (#{entry.get('candidate_id', '')})", *_metric_row(entry, q), style="bold")
+    for entry in result.get("leaderboard") or result.get("pareto_front") or [result["best"]]:
+        label = entry.get("expression") or f"search (#{entry.get('candidate_id', '')})"
+        table.add_row(label, *_metric_row(entry, q), style="bold")
     for name, entry in result["baselines"].items():
         table.add_row(name, *(_metric_row(entry, q) if "error" not in entry else ["failed", entry["error"], ""]))
     out.print(table)
@@ -46,6 +47,7 @@ def run(
     workers: int = typer.Option(None, "--workers", help="Override resources.workers."),
     ray_address: str = typer.Option(None, "--ray-address", help="Ray cluster address (default: RAY_ADDRESS or local)."),
     resume: str = typer.Option(None, "--resume", help="Continue this job id without repeating finished trials."),
+    metric: str = typer.Option(None, "--metric", help="Override pruning.metric, e.g. 'expr:mul(sqr(W),minmax(G))'."),
     database_url: str = typer.Option(None, "--database-url", envvar="PRUNEHIVE_DATABASE_URL", help="Job store URL."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
@@ -62,7 +64,7 @@ def run(
     elif spec_path is None:
         raise ValueError("give a SPEC file, or --resume JOB_ID")
     else:
-        job_id = start_job(store, load_spec(spec_path), workers)
+        job_id = start_job(store, load_spec(spec_path), workers, metric)
     err.print(f"job {job_id}", highlight=False)
     try:
         result = SearchRun(

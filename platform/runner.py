@@ -23,6 +23,7 @@ from prunehive.search.registry import make_strategy
 from prunehive.search.space import Layer, SearchSpace
 from prunehive.search.strategy import Candidate, Outcome, Strategy
 from prunehive.workers.actor import EvalWorker
+from prunehive.workers.metrics import EXPRESSION_PREFIX
 
 
 def connect_ray(address: str | None, cpus_needed: float) -> None:
@@ -65,6 +66,7 @@ def make_pool(spec: JobSpec) -> ActorPool:
             spec.seed,
             threads,
             res.gpus_per_worker,
+            True if spec.kind == "metric-search" else None,  # evolved expressions may read G
         )
 
     return ActorPool(factory, res.workers)
@@ -81,12 +83,34 @@ def build_space(spec: JobSpec, layers: list[dict[str, Any]]) -> SearchSpace:
     )
 
 
-def build_strategy(spec: JobSpec, space: SearchSpace, job_id: str, store_url: str) -> Strategy:
+def fixed_allocation(spec: JobSpec, space: SearchSpace, pool: ActorPool) -> list[float]:
+    """A metric search's per-layer sparsities: a heuristic by name, or the spec's own numbers."""
+    chosen = spec.pruning.allocation
+    if isinstance(chosen, str):
+        return [float(v) for v in pool.call_one("allocation", chosen, space.to_dict())]
+    unknown = set(chosen) - set(space.names)
+    if unknown:
+        raise ValueError(f"pruning.allocation: unknown layers {sorted(unknown)}; prunable layers are {space.names}")
+    return [float(chosen.get(n, 0.0)) for n in space.names]
+
+
+def build_strategy(
+    spec: JobSpec, space: SearchSpace, job_id: str, store_url: str, allocation: list[float] | None = None
+) -> Strategy:
     options = dict(spec.search.options)
-    if spec.search.strategy == "bayesian":
+    if spec.strategy == "gp-metric":
+        options.setdefault("allocation", allocation)
+    if spec.strategy == "bayesian":
         options.setdefault("storage", store_url)
         options.setdefault("study_name", f"prunehive-{job_id}")
-    return make_strategy(spec.search.strategy, space, spec.search.budget, spec.search.seed, **options)
+    return make_strategy(spec.strategy, space, spec.search.budget, spec.search.seed, **options)
+
+
+def item(cand: Candidate) -> tuple[Any, ...]:
+    """What an actor evaluates: id and sparsities, plus the metric when the candidate is one."""
+    if cand.expression:
+        return (cand.id, cand.sparsity, f"{EXPRESSION_PREFIX}{cand.expression}")
+    return (cand.id, cand.sparsity)
 
 
 def objective_values(spec: JobSpec, result: dict[str, Any], dense_flops: int) -> tuple[float, ...]:
@@ -123,7 +147,8 @@ class SearchRun:
         try:
             info = pool.start()[0]
             self.space = build_space(spec, info["layers"])
-            strategy = build_strategy(spec, self.space, self.job_id, self.store.url)
+            self.allocation = fixed_allocation(spec, self.space, pool) if spec.kind == "metric-search" else None
+            strategy = build_strategy(spec, self.space, self.job_id, self.store.url, self.allocation)
             parent = self._open_parent(strategy, info)
             if self.job.strategy_state:
                 strategy.load_state_dict(self.job.strategy_state)
@@ -132,7 +157,12 @@ class SearchRun:
             self._search(pool, strategy, info, parent, logger)
             self._store_child_ids(logger.close(timeout=None))  # the search ends once every trial is in MLflow
             finishing = time.perf_counter()
-            result = summary.finish(self, pool, strategy, info, parent)
+            if spec.kind == "metric-search":
+                from prunehive.platform.metric_summary import finish_metric_search
+
+                result = finish_metric_search(self, pool, strategy, info, parent)
+            else:
+                result = summary.finish(self, pool, strategy, info, parent)
             result["timing"] = {
                 "startup_seconds": searching - started,
                 "search_seconds": finishing - searching,
@@ -162,7 +192,7 @@ class SearchRun:
         if run_id is None:
             params = {
                 "task": self.spec.task,
-                "strategy": self.spec.search.strategy,
+                "strategy": self.spec.strategy,
                 "metric": self.spec.pruning.metric,
                 "granularity": self.spec.pruning.granularity,
                 "target_sparsity": self.space.target,
@@ -184,7 +214,9 @@ class SearchRun:
         params: dict[str, Any] = {
             f"sparsity.{n}": round(v, 6) for n, v in zip(self.space.names, cand.sparsity, strict=True)
         }
-        params.update({"candidate_id": cand.id, "strategy": self.spec.search.strategy})
+        params.update({"candidate_id": cand.id, "strategy": self.spec.strategy})
+        if cand.expression:
+            params["expression"] = cand.expression
         metrics: dict[str, float] = {}
         if result is not None:
             metrics = {f"{split}.{k}": float(v) for split, m in result["metrics"].items() for k, v in m.items()}
@@ -220,7 +252,7 @@ class SearchRun:
                     if not items:
                         break
                     candidates.update({c.id: c for c in items})
-                    pool.submit(slot, [(c.id, c.sparsity) for c in items], recovery_steps=spec.pruning.recovery_steps)
+                    pool.submit(slot, [item(c) for c in items], recovery_steps=spec.pruning.recovery_steps)
                 if pool.idle:
                     break
                 rows = []
@@ -258,7 +290,12 @@ class SearchRun:
             self.store.set_trial_mlflow_run({(self.job_id, int(k)): v for k, v in done.items()})
 
 
-def start_job(store: JobStore, spec: JobSpec, workers: int | None = None) -> str:
+def start_job(store: JobStore, spec: JobSpec, workers: int | None = None, metric: str | None = None) -> str:
+    """Validate overrides through the spec model, then queue the job in the store."""
+    data = spec.model_dump(mode="json")
     if workers:
-        spec.resources.workers = workers
-    return store.create_job("search", spec.display_name, spec.model_dump(mode="json"))
+        data["resources"]["workers"] = workers
+    if metric:
+        data["pruning"]["metric"] = metric
+    checked = parse_spec(data)
+    return store.create_job(checked.kind, checked.display_name, checked.model_dump(mode="json"))

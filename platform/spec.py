@@ -17,6 +17,8 @@ from prunehive.search.registry import STRATEGIES
 from prunehive.workers.masks import Granularity
 from prunehive.workers.metrics import EXPRESSION_PREFIX, METRICS, get_metric
 
+METRIC_BASELINES = ("magnitude", "wanda", "snip")  # what a metric search is compared with
+
 
 class SpecError(ValueError):
     """A spec that cannot run; the message names the field."""
@@ -40,6 +42,9 @@ class PruningSpec(Strict):
     per_row: bool = False
     min_density: float = Field(0.01, ge=0.0, lt=1.0, description="Every layer keeps at least this fraction.")
     bounds: dict[str, tuple[float, float]] = Field(default_factory=dict, description="Per-layer (min, max) sparsity.")
+    allocation: str | dict[str, float] = Field(
+        "uniform", description="metric-search: the fixed allocation, a heuristic name or per-layer sparsities."
+    )
     recovery_steps: int = Field(0, ge=0)
     calibration_batches: int = Field(8, ge=1)
 
@@ -50,6 +55,16 @@ class PruningSpec(Strict):
             get_metric(v)  # parses the expression; its error points at the offending token
             return v
         return _one_of(v, [*METRICS, f"{EXPRESSION_PREFIX}<expression>"])
+
+    @field_validator("allocation")
+    @classmethod
+    def _allocation(cls, v: str | dict[str, float]) -> str | dict[str, float]:
+        if isinstance(v, str):
+            return _one_of(v, list(ALLOCATIONS))
+        for name, value in v.items():
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"sparsity of layer {name!r} is {value}, outside [0, 1)")
+        return v
 
     @field_validator("granularity")
     @classmethod
@@ -76,7 +91,7 @@ class PruningSpec(Strict):
 
 
 class SearchOptions(Strict):
-    strategy: str = "evolution"
+    strategy: str | None = Field(None, description="Default: evolution (search), gp-metric (metric-search).")
     budget: int = Field(100, ge=1, description="Evaluations.")
     minutes: float | None = Field(None, gt=0, description="Wall-clock limit; the search stops asking after it.")
     seed: int = 0
@@ -88,8 +103,8 @@ class SearchOptions(Strict):
 
     @field_validator("strategy")
     @classmethod
-    def _strategy(cls, v: str) -> str:
-        return _one_of(v, list(STRATEGIES))
+    def _strategy(cls, v: str | None) -> str | None:
+        return None if v is None else _one_of(v, list(STRATEGIES))
 
     @field_validator("objectives")
     @classmethod
@@ -104,7 +119,7 @@ class SearchOptions(Strict):
     @classmethod
     def _baselines(cls, v: list[str]) -> list[str]:
         for item in v:
-            _one_of(item, list(ALLOCATIONS))
+            _one_of(item, [*ALLOCATIONS, *METRIC_BASELINES])
         return v
 
     @model_validator(mode="after")
@@ -129,7 +144,7 @@ class Tracking(Strict):
 
 
 class JobSpec(Strict):
-    kind: Literal["search"] = "search"
+    kind: Literal["search", "metric-search"] = "search"
     name: str | None = None
     task: str = "digits-mlp"
     seed: int = 0
@@ -138,9 +153,34 @@ class JobSpec(Strict):
     resources: Resources = Field(default_factory=lambda: Resources())
     tracking: Tracking = Field(default_factory=Tracking)
 
+    @model_validator(mode="after")
+    def _strategy_for_kind(self) -> JobSpec:
+        chosen = self.search.strategy
+        if self.kind == "metric-search":
+            if chosen not in (None, "gp-metric"):
+                raise ValueError(f"search.strategy: metric-search uses gp-metric, not {chosen!r}")
+            self.search.strategy = "gp-metric"
+            if self.search.baselines == list(ALLOCATIONS):
+                self.search.baselines = list(METRIC_BASELINES)
+            allowed: tuple[str, ...] = METRIC_BASELINES
+        else:
+            allowed = ALLOCATIONS
+            if chosen == "gp-metric":
+                raise ValueError("search.strategy: gp-metric searches metrics; use kind: metric-search")
+            if chosen is None:
+                self.search.strategy = "evolution"
+        for item in self.search.baselines:
+            if item not in allowed:
+                raise ValueError(f"search.baselines: {item!r} is not one of {', '.join(allowed)} for kind {self.kind}")
+        return self
+
+    @property
+    def strategy(self) -> str:
+        return self.search.strategy or "evolution"
+
     @property
     def display_name(self) -> str:
-        return self.name or f"{self.task}-{self.search.strategy}"
+        return self.name or f"{self.task}-{self.strategy}"
 
     @property
     def experiment(self) -> str:

@@ -19,10 +19,14 @@ SPLITS = ("validation", "test")
 MAX_FRONT = 24  # Pareto members re-evaluated on test; a front is rarely larger
 
 
-def _evaluate(pool: ActorPool, items: list[tuple[str, list[float]]], recovery_steps: int) -> dict[str, dict[str, Any]]:
-    """Evaluate named vectors on validation and test, spread over the pool."""
+def _evaluate(
+    pool: ActorPool, items: list[tuple[str, list[float]]], recovery_steps: int, metrics: list[str | None] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Evaluate named vectors (each optionally with its own metric) on validation and test."""
     for i, (_, vector) in enumerate(items):
-        pool.submit(i % len(pool.actors), [(i, vector)], splits=SPLITS, recovery_steps=recovery_steps)
+        metric = metrics[i] if metrics else None
+        sent = (i, vector, metric) if metric else (i, vector)
+        pool.submit(i % len(pool.actors), [sent], splits=SPLITS, recovery_steps=recovery_steps)
     out: dict[str, dict[str, Any]] = {}
     while not pool.idle:
         for _sent, replies in pool.wait(timeout=1.0):

@@ -34,6 +34,7 @@ class EvalWorker:
         seed: int = 0,
         threads: int | None = None,
         gpus: float = 0.0,
+        with_grads: bool | None = None,
     ) -> None:
         if threads:
             torch.set_num_threads(threads)
@@ -49,6 +50,7 @@ class EvalWorker:
             calibration_batches=calibration_batches,
             seed=seed,
             device=device,
+            with_grads=with_grads,
         )
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.build_seconds = time.perf_counter() - start
@@ -71,7 +73,7 @@ class EvalWorker:
         return [float(v) for v in baseline_allocation(self.engine, SearchSpace.from_dict(space), name)]
 
     def evaluate_batch(
-        self, items: list[tuple[int, list[float]]], splits: tuple[Split, ...] = ("validation",), recovery_steps: int = 0
+        self, items: list[tuple[Any, ...]], splits: tuple[Split, ...] = ("validation",), recovery_steps: int = 0
     ) -> list[dict[str, Any]]:
         """Evaluate several candidates in one call (fast tasks amortise the call's cost).
 
@@ -79,8 +81,10 @@ class EvalWorker:
         ``{"id", "error"}`` so the driver records the trial as failed and goes on.
         """
         out = []
-        for cid, vector in items:
+        for cid, vector, *metric in items:
             try:
+                if metric:  # a metric search's candidate carries its own importance metric
+                    self.engine.use_metric(metric[0])
                 result = self.engine.evaluate(vector, splits=splits, recovery_steps=recovery_steps).to_dict()
                 out.append({"id": cid, "result": result, "worker": self.worker_id})
             except Exception as exc:  # noqa: BLE001 - reported per candidate, never swallowed
@@ -88,8 +92,10 @@ class EvalWorker:
                 out.append({"id": cid, "error": line, "trace": traceback.format_exc(limit=3), "worker": self.worker_id})
         return out
 
-    def export(self, vector: list[float]) -> torch.nn.Module:
+    def export(self, vector: list[float], metric: str | None = None) -> torch.nn.Module:
         """The pruned model of a candidate (physically smaller for channel granularity)."""
+        if metric:
+            self.engine.use_metric(metric)
         return self.engine.export(vector)
 
     def ping(self) -> str:

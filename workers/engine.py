@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,11 +74,13 @@ class PruningEngine:
         calibration_batches: int = 8,
         seed: int = 0,
         device: str = "cpu",
+        with_grads: bool | None = None,
     ) -> None:
         self.task = task
         self.device = torch.device(device)
         self.metric_name = metric
         self.metric: Metric = get_metric(metric)
+        self.with_grads = needs_gradients(metric) if with_grads is None else with_grads
         self.granularity = Granularity.parse(granularity, per_row=per_row)
         self.seed = seed
         self.model = task.model().to(self.device)
@@ -100,9 +103,10 @@ class PruningEngine:
         self.total_flops, _ = count_flops(self.model, self.example)
         self.total_params = count_params(self.model)
         self.stats = collect_stats(
-            task, self.model, self.names, batches=calibration_batches, with_grads=needs_gradients(metric)
+            task, self.model, self.names, batches=calibration_batches, with_grads=self.with_grads
         )
         self.rankings = {n: Ranking.build(self.scores(n), self.granularity) for n in self.names}
+        self._ranking_cache: OrderedDict[str, dict[str, Ranking]] = OrderedDict({metric: self.rankings})
         # ``evaluate`` writes each candidate's weights here and points the parameters at them (see ``_prune``).
         self._pruned, self._pruned_flat = _packed(self.dense)
         self._pruned_bias = (
@@ -121,6 +125,21 @@ class PruningEngine:
 
             return random_metric(s, seed=self.seed + self.names.index(name))
         return (metric or self.metric)(s)
+
+    def use_metric(self, name: str) -> None:
+        """Rank by another metric (a metric search's candidate expression); the last few
+        metrics' rankings are kept, so switching back costs nothing."""
+        if name == self.metric_name:
+            return
+        metric = get_metric(name)
+        if needs_gradients(name) and not self.with_grads:
+            raise ValueError(f"metric {name!r} needs gradients; build the engine with with_grads=True")
+        if name not in self._ranking_cache:
+            self._ranking_cache[name] = {n: Ranking.build(metric(self.stats[n]), self.granularity) for n in self.names}
+            while len(self._ranking_cache) > 8:
+                self._ranking_cache.popitem(last=False)
+        self._ranking_cache.move_to_end(name)
+        self.metric_name, self.metric, self.rankings = name, metric, self._ranking_cache[name]
 
     def outlier_ratios(self, m: float = 5.0) -> list[float]:
         """OWL's per-layer share of Wanda scores above ``m`` times the layer mean."""

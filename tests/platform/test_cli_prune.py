@@ -74,3 +74,22 @@ def test_bad_input_is_one_line_and_nonzero(args: list[str], message: str) -> Non
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_prune_accepts_an_expression_metric() -> None:
+    result = runner.invoke(
+        app, ["prune", "--task", "digits-mlp", "--sparsity", "0.7", "--metric", "expr:mul(abs(W),X)", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    wanda = runner.invoke(app, ["prune", "--task", "digits-mlp", "--sparsity", "0.7", "--metric", "wanda", "--json"])
+    assert json.loads(result.stdout)["metrics"] == json.loads(wanda.stdout)["metrics"]
+
+
+def test_malformed_expression_is_one_line() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "prunehive.platform.cli", "prune", "--task", "digits-mlp", "--metric", "expr:abs(W"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2 and "expected" in proc.stderr and "Traceback" not in proc.stderr

@@ -88,3 +88,43 @@ def test_spec_errors_name_the_field() -> None:
     with pytest.raises(SpecError, match=r"resources.gpu: unknown field"):
         parse_spec({"kind": "search", "resources": {"gpu": 1}})
     assert parse_spec({"kind": "search", "task": "digits-mlp"}).search.budget == 100
+
+
+def test_metric_search_end_to_end(home: Path) -> None:
+    spec = {
+        "kind": "metric-search",
+        "task": "digits-mlp",
+        "pruning": {"sparsity": 0.8},
+        "search": {"budget": 12, "seed": 0, "options": {"population": 6}},
+        "resources": {"workers": 2},
+    }
+    store, result = run_job(home, spec)
+    assert result["kind"] == "metric-search" and result["trials"] == 12
+    assert set(result["baselines"]) == {"magnitude", "wanda", "snip"}
+    assert all("error" not in b for b in result["baselines"].values())
+    board = result["leaderboard"]
+    assert board and board[0]["expression"] and {"validation", "test"} <= set(board[0]["metrics"])
+    # Magnitude, Wanda and SNIP seed the first generation, so the best is at least as good as them.
+    best_val = board[0]["metrics"]["validation"]["accuracy"]
+    assert best_val >= max(b["metrics"]["validation"]["accuracy"] for b in result["baselines"].values()) - 1e-9
+    client = MlflowClient(result["tracking_uri"])
+    runs = client.search_runs(
+        [client.get_run(result["mlflow_run_id"]).info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{result['mlflow_run_id']}'",
+        max_results=1000,
+    )
+    trials = [r for r in runs if r.data.tags.get("prunehive.kind") == "trial"]
+    assert len(trials) == 12 and all("expression" in r.data.params for r in trials)
+    artifacts = {a.path for a in client.list_artifacts(result["mlflow_run_id"])}
+    assert {"leaderboard.json", "leaderboard.md"} <= artifacts
+
+
+def test_metric_search_spec_rules() -> None:
+    spec = parse_spec({"kind": "metric-search", "task": "digits-mlp"})
+    assert spec.strategy == "gp-metric" and spec.search.baselines == ["magnitude", "wanda", "snip"]
+    with pytest.raises(SpecError, match="metric-search uses gp-metric"):
+        parse_spec({"kind": "metric-search", "search": {"strategy": "evolution"}})
+    with pytest.raises(SpecError, match="use kind: metric-search"):
+        parse_spec({"kind": "search", "search": {"strategy": "gp-metric"}})
+    with pytest.raises(SpecError, match=r"pruning.metric: unknown operator 'foo' at position 4"):
+        parse_spec({"kind": "search", "pruning": {"metric": "expr:mul(foo(W),X)"}})
