@@ -25,6 +25,8 @@ from prunehive.search.strategy import Candidate, Outcome, Strategy
 from prunehive.workers.actor import EvalWorker
 from prunehive.workers.metrics import EXPRESSION_PREFIX
 
+WARM_STARTABLE = ("evolution", "bayesian")  # strategies that take ``initial`` vectors
+
 
 def connect_ray(address: str | None, cpus_needed: float) -> None:
     """Attach to RAY_ADDRESS / ``address``, or start a local Ray big enough for the workers."""
@@ -95,11 +97,18 @@ def fixed_allocation(spec: JobSpec, space: SearchSpace, pool: ActorPool) -> list
 
 
 def build_strategy(
-    spec: JobSpec, space: SearchSpace, job_id: str, store_url: str, allocation: list[float] | None = None
+    spec: JobSpec,
+    space: SearchSpace,
+    job_id: str,
+    store_url: str,
+    allocation: list[float] | None = None,
+    warm: list[list[float]] | None = None,
 ) -> Strategy:
     options = dict(spec.search.options)
     if spec.strategy == "gp-metric":
         options.setdefault("allocation", allocation)
+    if spec.strategy in WARM_STARTABLE and spec.search.warm_start and warm:
+        options.setdefault("initial", warm)
     if spec.strategy == "bayesian":
         options.setdefault("storage", store_url)
         options.setdefault("study_name", f"prunehive-{job_id}")
@@ -148,7 +157,10 @@ class SearchRun:
             info = pool.start()[0]
             self.space = build_space(spec, info["layers"])
             self.allocation = fixed_allocation(spec, self.space, pool) if spec.kind == "metric-search" else None
-            strategy = build_strategy(spec, self.space, self.job_id, self.store.url, self.allocation)
+            warm = None
+            if spec.strategy in WARM_STARTABLE and spec.search.warm_start:
+                warm = [pool.call_one("allocation", name, self.space.to_dict()) for name in spec.search.baselines]
+            strategy = build_strategy(spec, self.space, self.job_id, self.store.url, self.allocation, warm)
             parent = self._open_parent(strategy, info)
             if self.job.strategy_state:
                 strategy.load_state_dict(self.job.strategy_state)

@@ -100,6 +100,7 @@ class SearchOptions(Strict):
     )
     options: dict[str, Any] = Field(default_factory=dict, description="The strategy's own keyword arguments.")
     baselines: list[str] = Field(default_factory=lambda: list(ALLOCATIONS))
+    warm_start: bool = Field(True, description="evolution and bayesian start from the baselines' allocations.")
 
     @field_validator("strategy")
     @classmethod

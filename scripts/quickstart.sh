@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3.11 -m venv .venv
-.venv/bin/pip install --quiet -e .
+.venv/bin/pip install -qq -e .
 .venv/bin/prunehive run examples/digits-mlp-evolution.yaml "$@"

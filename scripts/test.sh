@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3.11 -m venv .venv
-.venv/bin/pip install --quiet -e '.[dev]'
+.venv/bin/pip install -qq -e '.[dev]'
 .venv/bin/ruff check .
 .venv/bin/mypy
 .venv/bin/pytest -q "$@"

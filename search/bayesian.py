@@ -46,8 +46,10 @@ class BayesianStrategy(Strategy):
         storage: str | None = None,
         study_name: str | None = None,
         n_startup_trials: int = 10,
+        initial: list[list[float]] | None = None,
     ) -> None:
         super().__init__(space, budget, seed)
+        self.initial = [list(map(float, v)) for v in (initial or [])]  # warm-start vectors, asked first
         if sampler not in ("tpe", "gp"):
             raise ValueError(f"unknown bayesian sampler {sampler!r}; choose 'tpe' or 'gp'")
         if n_startup_trials < 0:
@@ -100,6 +102,10 @@ class BayesianStrategy(Strategy):
         for k in range(n):
             cid = self.next_id + k  # the base numbers candidates in proposal order
             study.sampler = self._make_sampler(cid)
+            if cid < len(self.initial):  # warm start: Optuna's own enqueue, asked first
+                lo, hi = self.space.bounds()
+                values = np.clip(self.initial[cid], lo, hi)
+                study.enqueue_trial(dict(zip(self.space.names, map(float, values), strict=True)))
             trial = study.ask(fixed_distributions=self.distributions)
             raw = [float(trial.params[name]) for name in self.space.names]
             self.trial_of[cid] = trial.number

@@ -96,6 +96,7 @@ class EvolutionStrategy(Strategy):
         alpha: float = 0.3,
         tournsize: int = 3,
         elitism: int = 2,
+        initial: list[list[float]] | None = None,
     ) -> None:
         super().__init__(space, budget, seed)
         if population < 1 or tournsize < 1 or elitism < 0:
@@ -113,6 +114,8 @@ class EvolutionStrategy(Strategy):
         self.alpha = float(alpha)
         self.tournsize = int(tournsize)
         self.elitism = min(int(elitism), max(0, self.population - 1))
+        # Warm start: known-good allocations (the runner passes the heuristics) join the first generation.
+        self.initial = [list(map(float, v)) for v in (initial or [])][: max(0, self.population - 1)]
         self.seeded = 0  # how many of the first generation's points were proposed
         self.pool: list[dict[str, Any]] = []  # evaluated members: {"id", "x", "f"}
 
@@ -122,10 +125,12 @@ class EvolutionStrategy(Strategy):
         out: list[tuple[np.ndarray, dict[str, Any]]] = []
         for _ in range(n):
             if self.seeded < self.population:
-                first = self.seeded == 0
+                index = self.seeded
                 self.seeded += 1
-                if first:
+                if index == 0:
                     out.append((self.space.uniform(), {"origin": "uniform"}))
+                elif index <= len(self.initial):
+                    out.append((np.asarray(self.initial[index - 1]), {"origin": "warm-start"}))
                 else:
                     out.append((self.rng.uniform(lo, hi), {"origin": "random"}))
             elif not self.pool:  # nothing evaluated yet (all pending or failed): keep exploring

@@ -117,3 +117,14 @@ def test_deap_operators_leave_the_global_random_stream_alone() -> None:
     for name in ("evolution", "nsga2"):
         Driver(make_strategy(name, space, 40, 0), make_objective(space, strategy_class(name).n_objectives), 4).run()
     assert [random.random() for _ in range(3)] == expected
+
+
+@pytest.mark.parametrize("name", ["evolution", "bayesian"])
+def test_warm_start_vectors_are_asked_first(name: str) -> None:
+    space = synthetic_space()
+    lo, hi = space.bounds()
+    warm = [list(space.repair(np.random.default_rng(i).uniform(lo, hi))) for i in range(3)]
+    strategy = make_strategy(name, space, 30, 0, initial=warm)
+    asked = [c.sparsity for c in strategy.ask(5)]
+    for vector in warm:
+        assert any(np.allclose(vector, a, atol=1e-9) for a in asked)
