@@ -77,4 +77,4 @@ def test_model_is_cached_on_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     loaded = second.model()
     for (name, a), (_, b) in zip(first.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
-    assert TinyCodeLM().evaluate(loaded, "validation").quality > 1.0
+    assert not loaded.training

@@ -64,6 +64,7 @@ class Task(ABC):
     eval_batch_size: int = 512
     train_steps: int = 1000
     lr: float = 1e-3
+    calibration_batch_size: int = 0  # rows per calibration batch; 0 means batch_size
     train_threads: int = 0  # torch threads while training the dense model; 0 keeps torch's default
 
     def __init__(self, seed: int = 0) -> None:
@@ -125,12 +126,10 @@ class Task(ABC):
         x, y = self.split("train")
         gen = torch.Generator().manual_seed(self.seed + 1)
         order = torch.randperm(len(x), generator=gen)
+        size = self.calibration_batch_size or self.batch_size
         return [
-            (
-                x[order[i * self.batch_size : (i + 1) * self.batch_size]],
-                y[order[i * self.batch_size : (i + 1) * self.batch_size]],
-            )
-            for i in range(min(k, max(1, len(x) // self.batch_size)))
+            (x[order[i * size : (i + 1) * size]], y[order[i * size : (i + 1) * size]])
+            for i in range(min(k, max(1, len(x) // size)))
         ]
 
     def evaluate(self, model: nn.Module, split: Split = "validation") -> Evaluation:
