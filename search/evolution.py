@@ -31,7 +31,7 @@ _DEAP_LOCK = threading.Lock()
 
 
 @contextmanager
-def deap_random(rng: np.random.Generator) -> Iterator[random.Random]:
+def deap_random(rng: np.random.Generator, modules: tuple[Any, ...] = _DEAP_MODULES) -> Iterator[random.Random]:
     """Make DEAP's operators draw from a private ``random.Random`` seeded from ``rng``.
 
     The global ``random`` module is left untouched; the lock keeps two strategies in different
@@ -39,13 +39,13 @@ def deap_random(rng: np.random.Generator) -> Iterator[random.Random]:
     """
     private = random.Random(int(rng.integers(0, 2**63)))
     with _DEAP_LOCK:
-        saved = [module.random for module in _DEAP_MODULES]  # type: ignore[attr-defined]
-        for module in _DEAP_MODULES:
+        saved = [module.random for module in modules]
+        for module in modules:
             module.random = private  # type: ignore[attr-defined]
         try:
             yield private
         finally:
-            for module, original in zip(_DEAP_MODULES, saved, strict=True):
+            for module, original in zip(modules, saved, strict=True):
                 module.random = original  # type: ignore[attr-defined]
 
 

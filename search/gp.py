@@ -14,8 +14,7 @@ import copy
 import math
 import operator
 import random
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -23,7 +22,7 @@ import deap.gp as _deap_gp
 import numpy as np
 from deap import gp, tools
 
-from prunehive.search.evolution import _DEAP_LOCK, _DEAP_MODULES, MaxFitness
+from prunehive.search.evolution import _DEAP_MODULES, MaxFitness, deap_random
 from prunehive.search.expr_syntax import (
     ARITY,
     MAX_DEPTH,
@@ -43,21 +42,6 @@ from prunehive.search.strategy import Candidate, Outcome, Strategy
 
 DEFAULT_SEEDS = ("abs(W)", "mul(abs(W),X)", "abs(mul(W,G))")  # magnitude, wanda, snip
 _GP_MODULES = (*_DEAP_MODULES, _deap_gp)
-
-
-@contextmanager
-def _gp_random(rng: np.random.Generator) -> Iterator[random.Random]:
-    """DEAP's gp and tools operators draw from a private Random seeded from ``rng`` (state stays JSON)."""
-    private = random.Random(int(rng.integers(0, 2**63)))
-    with _DEAP_LOCK:
-        saved = [module.random for module in _GP_MODULES]  # type: ignore[attr-defined]
-        for module in _GP_MODULES:
-            module.random = private  # type: ignore[attr-defined]
-        try:
-            yield private
-        finally:
-            for module, original in zip(_GP_MODULES, saved, strict=True):
-                module.random = original  # type: ignore[attr-defined]
 
 
 def _interpreted_by_workers(*_: Any) -> None:
@@ -203,7 +187,7 @@ class GPMetricStrategy(Strategy):
     def _propose(self, n: int) -> list[tuple[np.ndarray, dict[str, Any]]]:
         taken = set(self.cache) | {ranking_key(parse(str(c.expression))) for c in self.pending.values()}
         out: list[tuple[np.ndarray, dict[str, Any]]] = []
-        with _gp_random(self.rng) as r:
+        with deap_random(self.rng, _GP_MODULES) as r:
             parents = [GPTree(self._tree(m["expr"]), MaxFitness((m["f"],)), m["id"]) for m in self.pool]
             for _ in range(n):
                 expression, key, meta = self._next(r, parents, taken)

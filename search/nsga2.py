@@ -82,20 +82,10 @@ class NSGA2Strategy(Strategy):
         self.queue: list[dict[str, Any]] = []  # this generation's proposals not yet asked
         self._start_generation(self._initial_genomes())
 
-    # ---- ask: repair onto each individual's own target ------------------------------------
-    def ask(self, n: int = 1) -> list[Candidate]:
-        """Like the base ``ask`` but repaired onto ``meta["target"]``; [] while a generation is out."""
-        n = min(n, self.remaining_asks())
-        if n <= 0:
-            return []
-        out = []
-        for vector, meta in self._propose(n):
-            x = self.space.with_target(meta["target"]).repair(vector)
-            cand = Candidate(self.next_id, [float(v) for v in x], meta=meta)
-            self.next_id += 1
-            self.pending[cand.id] = cand
-            out.append(cand)
-        return out
+    # ---- proposals: repaired onto each individual's own target -------------------------
+    def _candidate(self, ident: int, vector: np.ndarray, meta: dict[str, Any]) -> Candidate:
+        x = self.space.with_target(meta["target"]).repair(vector)
+        return Candidate(ident, [float(v) for v in x], meta=meta)
 
     def _propose(self, n: int) -> list[tuple[np.ndarray, dict[str, Any]]]:
         batch, self.queue = self.queue[:n], self.queue[n:]
