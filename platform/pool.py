@@ -7,6 +7,7 @@ candidates it held are sent again, so a search always finishes with its full bud
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,14 +25,23 @@ class _Call:
     actor: int
     items: list[Any]
     kwargs: dict[str, Any] = field(default_factory=dict)
+    started: float | None = None  # when it reached the head of its actor's queue
 
 
 class ActorPool:
     """``size`` actors made by ``factory``; each may hold ``depth`` queued calls."""
 
-    def __init__(self, factory: Callable[[], Any], size: int, depth: int = 2, max_restarts: int | None = None) -> None:
+    def __init__(
+        self,
+        factory: Callable[[], Any],
+        size: int,
+        depth: int = 2,
+        max_restarts: int | None = None,
+        eval_timeout: float | None = None,
+    ) -> None:
         self.factory = factory
         self.depth = depth
+        self.eval_timeout = eval_timeout  # seconds per candidate; a call past it fails its candidates
         self.actors = [factory() for _ in range(size)]
         self.inflight: dict[Any, _Call] = {}
         self.restarts = 0
@@ -58,7 +68,8 @@ class ActorPool:
 
     def submit(self, actor: int, items: list[Any], **kwargs: Any) -> None:
         ref = self.actors[actor].evaluate_batch.remote(items, **kwargs)
-        self.inflight[ref] = _Call(actor, items, kwargs)
+        head = not any(c.actor == actor for c in self.inflight.values())
+        self.inflight[ref] = _Call(actor, items, kwargs, time.monotonic() if head else None)
 
     def wait(self, timeout: float = 1.0) -> list[tuple[list[Any], list[dict[str, Any]]]]:
         """Finished calls as (items sent, replies). Calls on a dead actor are resubmitted."""
@@ -70,12 +81,40 @@ class ActorPool:
         done = []
         for ref in ready:
             call = self.inflight.pop(ref)
+            self._advance(call.actor)
             try:
                 done.append((call.items, ray.get(ref)))
             except (RayActorError, ActorDiedError, ActorUnavailableError):
                 self._replace(call.actor)
                 self.submit(call.actor, call.items, **call.kwargs)
-        return done
+        return done + self._expire()
+
+    def _advance(self, actor: int) -> None:
+        """The next queued call on ``actor`` starts running now."""
+        queued = [c for c in self.inflight.values() if c.actor == actor]
+        if queued and all(c.started is None for c in queued):
+            queued[0].started = time.monotonic()
+
+    def _expire(self) -> list[tuple[list[Any], list[dict[str, Any]]]]:
+        """Calls running past ``eval_timeout`` per candidate: their candidates fail, the actor is
+        replaced (a stuck evaluation can't be interrupted), and its queued calls are sent again."""
+        if self.eval_timeout is None:
+            return []
+        now, out = time.monotonic(), []
+        for ref, call in list(self.inflight.items()):
+            if call.started is None or now - call.started <= self.eval_timeout * len(call.items):
+                continue
+            del self.inflight[ref]
+            error = f"TimeoutError: evaluation took longer than {self.eval_timeout:g} s per candidate"
+            out.append((call.items, [{"id": item[0], "error": error} for item in call.items]))
+            queued = [(r, c) for r, c in self.inflight.items() if c.actor == call.actor]
+            for r, _ in queued:
+                del self.inflight[r]
+            self.restarts -= 1  # a time-out is not a crash: don't count it towards max_restarts
+            self._replace(call.actor)
+            for _, c in queued:
+                self.submit(c.actor, c.items, **c.kwargs)
+        return out
 
     def _replace(self, index: int) -> None:
         self.restarts += 1

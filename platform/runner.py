@@ -71,7 +71,7 @@ def make_pool(spec: JobSpec) -> ActorPool:
             True if spec.kind == "metric-search" else None,  # evolved expressions may read G
         )
 
-    return ActorPool(factory, res.workers)
+    return ActorPool(factory, res.workers, eval_timeout=spec.search.eval_timeout)
 
 
 def build_space(spec: JobSpec, layers: list[dict[str, Any]]) -> SearchSpace:

@@ -100,6 +100,9 @@ class SearchOptions(Strict):
     )
     options: dict[str, Any] = Field(default_factory=dict, description="The strategy's own keyword arguments.")
     baselines: list[str] = Field(default_factory=lambda: list(ALLOCATIONS))
+    eval_timeout: float | None = Field(
+        None, gt=0, description="Seconds per candidate; a slower evaluation fails (metric-search default: 120)."
+    )
     warm_start: bool = Field(True, description="evolution and bayesian start from the baselines' allocations.")
 
     @field_validator("strategy")
@@ -161,6 +164,8 @@ class JobSpec(Strict):
             if chosen not in (None, "gp-metric"):
                 raise ValueError(f"search.strategy: metric-search uses gp-metric, not {chosen!r}")
             self.search.strategy = "gp-metric"
+            if self.search.eval_timeout is None:
+                self.search.eval_timeout = 120.0
             if self.search.baselines == list(ALLOCATIONS):
                 self.search.baselines = list(METRIC_BASELINES)
             allowed: tuple[str, ...] = METRIC_BASELINES

@@ -22,6 +22,16 @@ class FailingTask(DigitsMLP):
         return super().evaluate(model, split)
 
 
+class HangingTask(DigitsMLP):
+    """Hangs (as a pathological metric or a stuck device would) when fc5 is pruned past 50%."""
+
+    def evaluate(self, model: nn.Module, split: Split = "validation") -> Evaluation:
+        fc5 = dict(model.named_modules())["fc5"]
+        if float((fc5.weight == 0).float().mean()) > 0.5:
+            time.sleep(600)
+        return super().evaluate(model, split)
+
+
 class DyingTask(DigitsMLP):
     """The first evaluation anywhere kills its worker process (a crashed or preempted node)."""
 
@@ -46,6 +56,10 @@ class SlowTask(DigitsMLP):
 
 def failing(seed: int = 0) -> FailingTask:
     return FailingTask(seed=seed)
+
+
+def hanging(seed: int = 0) -> HangingTask:
+    return HangingTask(seed=seed)
 
 
 def dying(seed: int = 0) -> DyingTask:

@@ -80,6 +80,22 @@ def test_failed_evaluations_are_recorded_and_the_search_goes_on(
     assert len([r for r in runs if r.data.tags.get("prunehive.state") == "failed"]) == states.count("failed")
 
 
+def test_an_evaluation_past_the_timeout_fails_and_the_search_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PRUNEHIVE_HOME", str(tmp_path))
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    s = spec("fault_tasks:hanging", budget=8)
+    s["search"].update(baselines=["uniform", "erk"], eval_timeout=1.5)
+    result = SearchRun(store, start_job(store, parse_spec(s)), show_progress=False).run()
+    trials = store.trials(result["job_id"])
+    assert [t.candidate_id for t in trials] == list(range(8))
+    timed_out = [t for t in trials if t.state == "failed"]
+    assert timed_out and all("TimeoutError" in (t.error or "") for t in timed_out)
+    assert any(t.state == "complete" for t in trials)
+    assert "TimeoutError" in result["baselines"]["uniform"]["error"]  # fc5 at 80%: it hangs too
+
+
 def test_a_killed_actor_is_replaced_and_its_candidate_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PRUNEHIVE_HOME", str(tmp_path))
     store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
