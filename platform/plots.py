@@ -140,7 +140,7 @@ def layer_sparsity(
             color=_color(k - 1) if k else "tab:red",
             edgecolor="black" if k == 0 else "none",
             linewidth=0.5,
-            label=f"{name} (mean {mean:.2f})",
+            label=f"{name} (layer mean {mean:.2f})",
         )
     ax.set_xticks(range(n_layers))
     ax.set_xticklabels(layer_names, rotation=55, ha="right", rotation_mode="anchor", fontsize="small")
