@@ -30,6 +30,17 @@ _DEAP_MODULES = (_deap_crossover, _deap_mutation, _deap_selection, _deap_emo)
 _DEAP_LOCK = threading.Lock()
 
 
+def evict_one(
+    pool: list[dict[str, Any]], elitism: int, tournsize: int, rng: np.random.Generator
+) -> list[dict[str, Any]]:
+    """Steady-state replacement: a reverse tournament among all but the ``elitism`` best
+    members (``{"id", "f", ...}``) picks the one to drop."""
+    replaceable = sorted(pool, key=lambda m: (-m["f"], m["id"]))[elitism:]
+    drawn = rng.choice(len(replaceable), size=min(tournsize, len(replaceable)), replace=False)
+    victim = min((replaceable[int(i)] for i in drawn), key=lambda m: (m["f"], -m["id"]))
+    return [m for m in pool if m["id"] != victim["id"]]
+
+
 @contextmanager
 def deap_random(rng: np.random.Generator, modules: tuple[Any, ...] = _DEAP_MODULES) -> Iterator[random.Random]:
     """Make DEAP's operators draw from a private ``random.Random`` seeded from ``rng``.
@@ -167,12 +178,7 @@ class EvolutionStrategy(Strategy):
         self.pool.append({"id": candidate.id, "x": list(candidate.sparsity), "f": float(outcome.values[0])})
         if len(self.pool) <= self.population:
             return
-        ranked = sorted(self.pool, key=lambda m: (-m["f"], m["id"]))
-        replaceable = ranked[self.elitism :]
-        k = min(self.tournsize, len(replaceable))
-        drawn = self.rng.choice(len(replaceable), size=k, replace=False)
-        victim = min((replaceable[int(i)] for i in drawn), key=lambda m: (m["f"], -m["id"]))
-        self.pool = [m for m in self.pool if m["id"] != victim["id"]]
+        self.pool = evict_one(self.pool, self.elitism, self.tournsize, self.rng)
 
     def _extra_state(self) -> dict[str, Any]:
         return {"seeded": self.seeded, "pool": [dict(m) for m in self.pool]}

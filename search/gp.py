@@ -22,7 +22,7 @@ import deap.gp as _deap_gp
 import numpy as np
 from deap import gp, tools
 
-from prunehive.search.evolution import _DEAP_MODULES, MaxFitness, deap_random
+from prunehive.search.evolution import _DEAP_MODULES, MaxFitness, deap_random, evict_one
 from prunehive.search.expr_syntax import (
     ARITY,
     MAX_DEPTH,
@@ -255,10 +255,7 @@ class GPMetricStrategy(Strategy):
         self.pool.append({"id": candidate.id, "expr": candidate.expression, "f": float(outcome.values[0])})
         if len(self.pool) <= self.population:
             return
-        replaceable = sorted(self.pool, key=lambda m: (-m["f"], m["id"]))[self.elitism :]
-        drawn = self.rng.choice(len(replaceable), size=min(self.tournsize, len(replaceable)), replace=False)
-        victim = min((replaceable[int(i)] for i in drawn), key=lambda m: (m["f"], -m["id"]))
-        self.pool = [m for m in self.pool if m["id"] != victim["id"]]
+        self.pool = evict_one(self.pool, self.elitism, self.tournsize, self.rng)
 
     def _extra_state(self) -> dict[str, Any]:
         return {"seeded": self.seeded, "pool": [dict(m) for m in self.pool]}
