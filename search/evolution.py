@@ -30,11 +30,19 @@ _DEAP_MODULES = (_deap_crossover, _deap_mutation, _deap_selection, _deap_emo)
 _DEAP_LOCK = threading.Lock()
 
 
-def evict_one(
-    pool: list[dict[str, Any]], elitism: int, tournsize: int, rng: np.random.Generator
+def admit(
+    pool: list[dict[str, Any]],
+    member: dict[str, Any],
+    population: int,
+    elitism: int,
+    tournsize: int,
+    rng: np.random.Generator,
 ) -> list[dict[str, Any]]:
-    """Steady-state replacement: a reverse tournament among all but the ``elitism`` best
-    members (``{"id", "f", ...}``) picks the one to drop."""
+    """Steady-state replacement: add ``member`` (``{"id", "f", ...}``); once the pool is over
+    ``population``, a reverse tournament among all but the ``elitism`` best picks one to drop."""
+    pool = [*pool, member]
+    if len(pool) <= population:
+        return pool
     replaceable = sorted(pool, key=lambda m: (-m["f"], m["id"]))[elitism:]
     drawn = rng.choice(len(replaceable), size=min(tournsize, len(replaceable)), replace=False)
     victim = min((replaceable[int(i)] for i in drawn), key=lambda m: (m["f"], -m["id"]))
@@ -175,10 +183,8 @@ class EvolutionStrategy(Strategy):
     def _observe(self, candidate: Candidate, outcome: Outcome) -> None:
         if outcome.state != "complete" or not math.isfinite(outcome.values[0]):
             return  # failures never become parents
-        self.pool.append({"id": candidate.id, "x": list(candidate.sparsity), "f": float(outcome.values[0])})
-        if len(self.pool) <= self.population:
-            return
-        self.pool = evict_one(self.pool, self.elitism, self.tournsize, self.rng)
+        member = {"id": candidate.id, "x": list(candidate.sparsity), "f": float(outcome.values[0])}
+        self.pool = admit(self.pool, member, self.population, self.elitism, self.tournsize, self.rng)
 
     def _extra_state(self) -> dict[str, Any]:
         return {"seeded": self.seeded, "pool": [dict(m) for m in self.pool]}

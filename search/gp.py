@@ -22,7 +22,7 @@ import deap.gp as _deap_gp
 import numpy as np
 from deap import gp, tools
 
-from prunehive.search.evolution import _DEAP_MODULES, MaxFitness, deap_random, evict_one
+from prunehive.search.evolution import _DEAP_MODULES, MaxFitness, admit, deap_random
 from prunehive.search.expr_syntax import (
     ARITY,
     MAX_DEPTH,
@@ -252,10 +252,8 @@ class GPMetricStrategy(Strategy):
         self.cache[ranking_key(parse(str(candidate.expression)))] = float(outcome.values[0]) if ok else None
         if not ok:
             return  # failures get the worst fitness: never parents, never asked again
-        self.pool.append({"id": candidate.id, "expr": candidate.expression, "f": float(outcome.values[0])})
-        if len(self.pool) <= self.population:
-            return
-        self.pool = evict_one(self.pool, self.elitism, self.tournsize, self.rng)
+        member = {"id": candidate.id, "expr": candidate.expression, "f": float(outcome.values[0])}
+        self.pool = admit(self.pool, member, self.population, self.elitism, self.tournsize, self.rng)
 
     def _extra_state(self) -> dict[str, Any]:
         return {"seeded": self.seeded, "pool": [dict(m) for m in self.pool]}
