@@ -51,8 +51,9 @@ def run(
     database_url: str = typer.Option(None, "--database-url", envvar="PRUNEHIVE_DATABASE_URL", help="Job store URL."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Run a search job now, on a local Ray or the cluster at RAY_ADDRESS."""
-    from prunehive.platform.runner import SearchRun, start_job
+    """Run a job now (search, metric-search, federated or benchmark), on a local Ray or the cluster at RAY_ADDRESS."""
+    from prunehive.platform.jobs import job_runner
+    from prunehive.platform.runner import start_job
     from prunehive.platform.spec import load_spec
 
     store = _store(database_url)
@@ -67,7 +68,7 @@ def run(
         job_id = start_job(store, load_spec(spec_path), workers, metric)
     err.print(f"job {job_id}", highlight=False)
     try:
-        result = SearchRun(
+        result = job_runner(
             store, job_id, ray_address=ray_address, show_progress=not as_json or sys.stderr.isatty()
         ).run()
     except KeyboardInterrupt:

@@ -12,6 +12,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from prunehive.platform.spec_benchmark import BenchmarkOptions, check_benchmark
+from prunehive.platform.spec_federated import FederatedOptions, check_federated
 from prunehive.search.allocations import ALLOCATIONS
 from prunehive.search.registry import STRATEGIES
 from prunehive.workers.masks import Granularity
@@ -148,7 +150,7 @@ class Tracking(Strict):
 
 
 class JobSpec(Strict):
-    kind: Literal["search", "metric-search"] = "search"
+    kind: Literal["search", "metric-search", "federated", "benchmark"] = "search"
     name: str | None = None
     task: str = "digits-mlp"
     seed: int = 0
@@ -156,9 +158,15 @@ class JobSpec(Strict):
     search: SearchOptions = Field(default_factory=lambda: SearchOptions())
     resources: Resources = Field(default_factory=lambda: Resources())
     tracking: Tracking = Field(default_factory=Tracking)
+    federated: FederatedOptions = Field(default_factory=lambda: FederatedOptions())
+    benchmark: BenchmarkOptions = Field(default_factory=lambda: BenchmarkOptions())
 
     @model_validator(mode="after")
     def _strategy_for_kind(self) -> JobSpec:
+        if self.kind == "federated":
+            check_federated(self)
+        elif self.kind == "benchmark":
+            check_benchmark(self)
         chosen = self.search.strategy
         if self.kind == "metric-search":
             if chosen not in (None, "gp-metric"):

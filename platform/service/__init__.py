@@ -1,0 +1,1 @@
+"""The platform service: FastAPI app, auth and the job dispatcher."""
