@@ -36,8 +36,8 @@ def test_split_shapes(task: CodeLMTask) -> None:
         assert int(x.min()) >= 0 and int(x.max()) < 256
         assert torch.equal(x[:, 1:], y[:, :-1])  # y is x shifted by one byte
     assert len(task.split("train")[0]) > 10_000
-    for name in ("validation", "test"):
-        assert 12_000 <= task.split(name)[1].numel() <= 20_000
+    assert task.split("test")[1].numel() == 128 * CONTEXT
+    assert task.split("validation")[1].numel() == len(VALIDATION_FILES) * 64 * CONTEXT
     assert task.split("train") is task.split("train")  # built once, then cached
 
 
@@ -49,7 +49,24 @@ def test_held_out_files_are_not_in_train(task: CodeLMTask) -> None:
     for name in ("validation", "test"):
         first_row = bytes(task.split(name)[0][0].to(torch.uint8).tolist())
         assert first_row not in corpus
-    assert not torch.equal(task.split("validation")[0], task.split("test")[0])
+    assert not torch.equal(task.split("validation")[0][:128], task.split("test")[0])
+
+
+def test_validation_windows_cover_every_file(task: CodeLMTask) -> None:
+    """Windows come from all of each validation file, not only its opening lines."""
+    x = task.split("validation")[0]
+    for i, src in enumerate(read_sources(VALIDATION_FILES)):
+        rows = x[i * 64 : (i + 1) * 64]
+        first, last = (bytes(r.to(torch.uint8).tolist()) for r in (rows[0], rows[-1]))
+        assert src.find(first) == 0
+        assert src.find(last) > len(src) // 2
+
+
+def test_fingerprint_ignores_held_out_files(task: CodeLMTask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-choosing the held-out files must not force a retrain of the cached dense model."""
+    before = CodeLMTask().fingerprint()
+    monkeypatch.setattr("prunehive.workers.tasks.code_lm.VALIDATION_FILES", ("csv.py",))
+    assert CodeLMTask().fingerprint() == before
 
 
 def test_prunable_layers(task: CodeLMTask) -> None:
