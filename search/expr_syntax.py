@@ -304,6 +304,15 @@ def _is_negative_form(e: Expr) -> bool:
     return isinstance(e, Node) and (e.op == "neg" or (e.op == "mul" and _factors(e)[0] < 0))
 
 
+def _nonnegative(e: Expr) -> bool:
+    """Provably >= 0: X (a norm), abs, sqr, sqrt, exp, minmax, and products, quotients and sums of those."""
+    if not isinstance(e, Node):
+        return e == Terminal("X") or (isinstance(e, Const) and e.value >= 0.0)
+    if e.op in ("abs", "sqr", "sqrt", "exp", "minmax"):
+        return True
+    return e.op in ("mul", "div", "add") and all(_nonnegative(a) for a in e.args)
+
+
 def _unary(op: str, x: Expr) -> Expr:
     """Rules for one-argument operators; ``x`` is already canonical."""
     if isinstance(x, Const):
@@ -316,8 +325,8 @@ def _unary(op: str, x: Expr) -> Expr:
         return _negate(_unary("tanh", _negate(x)))
     inner = x.args[0] if isinstance(x, Node) and len(x.args) == 1 else None
     xop = x.op if isinstance(x, Node) else ""
-    if op == "abs" and xop in ("abs", "sqr", "sqrt", "exp", "minmax"):
-        return x  # already non-negative
+    if op == "abs" and _nonnegative(x):
+        return x
     if op == "abs" and xop == "mul" and _factors(x)[0] != 1.0:
         c, fs = _factors(x)
         return _product(abs(c), [_unary("abs", _product(1.0, fs))])  # |c x| = |c| |x|

@@ -80,6 +80,9 @@ def test_ast_shape() -> None:
         ("div(W,2)", "mul(0.5,W)"),
         ("minmax(add(mul(3,G),1))", "minmax(G)"),
         ("mul(sqr(W),minmax(G))", "mul(minmax(G),sqr(abs(W)))"),
+        ("abs(mul(X,sqr(zscore(W))))", "mul(X,sqr(zscore(W)))"),  # X is a norm: the product is >= 0
+        ("abs(mul(abs(X),sqr(W)))", "mul(X,sqr(W))"),
+        ("abs(div(X,add(sqr(W),1)))", "div(X,add(1,sqr(W)))"),
     ],
 )
 def test_equivalent_formulas_share_one_canonical_string(a: str, b: str) -> None:
