@@ -49,6 +49,12 @@ class PruningSpec(Strict):
     )
     recovery_steps: int = Field(0, ge=0)
     calibration_batches: int = Field(8, ge=1)
+    plan: Literal["fixed", "progressive", "heterogeneous"] | None = Field(
+        None, description="federated: fixed masks, a sparsity ramp, or nested client tiers (default fixed)."
+    )
+    from_job: str | None = Field(
+        None, description="federated plan fixed: use the best allocation of this finished search job (id or prefix)."
+    )
 
     @field_validator("metric")
     @classmethod
@@ -76,6 +82,8 @@ class PruningSpec(Strict):
 
     @model_validator(mode="after")
     def _budget(self) -> PruningSpec:
+        if self.from_job is not None and self.plan not in (None, "fixed"):
+            raise ValueError(f"from_job gives a fixed allocation; it does not combine with plan {self.plan!r}")
         if self.sparsity is not None and self.flops_budget is not None:
             raise ValueError("give either sparsity or flops_budget, not both")
         if self.sparsity is None and self.flops_budget is None:

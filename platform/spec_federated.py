@@ -1,18 +1,103 @@
-"""The ``federated:`` section of a job spec (``kind: federated``): clients, rounds, partitioning."""
+"""The ``federated:`` section of a job spec (``kind: federated``): clients, rounds, partitioning, tiers.
+
+Cross-field rules live in :func:`check_federated`, which the job spec calls for ``kind: federated``;
+every error names its field (``federated.clients: ...``).
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 if TYPE_CHECKING:
     from prunehive.platform.spec import JobSpec
+
+PARTITION_KINDS = ("iid", "dirichlet", "shards")
+FEDERATED_METRICS = ("magnitude", "wanda")
+PERPLEXITY_TASKS = ("code-lm",)
 
 
 class FederatedOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    clients: int = Field(10, ge=2, le=1000, description="Simulated clients (Flower SuperNodes).")
+    fraction: float = Field(1.0, gt=0.0, le=1.0, description="Fraction of clients sampled per round.")
+    rounds: int = Field(20, ge=1, le=10_000)
+    local_epochs: int = Field(3, ge=1, description="Passes over its own data per client per round.")
+    batch_size: int = Field(32, ge=1)
+    lr: float | None = Field(None, gt=0.0, description="Client Adam learning rate (default: the task's).")
+    partition: str | dict[str, float] = Field(
+        "iid", description="'iid', {dirichlet: alpha} or {shards: shards per client} (flwr-datasets)."
+    )
+    seed: int = 0
+    dense_reference: bool = Field(False, description="Also run dense FedAvg with the same seed, for comparison.")
+    tiers: list[float] = Field(
+        default_factory=list, description="heterogeneous plan: target sparsity of each client tier, e.g. [0.5, 0.8]."
+    )
+    ramp_rounds: int | None = Field(
+        None, ge=1, description="progressive/heterogeneous: rounds to reach the target (default: a quarter)."
+    )
+    round_timeout: float = Field(600.0, gt=0, description="Seconds the server waits for a round's replies.")
+
+    @field_validator("partition")
+    @classmethod
+    def _partition(cls, v: str | dict[str, float]) -> str | dict[str, float]:
+        if isinstance(v, str):
+            if v != "iid":
+                raise ValueError(f"{v!r} is not one of iid, {{dirichlet: alpha}}, {{shards: n}}")
+            return v
+        if len(v) != 1 or next(iter(v)) not in ("dirichlet", "shards"):
+            raise ValueError(f"{v!r}: give exactly one of {{dirichlet: alpha}} or {{shards: n}}")
+        kind, value = next(iter(v.items()))
+        if value <= 0:
+            raise ValueError(f"{kind} must be positive, got {value}")
+        if kind == "shards" and value != int(value):
+            raise ValueError(f"shards must be a whole number of shards per client, got {value}")
+        return v
+
+    @field_validator("tiers")
+    @classmethod
+    def _tiers(cls, v: list[float]) -> list[float]:
+        for s in v:
+            if not 0.0 <= s < 1.0:
+                raise ValueError(f"tier sparsity {s} is outside [0, 1)")
+        if len(set(v)) != len(v):
+            raise ValueError("tier sparsities must differ")
+        return sorted(v)
+
+    @property
+    def partition_kind(self) -> str:
+        return self.partition if isinstance(self.partition, str) else next(iter(self.partition))
+
+    @property
+    def partition_value(self) -> float:
+        return 0.0 if isinstance(self.partition, str) else float(next(iter(self.partition.values())))
+
 
 def check_federated(spec: JobSpec) -> None:
     """Cross-field checks for ``kind: federated``; raises ValueError naming the field."""
+    fed, pruning = spec.federated, spec.pruning
+    if spec.task in PERPLEXITY_TASKS:
+        raise ValueError(f"task: federated runs need a classification task; {spec.task} reports perplexity")
+    if int(fed.clients * fed.fraction) < 1:
+        raise ValueError(f"federated.fraction: {fed.fraction} of {fed.clients} clients samples no client")
+    if pruning.granularity != "unstructured" or pruning.per_row:
+        raise ValueError("pruning.granularity: federated pruning is unstructured (per layer) only")
+    if pruning.flops_budget is not None:
+        raise ValueError("pruning.flops_budget: federated plans take a parameter sparsity (pruning.sparsity)")
+    if pruning.metric not in FEDERATED_METRICS:
+        raise ValueError(f"pruning.metric: federated plans score with {' or '.join(FEDERATED_METRICS)}")
+    plan = pruning.plan or "fixed"
+    pruning.plan = plan
+    if not isinstance(pruning.allocation, str) and plan != "fixed":
+        raise ValueError("pruning.allocation: per-layer sparsities are for plan: fixed")
+    if plan == "heterogeneous":
+        if len(fed.tiers) < 2:
+            raise ValueError("federated.tiers: the heterogeneous plan needs at least two tier sparsities")
+        if len(fed.tiers) > fed.clients:
+            raise ValueError(f"federated.tiers: {len(fed.tiers)} tiers for {fed.clients} clients")
+    elif fed.tiers:
+        raise ValueError(f"federated.tiers: tiers are for plan: heterogeneous, not {plan}")
+    if fed.ramp_rounds is not None and fed.ramp_rounds > fed.rounds:
+        raise ValueError(f"federated.ramp_rounds: {fed.ramp_rounds} is more than federated.rounds ({fed.rounds})")

@@ -1,0 +1,155 @@
+"""What a federated run shows: a round progress bar, per-round MLflow metrics, and its two plots."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from prunehive.workers.federated.strategy import RoundRecord
+
+
+class RoundProgress:
+    """Rich bar over rounds on stderr (``--json`` keeps stdout to one object); a no-op when disabled."""
+
+    def __init__(self, total: int, enabled: bool = True) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            disable=not enabled,
+        )
+        self.task = self.progress.add_task("federated", total=total, status="")
+
+    def __enter__(self) -> RoundProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.progress.__exit__(exc_type, exc, tb)
+
+    def update(self, label: str, record: RoundRecord, failures: int) -> None:
+        acc = ", ".join(f"{a:.3f}" for a in record.test_accuracy)
+        status = f"{label} round {record.round}: test accuracy {acc}, failures {failures}"
+        self.progress.update(self.task, advance=1, description=label, status=status)
+
+
+def round_metrics(record: RoundRecord, cumulative_up: int, failures: int) -> dict[str, float]:
+    """Per-round MLflow metrics; with tiers, ``test_accuracy``/``sparsity`` are the most-pruned tier's."""
+    metrics = {
+        "test_accuracy": record.test_accuracy[-1],
+        "client_accuracy": record.client_accuracy,
+        "train_loss": record.train_loss,
+        "sparsity": record.sparsity[-1],
+        "bytes_up": record.bytes_up,
+        "bytes_down": record.bytes_down,
+        "dense_bytes_up": record.dense_bytes_up,
+        "dense_bytes_down": record.dense_bytes_down,
+        "cumulative_bytes_up": cumulative_up,
+        "failures": record.failures,
+        "cumulative_failures": failures,
+        "replies": record.replies,
+        "round_seconds": record.seconds,
+    }
+    if len(record.test_accuracy) > 1:
+        for t, (acc, sp) in enumerate(zip(record.test_accuracy, record.sparsity, strict=True)):
+            metrics[f"tier{t}.test_accuracy"] = acc
+            metrics[f"tier{t}.sparsity"] = sp
+    return {k: float(v) for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _curves(history: Sequence[RoundRecord], labels: Sequence[str]) -> list[tuple[str, list[float]]]:
+    return [(label, [r.test_accuracy[t] for r in history]) for t, label in enumerate(labels)]
+
+
+def accuracy_vs_round(series: dict[str, Sequence[RoundRecord]], tier_labels: dict[str, list[str]]) -> Figure:
+    """Global test accuracy per round, one line per run (and per tier)."""
+    fig = _figure(8, 4.5)
+    ax = fig.add_subplot()
+    for run, history in series.items():
+        for label, values in _curves(history, tier_labels[run]):
+            ax.plot([r.round for r in history], values, marker="o", markersize=3, label=label)
+    ax.set_xlabel("round")
+    ax.set_ylabel("global test accuracy")
+    ax.set_title("accuracy per round")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    return fig
+
+
+def accuracy_vs_bytes(series: dict[str, Sequence[RoundRecord]], tier_labels: dict[str, list[str]]) -> Figure:
+    """Global test accuracy against cumulative uplink megabytes: what each accuracy point cost."""
+    fig = _figure(8, 4.5)
+    ax = fig.add_subplot()
+    for run, history in series.items():
+        cumulative, total = [], 0
+        for r in history:
+            total += r.bytes_up
+            cumulative.append(total / 1e6)
+        for label, values in _curves(history, tier_labels[run]):
+            ax.plot(cumulative, values, marker="o", markersize=3, label=label)
+    ax.set_xlabel("cumulative uplink (MB, all clients)")
+    ax.set_ylabel("global test accuracy")
+    ax.set_title("accuracy against communication")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    return fig
+
+
+def history_rows(history: Sequence[RoundRecord]) -> list[dict[str, Any]]:
+    """The per-round table of the summary (and of ``summary.json`` in MLflow)."""
+    return [
+        {
+            "round": r.round,
+            "test_accuracy": r.test_accuracy,
+            "client_accuracy": None if math.isnan(r.client_accuracy) else r.client_accuracy,
+            "sparsity": r.sparsity,
+            "bytes_up": r.bytes_up,
+            "bytes_down": r.bytes_down,
+            "dense_bytes_up": r.dense_bytes_up,
+            "replies": r.replies,
+            "failures": r.failures,
+            "errors": r.errors,
+        }
+        for r in history
+    ]
+
+
+def print_federated_summary(result: dict[str, Any]) -> None:
+    """The human-readable end of a federated job (``prunehive run`` without ``--json``, ``prunehive show``)."""
+    from rich.table import Table
+
+    from prunehive.platform.cli import out
+
+    table = Table("model", "sparsity", "test accuracy", title=f"job {result['job_id'][:8]}: {result['plan']}")
+    final = result["final"]
+    for tier in final.get("tiers") or [{"target": final["sparsity"], **final}]:
+        label = f"{result['plan']} {tier['target']:.0%}"
+        table.add_row(label, f"{tier['sparsity']:.4f}", f"{tier['test_accuracy']:.4f}", style="bold")
+    dense = result.get("dense_reference")
+    if dense:
+        table.add_row("dense FedAvg", "0", f"{dense['final']['test_accuracy']:.4f}")
+    out.print(table)
+    out.print(
+        f"uplink {result['bytes_up'] / 1e6:.2f} MB ({result['uplink_reduction']:.2f}x less than dense "
+        f"{result['dense_bytes_up'] / 1e6:.2f} MB), downlink {result['bytes_down'] / 1e6:.2f} MB, "
+        f"{result['failures']} failed client replies"
+    )
+    out.print(f"MLflow run {result['mlflow_run_id']} at {result['tracking_uri']}  (open it with `prunehive ui`)")

@@ -1,0 +1,248 @@
+"""Run a ``kind: federated`` job: Flower simulations on the platform's Ray, tracked in MLflow.
+
+Mirrors ``SearchRun``: the job row goes running -> succeeded | failed | cancelled, the job is one
+MLflow parent run (params, per-round metrics, plots, ``summary.json``), and ``run()`` returns the
+summary that ``prunehive run --json`` prints. The dense FedAvg reference, when asked for, is a
+child run with the same per-round metrics, run with the same seed after the pruned simulation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from typing import Any
+
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from prunehive.platform import federated_report as report
+from prunehive.platform.runner import connect_ray
+from prunehive.platform.spec import JobSpec, parse_spec
+from prunehive.platform.store import JobStore
+from prunehive.platform.tracking import Tracker, default_tracking_uri
+from prunehive.workers.federated.simulation import SimulationResult, SimulationSettings, simulate
+from prunehive.workers.federated.strategy import RoundRecord
+
+
+def settings_for(spec: JobSpec, store: JobStore, dense: bool = False) -> SimulationSettings:
+    """The simulation a spec asks for; ``dense`` gives the FedAvg reference with the same seed."""
+    fed, pruning = spec.federated, spec.pruning
+    plan = "dense" if dense else (pruning.plan or "fixed")
+    targets = [0.0] if dense else (list(fed.tiers) if plan == "heterogeneous" else [pruning.target])
+    allocation: str | dict[str, float] = pruning.allocation
+    if pruning.from_job and not dense:
+        allocation = best_allocation(store, pruning.from_job)
+    return SimulationSettings(
+        task=spec.task,
+        plan=plan,
+        targets=targets,
+        clients=fed.clients,
+        fraction=fed.fraction,
+        rounds=fed.rounds,
+        local_epochs=fed.local_epochs,
+        batch_size=fed.batch_size,
+        lr=fed.lr,
+        partition_kind=fed.partition_kind,
+        partition_value=fed.partition_value,
+        seed=fed.seed,
+        task_seed=spec.seed,
+        metric=pruning.metric,
+        allocation=allocation,
+        ramp_rounds=fed.ramp_rounds,
+        min_density=pruning.min_density,
+        bounds={k: (float(v[0]), float(v[1])) for k, v in pruning.bounds.items()},
+        cpus_per_client=spec.resources.cpus_per_worker,
+        gpus_per_client=spec.resources.gpus_per_worker,
+        round_timeout=fed.round_timeout,
+    )
+
+
+def best_allocation(store: JobStore, job_id: str) -> dict[str, float]:
+    """Per-layer sparsities of the best candidate of a finished search job."""
+    job = store.get_job(job_id)
+    if job.kind != "search" or job.status != "succeeded" or not job.summary or "best" not in job.summary:
+        raise ValueError(f"pruning.from_job: job {job.id} is not a finished search job (kind {job.kind}, {job.status})")
+    return {str(k): float(v) for k, v in job.summary["best"]["layers"].items()}
+
+
+class FederatedRun:
+    """One federated job's driver; ``run()`` returns the summary."""
+
+    def __init__(
+        self, store: JobStore, job_id: str, ray_address: str | None = None, show_progress: bool = True
+    ) -> None:
+        self.store = store
+        self.job = store.get_job(job_id)
+        self.job_id = self.job.id
+        self.spec = parse_spec(self.job.spec)
+        self.ray_address = ray_address
+        self.show_progress = show_progress
+        self.tracking_uri = self.spec.tracking.mlflow_uri or default_tracking_uri()
+        self.tracker = Tracker(self.tracking_uri, self.spec.tracking.experiment or self.spec.display_name)
+
+    def run(self) -> dict[str, Any]:
+        # Ray prints raylet notices (a client process died) to stdout; keep it for ``--json``'s one object.
+        with contextlib.redirect_stdout(sys.stderr):
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
+        spec = self.spec
+        started = time.perf_counter()
+        self.store.set_status(self.job_id, "running")
+        parent: str | None = None
+        try:
+            pruned = settings_for(spec, self.store)
+            parent = self._open_parent(pruned)
+            total = spec.federated.rounds * (2 if spec.federated.dense_reference else 1)
+            with report.RoundProgress(total, enabled=self.show_progress) as bar:
+                result = self._simulate(pruned, parent, "pruned", bar)
+                dense = None
+                if spec.federated.dense_reference:
+                    dense = self._dense_reference(parent, bar)
+            summary = self._summary(pruned, result, dense, parent, time.perf_counter() - started)
+            self._log_report(parent, pruned, result, dense, summary)
+            self.store.set_summary(self.job_id, summary)
+            self.store.set_status(self.job_id, "succeeded")
+            self.tracker.finish_parent(parent, "FINISHED")
+            return summary
+        except KeyboardInterrupt:
+            self.store.set_status(self.job_id, "cancelled", error="interrupted by the user")
+            if parent:
+                self.tracker.finish_parent(parent, "KILLED")
+            raise
+        except Exception as exc:
+            self.store.set_status(self.job_id, "failed", error=f"{type(exc).__name__}: {exc}")
+            if parent:
+                self.tracker.finish_parent(parent, "FAILED")
+            raise
+
+    def _dense_reference(self, parent: str, bar: report.RoundProgress) -> SimulationResult:
+        """Dense FedAvg with the same seed, as the child run ``dense-fedavg``."""
+        child = self.tracker.client.create_run(
+            self.tracker.experiment_id, tags={MLFLOW_PARENT_RUN_ID: parent}, run_name="dense-fedavg"
+        ).info.run_id
+        self.tracker.log_params(child, {"plan": "dense", "seed": self.spec.federated.seed})
+        try:
+            dense = self._simulate(settings_for(self.spec, self.store, dense=True), child, "dense", bar)
+        except BaseException:
+            self.tracker.finish_parent(child, "FAILED")
+            raise
+        self.tracker.finish_parent(child, "FINISHED")
+        return dense
+
+    def _open_parent(self, s: SimulationSettings) -> str:
+        fed = self.spec.federated
+        params = {
+            "task": s.task,
+            "plan": s.plan,
+            "target_sparsity": s.targets[-1],
+            "tiers": ",".join(f"{t:g}" for t in s.targets),
+            "metric": s.metric,
+            "allocation": s.allocation if isinstance(s.allocation, str) else "explicit",
+            "clients": s.clients,
+            "fraction": s.fraction,
+            "rounds": s.rounds,
+            "local_epochs": s.local_epochs,
+            "batch_size": s.batch_size,
+            "lr": s.lr or "task default",
+            "partition": f"{s.partition_kind}:{s.partition_value:g}" if s.partition_kind != "iid" else "iid",
+            "seed": s.seed,
+            "ramp_rounds": s.ramp_rounds or max(1, s.rounds // 4),
+            "dense_reference": fed.dense_reference,
+        }
+        run_id = self.tracker.start_parent(self.job_id, params, {"prunehive.kind": "federated"})
+        self.store.set_mlflow_run(self.job_id, run_id)
+        self.tracker.log_dict(run_id, self.job.spec, "spec.json")
+        return run_id
+
+    def _simulate(self, s: SimulationSettings, run_id: str, label: str, bar: report.RoundProgress) -> SimulationResult:
+        counters = {"up": 0, "failures": 0}
+
+        def on_round(record: RoundRecord) -> None:
+            counters["up"] += record.bytes_up
+            counters["failures"] += record.failures
+            self.tracker.log_metrics(
+                run_id, report.round_metrics(record, counters["up"], counters["failures"]), step=record.round
+            )
+            bar.update(label, record, counters["failures"])
+
+        connect_ray(self.ray_address, self.spec.resources.workers * self.spec.resources.cpus_per_worker)
+        result = simulate(s, on_round)
+        totals = result.totals()
+        self.tracker.log_metrics(run_id, {f"total.{k}": float(v) for k, v in totals.items()})
+        return result
+
+    def _summary(
+        self,
+        s: SimulationSettings,
+        result: SimulationResult,
+        dense: SimulationResult | None,
+        parent: str,
+        seconds: float,
+    ) -> dict[str, Any]:
+        last = result.history[-1]
+        totals = result.totals()
+        tiers = [
+            {"target": t, "sparsity": sp, "test_accuracy": acc, "layers": layers}
+            for t, sp, acc, layers in zip(
+                result.targets, result.tier_sparsity, last.test_accuracy, result.layer_sparsity, strict=True
+            )
+        ]
+        out: dict[str, Any] = {
+            "job_id": self.job_id,
+            "kind": "federated",
+            "status": "succeeded",
+            "task": s.task,
+            "plan": s.plan,
+            "final": {
+                "test_accuracy": last.test_accuracy[-1],
+                "sparsity": result.tier_sparsity[-1],
+                "client_accuracy": last.client_accuracy,
+            },
+            **totals,
+            "uplink_reduction": totals["dense_bytes_up"] / max(totals["bytes_up"], 1),
+            "rounds": report.history_rows(result.history),
+            "mlflow_run_id": parent,
+            "tracking_uri": self.tracking_uri,
+            "timing": {"seconds": seconds},
+        }
+        if len(tiers) > 1:
+            out["final"]["tiers"] = tiers
+        else:
+            out["final"]["layers"] = tiers[0]["layers"]
+        if dense is not None:
+            dense_last = dense.history[-1]
+            out["dense_reference"] = {
+                "final": {"test_accuracy": dense_last.test_accuracy[0], "client_accuracy": dense_last.client_accuracy},
+                **dense.totals(),
+            }
+            out["accuracy_gap"] = dense_last.test_accuracy[0] - last.test_accuracy[-1]
+        return out
+
+    def _log_report(
+        self,
+        parent: str,
+        s: SimulationSettings,
+        result: SimulationResult,
+        dense: SimulationResult | None,
+        summary: dict[str, Any],
+    ) -> None:
+        final = {
+            "final.test_accuracy": summary["final"]["test_accuracy"],
+            "final.sparsity": summary["final"]["sparsity"],
+        }
+        for t, tier in enumerate(summary["final"].get("tiers", [])):
+            final[f"final.tier{t}.test_accuracy"] = tier["test_accuracy"]
+            final[f"final.tier{t}.sparsity"] = tier["sparsity"]
+        final["uplink_reduction"] = summary["uplink_reduction"]
+        if dense is not None:
+            final["dense.final.test_accuracy"] = summary["dense_reference"]["final"]["test_accuracy"]
+        self.tracker.log_metrics(parent, final)
+        labels = {"pruned": [f"{s.plan} {t:.0%}" for t in result.targets]}
+        series: dict[str, list[RoundRecord]] = {"pruned": result.history}
+        if dense is not None:
+            series["dense"] = dense.history
+            labels["dense"] = ["dense FedAvg"]
+        self.tracker.log_figure(parent, report.accuracy_vs_round(series, labels), "plots/accuracy_vs_round.png")
+        self.tracker.log_figure(parent, report.accuracy_vs_bytes(series, labels), "plots/accuracy_vs_bytes.png")
+        self.tracker.log_dict(parent, summary, "summary.json")

@@ -1,0 +1,207 @@
+"""``PruningFedAvg``: Flower's FedAvg with per-tier masks, sparse messages and byte accounting.
+
+Only ``configure_train`` and ``aggregate_train`` change: the first sends each sampled client its
+tier's masked model (values + bitmasks), the second decodes the replies under the masks that were
+sent, averages each weight over the clients that kept it, counts failures and, when the plan is
+about to change the masks, aggregates the clients' importance scores.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from logging import WARNING
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy.strategy_utils import sample_nodes
+from flwr.supercore import log
+
+from prunehive.workers.federated.aggregation import (
+    STATS_KEY,
+    SUBMASKS_KEY,
+    aggregate_scores,
+    collect_updates,
+    masked_average,
+)
+from prunehive.workers.federated.encoding import Masks, dense_record, encode, encode_masks, record_bytes
+from prunehive.workers.federated.plans import MaskPlan, TierMasks, masked_sparsity
+
+
+@dataclass
+class RoundRecord:
+    """What one round cost and achieved; the driver logs it to MLflow."""
+
+    round: int
+    sparsity: list[float]  # achieved, per tier
+    sampled: int = 0
+    replies: int = 0
+    failures: int = 0
+    errors: list[str] = field(default_factory=list)
+    bytes_up: int = 0
+    bytes_down: int = 0
+    dense_bytes_up: int = 0
+    dense_bytes_down: int = 0
+    client_accuracy: float = float("nan")
+    train_loss: float = float("nan")
+    test_accuracy: list[float] = field(default_factory=list)  # per tier
+    seconds: float = 0.0
+
+
+def error_summary(reason: str, limit: int = 300) -> str:
+    """The last meaningful line of a Flower error reason (a Ray traceback wrapped in ``<class ...>:<'...'>``)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", reason).strip().removesuffix("'>")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and set(line.strip()) != {"^"}]
+    return (lines[-1] if lines else text)[:limit]
+
+
+def apply_masks(state: dict[str, torch.Tensor], masks: Masks | None) -> dict[str, torch.Tensor]:
+    if not masks:
+        return dict(state)
+    return {n: t * masks[n].to(t.dtype) if n in masks else t for n, t in state.items()}
+
+
+class PruningFedAvg(FedAvg):
+    """FedAvg whose clients train masked copies; ``plan`` decides each tier's masks per round."""
+
+    def __init__(
+        self,
+        plan: MaskPlan,
+        initial: dict[str, torch.Tensor],
+        client_config: dict[str, int | float | str | bool | list[str]],
+        metric: str,
+        evaluate: Callable[[dict[str, torch.Tensor]], float],
+        on_round: Callable[[RoundRecord], None],
+        fraction: float = 1.0,
+        clients: int = 2,
+    ) -> None:
+        super().__init__(fraction_train=fraction, fraction_evaluate=0.0, min_train_nodes=1, min_available_nodes=clients)
+        self.plan = plan
+        self.state = {n: t.detach().clone().float() for n, t in initial.items()}
+        self.client_config = client_config
+        self.metric = metric
+        self.evaluate_model = evaluate
+        self.on_round = on_round
+        self.prunable = [f"{n}.weight" for n in plan.space.names]
+        self.total_prunable = sum(self.state[n].numel() for n in self.prunable)
+        self.masks: list[TierMasks] | None = None
+        self.scores: dict[str, torch.Tensor] = {n: self.state[n].abs() for n in self.prunable}
+        self.node_tier: dict[int, int] = {}
+        self.sent: dict[int, Masks | None] = {}
+        self.dense_bytes = record_bytes(dense_record(self.state))
+        self.history: list[RoundRecord] = []
+        self.current: RoundRecord | None = None
+        self._started = 0.0
+
+    # -- tiers ----------------------------------------------------------------------------------
+    def assign_tiers(self, grid: Grid, timeout: float) -> None:
+        """Ask every node its partition id once; tier = partition id modulo the number of tiers."""
+        nodes = sorted(grid.get_node_ids())
+        ask = [Message(RecordDict({}), dst_node_id=n, message_type=MessageType.QUERY) for n in nodes]
+        by_node = {n: i for i, n in enumerate(nodes)}
+        for reply in grid.send_and_receive(ask, timeout=timeout):
+            if not reply.has_error():
+                by_node[reply.metadata.src_node_id] = int(reply.content.metric_records["metrics"]["partition-id"])  # type: ignore[arg-type]
+        self.node_tier = {n: pid % self.plan.tiers for n, pid in by_node.items()}
+
+    def tier_masks(self, tier: int) -> TierMasks | None:
+        return None if self.masks is None else self.masks[tier]
+
+    def sparsities(self) -> list[float]:
+        return [masked_sparsity(self.tier_masks(t) or {}, self.total_prunable) for t in range(self.plan.tiers)]
+
+    # -- training -------------------------------------------------------------------------------
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self._started = time.perf_counter()
+        if self.plan.changes_at(server_round):
+            self.masks = self.plan.masks(server_round, self.scores)
+            self.state = apply_masks(self.state, self.tier_masks(0))  # tier 0 holds every other tier
+        sample = max(int(len(list(grid.get_node_ids())) * self.fraction_train), self.min_train_nodes)
+        nodes, _ = sample_nodes(grid, self.min_available_nodes, sample)
+        self.current = RoundRecord(server_round, self.sparsities(), sampled=len(nodes))
+        cfg = ConfigRecord(
+            {
+                **self.client_config,
+                "server-round": server_round,
+                "stats": self.metric == "wanda" and self.plan.changes_at(server_round + 1),
+            }
+        )
+        payloads: dict[int, RecordDict] = {}
+        messages = []
+        self.sent = {}
+        for node in nodes:
+            tier = self.node_tier.get(node, 0)
+            masks = self.tier_masks(tier)
+            if tier not in payloads:
+                payloads[tier] = self._payload(tier, cfg)
+            self.current.bytes_down += sum(record_bytes(r) for r in payloads[tier].array_records.values())
+            self.current.dense_bytes_down += self.dense_bytes
+            self.sent[node] = masks
+            messages.append(Message(payloads[tier], dst_node_id=node, message_type=MessageType.TRAIN))
+        return messages
+
+    def _payload(self, tier: int, cfg: ConfigRecord) -> RecordDict:
+        """A tier's model (kept values + bitmasks) and, for nested tiers, the sparser tiers' masks."""
+        masks = self.tier_masks(tier)
+        records: dict[str, ArrayRecord | MetricRecord | ConfigRecord] = {
+            "arrays": encode(apply_masks(self.state, masks), masks, send_masks=True),
+            "config": cfg,
+        }
+        if self.masks is not None and tier + 1 < len(self.masks):
+            sparser = [{n: m[n] for n in self.prunable} for m in self.masks[tier + 1 :]]
+            records[SUBMASKS_KEY] = encode_masks(sparser)
+        return RecordDict(records)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        record = self.current or RoundRecord(server_round, self.sparsities())
+        updates, failed = collect_updates(replies, self.sent, self.state)
+        record.replies = len(updates)
+        record.failures = len(failed) + max(0, record.sampled - len(replies))  # errors and replies that never came
+        record.errors = [error_summary(str(m.error.reason)) for m in failed]
+        for msg in failed:
+            log(
+                WARNING,
+                "client on node %s failed in round %s: %s",
+                msg.metadata.src_node_id,
+                server_round,
+                error_summary(str(msg.error.reason)),
+            )
+        for msg in replies:
+            if not msg.has_error():
+                record.bytes_up += sum(
+                    record_bytes(msg.content.array_records[k])
+                    for k in ("arrays", STATS_KEY)
+                    if k in msg.content.array_records
+                )
+        record.dense_bytes_up = self.dense_bytes * len(updates)
+        if not updates:
+            return dense_record(self.state), None
+        self.state = masked_average(updates, self.state)
+        if self.plan.changes_at(server_round + 1):
+            self.scores = aggregate_scores(updates, self.prunable, self.metric)
+        total = sum(u.weight for u in updates)
+        record.client_accuracy = sum(u.weight * u.metrics.get("accuracy", 0.0) for u in updates) / total
+        record.train_loss = sum(u.weight * u.metrics.get("train-loss", 0.0) for u in updates) / total
+        metrics = MetricRecord({"accuracy": record.client_accuracy, "train-loss": record.train_loss})
+        return dense_record(self.state), metrics
+
+    # -- server-side evaluation (Strategy.start's evaluate_fn) -----------------------------------
+    def evaluate_global(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        """Test accuracy of each tier's model; round 0 is the initial model. Ends the round's record."""
+        accuracies = [self.evaluate_model(apply_masks(self.state, self.tier_masks(t))) for t in range(self.plan.tiers)]
+        if server_round > 0 and self.current is not None:
+            self.current.test_accuracy = accuracies
+            self.current.seconds = time.perf_counter() - self._started
+            self.history.append(self.current)
+            self.on_round(self.current)
+            self.current = None
+        return MetricRecord({f"test-accuracy-tier{t}": a for t, a in enumerate(accuracies)})
