@@ -327,9 +327,10 @@ def _unary(op: str, x: Expr) -> Expr:
     xop = x.op if isinstance(x, Node) else ""
     if op == "abs" and _nonnegative(x):
         return x
-    if op == "abs" and xop == "mul" and _factors(x)[0] != 1.0:
-        c, fs = _factors(x)
-        return _product(abs(c), [_unary("abs", _product(1.0, fs))])  # |c x| = |c| |x|
+    if op in ("abs", "sqr", "sqrt") and xop == "mul" and _factors(x)[0] != 1.0:
+        c, fs = _factors(x)  # |c x| = |c| |x|, (c x)^2 = c^2 x^2, sqrt|c x| = sqrt|c| sqrt|x|
+        scale = {"abs": abs(c), "sqr": c * c, "sqrt": math.sqrt(abs(c))}[op]
+        return _product(scale, [_unary(op, _product(1.0, fs))])
     if inner is not None:
         if op in ("sqr", "sqrt", "log") and xop == "abs":
             return _unary(op, inner)  # these read |x| anyway

@@ -83,6 +83,8 @@ def test_ast_shape() -> None:
         ("abs(mul(X,sqr(zscore(W))))", "mul(X,sqr(zscore(W)))"),  # X is a norm: the product is >= 0
         ("abs(mul(abs(X),sqr(W)))", "mul(X,sqr(W))"),
         ("abs(div(X,add(sqr(W),1)))", "div(X,add(1,sqr(W)))"),
+        ("sqr(mul(2,W))", "mul(4,sqr(W))"),
+        ("sqrt(mul(-4,W))", "mul(2,sqrt(W))"),
     ],
 )
 def test_equivalent_formulas_share_one_canonical_string(a: str, b: str) -> None:
