@@ -105,6 +105,7 @@ def prune(
 
 from prunehive.platform import bench_cli as _bench_cli  # noqa: E402,F401  (registers bench)
 from prunehive.platform import jobs_cli as _jobs_cli  # noqa: E402,F401  (registers run/jobs/show/ui)
+from prunehive.platform import service_cli as _service_cli  # noqa: E402,F401  (server/users/submit/cancel/logs)
 
 if __name__ == "__main__":
     # Run the imported module's app: under ``python -m`` this file is a second module copy.

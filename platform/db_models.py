@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Dialect,
     Float,
@@ -95,6 +96,23 @@ class Job(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
+    # The service's dispatcher: who runs the job, where (a Ray Jobs submission id), how often it started.
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    claimed_by: Mapped[str | None] = mapped_column(String(255))
+    dispatch_id: Mapped[str | None] = mapped_column(String(128))
+
+
+class User(Base):
+    """A caller of the service; only the SHA-256 of the bearer token is kept."""
+
+    __tablename__ = "prunehive_users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Trial(Base):

@@ -27,6 +27,11 @@ def _metric_row(entry: dict[str, Any], q: str) -> list[str]:
 
 
 def print_summary(result: dict[str, Any]) -> None:
+    if result.get("kind") == "federated":
+        from prunehive.platform.federated_report import print_federated_summary
+
+        print_federated_summary(result)
+        return
     q = result["quality"]
     table = Table(
         "", "sparsity", f"val {q}", f"test {q}", title=f"job {result['job_id'][:8]}: {result['trials']} trials"
@@ -83,24 +88,34 @@ def run(
         print_summary(result)
 
 
+SERVER_OPT = typer.Option(None, "--server", envvar="PRUNEHIVE_SERVER", help="Ask this service instead of the store.")
+TOKEN_OPT = typer.Option(None, "--token", envvar="PRUNEHIVE_TOKEN", help="Bearer token for --server.")
+
+
 @app.command()
 @friendly_errors
 def jobs(
     limit: int = typer.Option(20, "--limit"),
     database_url: str = typer.Option(None, "--database-url", envvar="PRUNEHIVE_DATABASE_URL"),
+    server: str = SERVER_OPT,
+    token: str = TOKEN_OPT,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """List recent jobs in the job store."""
-    store = _store(database_url)
-    rows = store.list_jobs(limit=limit)
+    """List recent jobs: in the job store, or your jobs on the service with --server."""
+    if server:
+        from prunehive.platform.client import connect
+
+        rows = connect(server, token).jobs(limit)["jobs"]
+    else:
+        store = _store(database_url)
+        rows = [_job_dict(j, store) for j in store.list_jobs(limit=limit)]
     if as_json:
-        print_json({"jobs": [_job_dict(j, store) for j in rows]})
+        print_json({"jobs": rows})
         return
     table = Table("id", "name", "kind", "status", "trials", "created")
     for j in rows:
-        table.add_row(
-            j.id[:8], j.name, j.kind, j.status, str(store.count_trials(j.id)), f"{j.created_at:%Y-%m-%d %H:%M}"
-        )
+        created = str(j["created_at"])[:16].replace("T", " ")
+        table.add_row(j["job_id"][:8], j["name"], j["kind"], j["status"], str(j["trials"]), created)
     out.print(table)
 
 
@@ -122,9 +137,14 @@ def _job_dict(job: Any, store: Any) -> dict[str, Any]:
 def show(
     job_id: str = typer.Argument(..., help="Job id (a unique prefix is enough)."),
     database_url: str = typer.Option(None, "--database-url", envvar="PRUNEHIVE_DATABASE_URL"),
+    server: str = SERVER_OPT,
+    token: str = TOKEN_OPT,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Show one job: status, summary, and its trials."""
+    """Show one job: status, summary, and its trials (from the service with --server)."""
+    if server:
+        _show_remote(job_id, server, token, as_json)
+        return
     store = _store(database_url)
     job = store.get_job(job_id)
     trials = store.trials(job.id)
@@ -145,6 +165,23 @@ def show(
     failed = [t for t in trials if t.state == "failed"]
     if failed:
         out.print(f"{len(failed)} failed trials, e.g. #{failed[0].candidate_id}: {failed[0].error}", highlight=False)
+
+
+def _show_remote(job_id: str, server: str, token: str | None, as_json: bool) -> None:
+    from prunehive.platform.client import connect
+
+    client = connect(server, token)
+    job = client.job(job_id)
+    trials = client.trials(job["job_id"])
+    if as_json:
+        keep = ("candidate_id", "state", "result", "error", "worker")
+        print_json(job | {"trial_rows": [{k: t[k] for k in keep} for t in trials]})
+        return
+    out.print(f"job {job['job_id']}  {job['name']}  [bold]{job['status']}[/bold]  {len(trials)} trials")
+    if job["error"]:
+        out.print(f"error: {job['error']}", highlight=False)
+    if job["summary"]:
+        print_summary(job["summary"])
 
 
 @app.command()

@@ -26,6 +26,7 @@ class _Call:
     items: list[Any]
     kwargs: dict[str, Any] = field(default_factory=dict)
     started: float | None = None  # when it reached the head of its actor's queue
+    handle: Any = None  # the actor it was sent to: a call failing on an actor already replaced replaces nothing
 
 
 class ActorPool:
@@ -69,7 +70,7 @@ class ActorPool:
     def submit(self, actor: int, items: list[Any], **kwargs: Any) -> None:
         ref = self.actors[actor].evaluate_batch.remote(items, **kwargs)
         head = not any(c.actor == actor for c in self.inflight.values())
-        self.inflight[ref] = _Call(actor, items, kwargs, time.monotonic() if head else None)
+        self.inflight[ref] = _Call(actor, items, kwargs, time.monotonic() if head else None, self.actors[actor])
 
     def wait(self, timeout: float = 1.0) -> list[tuple[list[Any], list[dict[str, Any]]]]:
         """Finished calls as (items sent, replies). Calls on a dead actor are resubmitted."""
@@ -85,7 +86,8 @@ class ActorPool:
             try:
                 done.append((call.items, ray.get(ref)))
             except (RayActorError, ActorDiedError, ActorUnavailableError):
-                self._replace(call.actor)
+                if call.handle is self.actors[call.actor]:  # not yet replaced by an earlier failed call
+                    self._replace(call.actor)
                 self.submit(call.actor, call.items, **call.kwargs)
         return done + self._expire()
 

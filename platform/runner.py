@@ -17,7 +17,7 @@ import ray
 from prunehive.platform.pool import ActorPool
 from prunehive.platform.progress import SearchProgress
 from prunehive.platform.spec import JobSpec, parse_spec
-from prunehive.platform.store import JobStore
+from prunehive.platform.store import JobCancelled, JobStore
 from prunehive.platform.tracking import Tracker, default_tracking_uri
 from prunehive.search.registry import make_strategy
 from prunehive.search.space import Layer, SearchSpace
@@ -26,6 +26,7 @@ from prunehive.workers.actor import EvalWorker
 from prunehive.workers.metrics import EXPRESSION_PREFIX
 
 WARM_STARTABLE = ("evolution", "bayesian")  # strategies that take ``initial`` vectors
+CANCEL_CHECK_SECONDS = 2.0  # how often a running search looks at its job's cancel flag
 
 
 def connect_ray(address: str | None, cpus_needed: float) -> None:
@@ -38,7 +39,9 @@ def connect_ray(address: str | None, cpus_needed: float) -> None:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     else:
         cpus = max(os.cpu_count() or 1, math.ceil(cpus_needed))
-        ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(  # "local": a new instance even where `ray start` left a cluster that ray.init would join
+            address="local", num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False
+        )
 
 
 def auto_batch(seconds: float, budget: int, workers: int, depth: int) -> int:
@@ -134,9 +137,16 @@ class SearchRun:
     """One job's driver loop; ``run()`` returns the summary (see ``summary.finish``)."""
 
     def __init__(
-        self, store: JobStore, job_id: str, ray_address: str | None = None, show_progress: bool = True
+        self,
+        store: JobStore,
+        job_id: str,
+        ray_address: str | None = None,
+        show_progress: bool = True,
+        pool: ActorPool | None = None,
     ) -> None:
+        """``pool``: warm actors of an identical task and pruning setup to reuse (a benchmark's); kept open."""
         self.store = store
+        self.pool = pool
         self.job = store.get_job(job_id)
         self.job_id = self.job.id
         self.spec = parse_spec(self.job.spec)
@@ -152,7 +162,7 @@ class SearchRun:
         started = time.perf_counter()
         connect_ray(self.ray_address, spec.resources.workers * spec.resources.cpus_per_worker)
         self.store.set_status(self.job_id, "running")
-        pool = make_pool(spec)
+        pool = self.pool or make_pool(spec)
         try:
             info = pool.start()[0]
             self.space = build_space(spec, info["layers"])
@@ -184,8 +194,9 @@ class SearchRun:
             self.store.set_status(self.job_id, "succeeded")
             self.tracker.finish_parent(parent, "FINISHED")
             return result
-        except KeyboardInterrupt:
-            self.store.set_status(self.job_id, "cancelled", error="interrupted by the user")
+        except KeyboardInterrupt as exc:
+            reason = "cancelled through the service" if isinstance(exc, JobCancelled) else "interrupted by the user"
+            self.store.set_status(self.job_id, "cancelled", error=reason)
             if self.store.get_job(self.job_id).mlflow_run_id:
                 self.tracker.finish_parent(self.store.get_job(self.job_id).mlflow_run_id or "", "KILLED")
             raise
@@ -196,7 +207,8 @@ class SearchRun:
                 self.tracker.finish_parent(run_id, "FAILED")
             raise
         finally:
-            pool.shutdown()
+            if self.pool is None:
+                pool.shutdown()
 
     def _open_parent(self, strategy: Strategy, info: dict[str, Any]) -> str:
         """A new parent run, or (resuming) the old one swept of runs the crash left behind."""
@@ -255,8 +267,13 @@ class SearchRun:
         batch = spec.resources.batch or 1
         candidates: dict[int, Candidate] = {c.id: c for c in queue}
         best = max((o.values[0] for _, o in strategy.history if o.state == "complete"), default=None)
+        next_cancel_check = time.monotonic()
         with SearchProgress(spec.search.budget, strategy.told, info["quality"], enabled=self.show_progress) as bar:
             while True:
+                if time.monotonic() >= next_cancel_check:  # the service cancels a job by flagging its row
+                    next_cancel_check = time.monotonic() + CANCEL_CHECK_SECONDS
+                    if self.store.cancel_requested(self.job_id):
+                        raise JobCancelled(f"job {self.job_id} cancelled")
                 for slot in pool.free_slots():
                     items = [queue.pop(0) for _ in range(min(batch, len(queue)))]
                     if len(items) < batch and time.monotonic() < deadline:

@@ -43,7 +43,7 @@ def test_migration_creates_tables_with_own_version_table(store: JobStore, db_pat
     assert {"jobs", "job_trials", VERSION_TABLE} <= tables(db_path)
     assert "alembic_version" not in tables(db_path)
     with sqlite3.connect(db_path) as conn:
-        assert conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [("0001",)]
+        assert conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [("0002",)]
         indexes = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"ix_job_trials_job_id", "ix_jobs_created_at"} <= indexes
     JobStore(store.url).close()  # upgrading again is a no-op
