@@ -16,10 +16,10 @@ from typing import Any
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from prunehive.platform import federated_report as report
+from prunehive.platform.jobs import JobRun
 from prunehive.platform.runner import connect_ray
-from prunehive.platform.spec import JobSpec, parse_spec
+from prunehive.platform.spec import JobSpec
 from prunehive.platform.store import JobStore
-from prunehive.platform.tracking import Tracker, default_tracking_uri
 from prunehive.workers.federated.simulation import SimulationResult, SimulationSettings, simulate
 from prunehive.workers.federated.strategy import RoundRecord
 
@@ -65,20 +65,8 @@ def best_allocation(store: JobStore, job_id: str) -> dict[str, float]:
     return {str(k): float(v) for k, v in job.summary["best"]["layers"].items()}
 
 
-class FederatedRun:
+class FederatedRun(JobRun):
     """One federated job's driver; ``run()`` returns the summary."""
-
-    def __init__(
-        self, store: JobStore, job_id: str, ray_address: str | None = None, show_progress: bool = True
-    ) -> None:
-        self.store = store
-        self.job = store.get_job(job_id)
-        self.job_id = self.job.id
-        self.spec = parse_spec(self.job.spec)
-        self.ray_address = ray_address
-        self.show_progress = show_progress
-        self.tracking_uri = self.spec.tracking.mlflow_uri or default_tracking_uri()
-        self.tracker = Tracker(self.tracking_uri, self.spec.tracking.experiment or self.spec.display_name)
 
     def run(self) -> dict[str, Any]:
         # Ray prints raylet notices (a client process died) to stdout; keep it for ``--json``'s one object.
@@ -89,8 +77,7 @@ class FederatedRun:
         spec = self.spec
         started = time.perf_counter()
         self.store.set_status(self.job_id, "running")
-        parent: str | None = None
-        try:
+        with self.ending():
             pruned = settings_for(spec, self.store)
             parent = self._open_parent(pruned)
             total = spec.federated.rounds * (2 if spec.federated.dense_reference else 1)
@@ -101,20 +88,7 @@ class FederatedRun:
                     dense = self._dense_reference(parent, bar)
             summary = self._summary(pruned, result, dense, parent, time.perf_counter() - started)
             self._log_report(parent, pruned, result, dense, summary)
-            self.store.set_summary(self.job_id, summary)
-            self.store.set_status(self.job_id, "succeeded")
-            self.tracker.finish_parent(parent, "FINISHED")
-            return summary
-        except KeyboardInterrupt:
-            self.store.set_status(self.job_id, "cancelled", error="interrupted by the user")
-            if parent:
-                self.tracker.finish_parent(parent, "KILLED")
-            raise
-        except Exception as exc:
-            self.store.set_status(self.job_id, "failed", error=f"{type(exc).__name__}: {exc}")
-            if parent:
-                self.tracker.finish_parent(parent, "FAILED")
-            raise
+            return self.succeed(parent, summary)
 
     def _dense_reference(self, parent: str, bar: report.RoundProgress) -> SimulationResult:
         """Dense FedAvg with the same seed, as the child run ``dense-fedavg``."""

@@ -1,11 +1,19 @@
-"""One entry point that runs any kind of job from the store: the CLI and the service's dispatcher use it."""
+"""Running any kind of job from the store: the CLI and the service's dispatcher start here.
+
+``JobRun`` holds what every kind's driver shares: the job row, its spec, the MLflow tracker, and
+how a job ends (succeeded; cancelled by Ctrl-C or the service; failed with the reason).
+"""
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
-from prunehive.platform.store import JobStore
+from prunehive.platform.spec import parse_spec
+from prunehive.platform.store import JobCancelled, JobStore
+from prunehive.platform.tracking import Status, Tracker, default_tracking_uri
 
 RUNNERS: dict[str, str] = {
     "search": "prunehive.platform.runner:SearchRun",
@@ -21,8 +29,49 @@ class JobRunner(Protocol):
     def run(self) -> dict[str, Any]: ...
 
 
+class JobRun:
+    """Base of the drivers: built from the store row, so a resumed job needs only its id."""
+
+    def __init__(
+        self, store: JobStore, job_id: str, ray_address: str | None = None, show_progress: bool = True
+    ) -> None:
+        self.store = store
+        self.job = store.get_job(job_id)
+        self.job_id = self.job.id
+        self.spec = parse_spec(self.job.spec)
+        self.ray_address = ray_address
+        self.show_progress = show_progress
+        self.tracking_uri = self.spec.tracking.mlflow_uri or default_tracking_uri()
+        self.tracker = Tracker(self.tracking_uri, self.spec.experiment)
+
+    def succeed(self, parent: str, summary: dict[str, Any]) -> dict[str, Any]:
+        self.store.set_summary(self.job_id, summary)
+        self.store.set_status(self.job_id, "succeeded")
+        self.tracker.finish_parent(parent, "FINISHED")
+        return summary
+
+    @contextmanager
+    def ending(self) -> Iterator[None]:
+        """Marks the job cancelled or failed, and its MLflow parent run KILLED or FAILED, when the body raises."""
+        try:
+            yield
+        except KeyboardInterrupt as exc:
+            reason = "cancelled through the service" if isinstance(exc, JobCancelled) else "interrupted by the user"
+            self._end("cancelled", reason, "KILLED")
+            raise
+        except Exception as exc:
+            self._end("failed", f"{type(exc).__name__}: {exc}", "FAILED")
+            raise
+
+    def _end(self, status: str, error: str, run_status: Status) -> None:
+        self.store.set_status(self.job_id, status, error=error)
+        run_id = self.store.get_job(self.job_id).mlflow_run_id
+        if run_id:
+            self.tracker.finish_parent(run_id, run_status)
+
+
 def job_runner(store: JobStore, job_id: str, ray_address: str | None = None, show_progress: bool = True) -> JobRunner:
-    """The runner for the job's kind, built from the store row (so a resumed job needs only its id)."""
+    """The runner for the job's kind."""
     job = store.get_job(job_id)
     module, _, name = RUNNERS[job.kind].partition(":")
     cls = getattr(importlib.import_module(module), name)

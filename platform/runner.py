@@ -14,11 +14,11 @@ from typing import Any
 
 import ray
 
+from prunehive.platform.jobs import JobRun
 from prunehive.platform.pool import ActorPool
 from prunehive.platform.progress import SearchProgress
 from prunehive.platform.spec import JobSpec, parse_spec
 from prunehive.platform.store import JobCancelled, JobStore
-from prunehive.platform.tracking import Tracker, default_tracking_uri
 from prunehive.search.registry import make_strategy
 from prunehive.search.space import Layer, SearchSpace
 from prunehive.search.strategy import Candidate, Outcome, Strategy
@@ -133,8 +133,8 @@ def objective_values(spec: JobSpec, result: dict[str, Any], dense_flops: int) ->
     return tuple(values)
 
 
-class SearchRun:
-    """One job's driver loop; ``run()`` returns the summary (see ``summary.finish``)."""
+class SearchRun(JobRun):
+    """One search or metric-search job's driver loop; ``run()`` returns the summary (see ``summary.finish``)."""
 
     def __init__(
         self,
@@ -145,15 +145,8 @@ class SearchRun:
         pool: ActorPool | None = None,
     ) -> None:
         """``pool``: warm actors of an identical task and pruning setup to reuse (a benchmark's); kept open."""
-        self.store = store
+        super().__init__(store, job_id, ray_address, show_progress)
         self.pool = pool
-        self.job = store.get_job(job_id)
-        self.job_id = self.job.id
-        self.spec = parse_spec(self.job.spec)
-        self.ray_address = ray_address
-        self.show_progress = show_progress
-        self.tracking_uri = self.spec.tracking.mlflow_uri or default_tracking_uri()
-        self.tracker = Tracker(self.tracking_uri, self.spec.experiment)
 
     def run(self) -> dict[str, Any]:
         from prunehive.platform import summary
@@ -164,48 +157,35 @@ class SearchRun:
         self.store.set_status(self.job_id, "running")
         pool = self.pool or make_pool(spec)
         try:
-            info = pool.start()[0]
-            self.space = build_space(spec, info["layers"])
-            self.allocation = fixed_allocation(spec, self.space, pool) if spec.kind == "metric-search" else None
-            warm = None
-            if spec.strategy in WARM_STARTABLE and spec.search.warm_start:
-                warm = [pool.call_one("allocation", name, self.space.to_dict()) for name in spec.search.baselines]
-            strategy = build_strategy(spec, self.space, self.job_id, self.store.url, self.allocation, warm)
-            parent = self._open_parent(strategy, info)
-            if self.job.strategy_state:
-                strategy.load_state_dict(self.job.strategy_state)
-            logger = self.tracker.background(parent)
-            searching = time.perf_counter()
-            self._search(pool, strategy, info, parent, logger)
-            self._store_child_ids(logger.close(timeout=None))  # the search ends once every trial is in MLflow
-            finishing = time.perf_counter()
-            if spec.kind == "metric-search":
-                from prunehive.platform.metric_summary import finish_metric_search
+            with self.ending():
+                info = pool.start()[0]
+                self.space = build_space(spec, info["layers"])
+                self.allocation = fixed_allocation(spec, self.space, pool) if spec.kind == "metric-search" else None
+                warm = None
+                if spec.strategy in WARM_STARTABLE and spec.search.warm_start:
+                    space = self.space.to_dict()
+                    warm = [pool.call_one("allocation", name, space) for name in spec.search.baselines]
+                strategy = build_strategy(spec, self.space, self.job_id, self.store.url, self.allocation, warm)
+                parent = self._open_parent(strategy, info)
+                if self.job.strategy_state:
+                    strategy.load_state_dict(self.job.strategy_state)
+                logger = self.tracker.background(parent)
+                searching = time.perf_counter()
+                self._search(pool, strategy, info, parent, logger)
+                self._store_child_ids(logger.close(timeout=None))  # the search ends once every trial is in MLflow
+                finishing = time.perf_counter()
+                if spec.kind == "metric-search":
+                    from prunehive.platform.metric_summary import finish_metric_search
 
-                result = finish_metric_search(self, pool, strategy, info, parent)
-            else:
-                result = summary.finish(self, pool, strategy, info, parent)
-            result["timing"] = {
-                "startup_seconds": searching - started,
-                "search_seconds": finishing - searching,
-                "finish_seconds": time.perf_counter() - finishing,
-            }
-            self.store.set_summary(self.job_id, result)
-            self.store.set_status(self.job_id, "succeeded")
-            self.tracker.finish_parent(parent, "FINISHED")
-            return result
-        except KeyboardInterrupt as exc:
-            reason = "cancelled through the service" if isinstance(exc, JobCancelled) else "interrupted by the user"
-            self.store.set_status(self.job_id, "cancelled", error=reason)
-            if self.store.get_job(self.job_id).mlflow_run_id:
-                self.tracker.finish_parent(self.store.get_job(self.job_id).mlflow_run_id or "", "KILLED")
-            raise
-        except Exception as exc:
-            self.store.set_status(self.job_id, "failed", error=f"{type(exc).__name__}: {exc}")
-            run_id = self.store.get_job(self.job_id).mlflow_run_id
-            if run_id:
-                self.tracker.finish_parent(run_id, "FAILED")
-            raise
+                    result = finish_metric_search(self, pool, strategy, info, parent)
+                else:
+                    result = summary.finish(self, pool, strategy, info, parent)
+                result["timing"] = {
+                    "startup_seconds": searching - started,
+                    "search_seconds": finishing - searching,
+                    "finish_seconds": time.perf_counter() - finishing,
+                }
+                return self.succeed(parent, result)
         finally:
             if self.pool is None:
                 pool.shutdown()
