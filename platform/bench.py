@@ -3,6 +3,10 @@
 ``eval``: on a warm engine, the cost of evaluating one candidate against a bare forward pass over the
 same evaluation data (goal: ratio <= 1.2).
 
+``quality``: the benchmark job kind (:class:`BenchmarkRun`) on the built-in tasks, digits-mlp at 90% and
+code-lm at 70% (Wanda) sparsity: every strategy on the same budget over several seeds, next to the
+heuristics; the report and plots land in the default MLflow store (``PRUNEHIVE_HOME``).
+
 ``throughput``: real search jobs through :class:`SearchRun` (random strategy, temporary job store and
 MLflow store) with 1 and 2 workers, against the same candidates evaluated in a bare in-process loop:
 trials per second, the 2-worker speedup (goal >= 1.8x), the runner's overhead (goal <= 10%) and the
@@ -24,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-SUITES = ("eval", "throughput")
+SUITES = ("eval", "throughput", "quality")
 EVAL_TASKS = ("digits-mlp", "code-lm")
 THROUGHPUT_TASKS = ("code-lm", "digits-mlp")
 THROUGHPUT_BUDGETS = {"code-lm": 24, "digits-mlp": 120}
@@ -294,6 +298,68 @@ def throughput_suite(
     }
 
 
+# ---- suite: quality ---------------------------------------------------------------------------
+# The README's benchmark (also examples/<task>-benchmark.yaml): the same budget for every strategy.
+QUALITY_SPECS: dict[str, dict[str, Any]] = {
+    "digits-mlp": {
+        "pruning": {"sparsity": 0.9, "metric": "magnitude", "granularity": "unstructured"},
+        "search": {"budget": 200},
+        "benchmark": {"sparsities": [0.8, 0.9, 0.95]},
+    },
+    "code-lm": {
+        "pruning": {"sparsity": 0.7, "metric": "wanda", "granularity": "unstructured"},
+        "search": {"budget": 80},
+        "benchmark": {"sparsities": [0.7], "strategies": ["evolution", "bayesian", "rl", "random"]},
+    },
+}
+QUALITY_STRATEGIES = ["evolution", "nsga2", "bayesian", "rl", "random"]  # unless the task's preset names its own
+
+
+def quality_spec(
+    task: str, budget: int | None = None, seeds: int | None = None, strategies: list[str] | None = None
+) -> dict[str, Any]:
+    """The benchmark job the quality suite runs on ``task`` (a built-in with a preset, or any task at 50%)."""
+    preset = QUALITY_SPECS.get(task, {"pruning": {"sparsity": 0.5}, "search": {"budget": 100}, "benchmark": {}})
+    return {
+        "kind": "benchmark",
+        "name": f"{task}-benchmark",
+        "task": task,
+        "pruning": dict(preset["pruning"]),
+        "search": {"budget": budget or preset["search"]["budget"]},
+        "benchmark": {
+            **preset["benchmark"],
+            "strategies": strategies or preset["benchmark"].get("strategies", QUALITY_STRATEGIES),
+            "seeds": seeds or 3,
+            "baselines": ["uniform", "global", "erk", "owl"],
+        },
+        "resources": {"workers": 2},
+    }
+
+
+def quality_suite(
+    tasks: list[str] | None = None,
+    budget: int | None = None,
+    seeds: int | None = None,
+    strategies: list[str] | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark job kind on each task into the default job store and MLflow store."""
+    from prunehive.platform.benchmark import BenchmarkRun
+    from prunehive.platform.runner import start_job
+    from prunehive.platform.settings import default_database_url
+    from prunehive.platform.spec import parse_spec
+    from prunehive.platform.store import JobStore
+
+    store = JobStore(default_database_url())
+    results = []
+    try:
+        for task in tasks or list(QUALITY_SPECS):
+            job_id = start_job(store, parse_spec(quality_spec(task, budget, seeds, strategies)))
+            results.append(BenchmarkRun(store, job_id, show_progress=False).run())
+    finally:
+        store.close()
+    return {"suite": "quality", "tasks": results}
+
+
 def run_suite(
     suite: str,
     tasks: list[str] | None = None,
@@ -302,9 +368,13 @@ def run_suite(
     threads: int | None = 1,
     budget: int | None = None,
     min_seconds: float = 1.0,
+    seeds: int | None = None,
+    strategies: list[str] | None = None,
 ) -> dict[str, Any]:
     if suite == "eval":
         return eval_suite(tasks, repeats=repeats, warmup=warmup, threads=threads, min_seconds=min_seconds)
     if suite == "throughput":
         return throughput_suite(tasks, budget=budget)
+    if suite == "quality":
+        return quality_suite(tasks, budget=budget, seeds=seeds, strategies=strategies)
     raise ValueError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")

@@ -1,4 +1,5 @@
-"""``prunehive bench``: the eval and throughput benchmarks (ratios measured side by side in one run)."""
+"""``prunehive bench``: the eval and throughput benchmarks (ratios measured side by side in one run), and
+the quality benchmark (every strategy on one budget over seeds, next to the heuristics)."""
 
 from __future__ import annotations
 
@@ -113,10 +114,33 @@ def _print_throughput(result: dict[str, Any]) -> None:
     out.print(f"search phase only (actor start-up and the final summary excluded); {result['cpus']} CPUs")
 
 
+def print_benchmarks(results: list[dict[str, Any]]) -> None:
+    """One table per task and target: strategies (mean over seeds) next to the heuristics."""
+    for r in results:
+        q = r["quality"]
+        pct = q == "accuracy"
+        for target in r["targets"]:
+            title = f"quality: {r['task']} at {target:.0%}, {r['budget']} evaluations, {len(r['seeds'])} seeds"
+            table = Table("method", "achieved sparsity", f"val {q}", f"test {q} (mean)", "test std", title=title)
+            for row in (x for x in r["table"] if x["target"] == target):
+                name = row["name"] if row["kind"] == "strategy" else f"heuristic: {row['name']}"
+                scale = 100.0 if pct else 1.0
+                std = row["test_std"]
+                table.add_row(
+                    name,
+                    f"{row['achieved_sparsity']:.4f}",
+                    _fmt(scale * row["validation_mean"], ".2f"),
+                    _fmt(scale * row["test_mean"], ".2f"),
+                    _fmt(None if std is None else scale * std, ".2f"),
+                )
+            out.print(table)
+        out.print(f"report {r.get('report')}; MLflow run {r.get('mlflow_run_id')} at {r.get('tracking_uri')}")
+
+
 @app.command()
 @friendly_errors
 def bench(
-    suite: str = typer.Option(..., "--suite", help="eval or throughput."),
+    suite: str = typer.Option(..., "--suite", help="eval, throughput or quality."),
     task: str = typer.Option(None, "--task", help="Run one task (default: digits-mlp and code-lm)."),
     repeats: int = typer.Option(15, "--repeats", min=1, help="eval: timed repeats (medians are reported)."),
     min_seconds: float = typer.Option(
@@ -125,11 +149,19 @@ def bench(
     warmup: int = typer.Option(3, "--warmup", min=0, help="eval: untimed repeats first."),
     threads: int = typer.Option(1, "--threads", min=1, help="eval: torch threads (1, like a worker)."),
     budget: int = typer.Option(
-        None, "--budget", min=1, help="throughput: trials per job (code-lm 24, digits-mlp 120)."
+        None,
+        "--budget",
+        min=1,
+        help="throughput: trials per job (code-lm 24, digits-mlp 120); quality: evaluations per search "
+        "(digits-mlp 200, code-lm 80).",
+    ),
+    seeds: int = typer.Option(None, "--seeds", min=1, help="quality: seeds per strategy (3)."),
+    strategies: str = typer.Option(
+        None, "--strategies", help="quality: comma-separated strategies (evolution,nsga2,bayesian,rl,random)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Benchmark evaluation cost (eval) or search throughput (throughput); prints measured ratios."""
+    """Benchmark evaluation cost (eval), search throughput (throughput) or strategies' quality (quality)."""
     from prunehive.platform.bench import SUITES, run_suite
 
     if suite not in SUITES:
@@ -137,11 +169,21 @@ def bench(
     tasks = [task] if task else None
     with err.status(f"running the {suite} benchmark"), _stdout_to_stderr():
         result = run_suite(
-            suite, tasks, repeats=repeats, warmup=warmup, threads=threads, budget=budget, min_seconds=min_seconds
+            suite,
+            tasks,
+            repeats=repeats,
+            warmup=warmup,
+            threads=threads,
+            budget=budget,
+            min_seconds=min_seconds,
+            seeds=seeds,
+            strategies=[s.strip() for s in strategies.split(",")] if strategies else None,
         )
     if as_json:
         print_json(result)
     elif suite == "eval":
         _print_eval(result)
+    elif suite == "quality":
+        print_benchmarks(result["tasks"])
     else:
         _print_throughput(result)

@@ -32,6 +32,11 @@ def print_summary(result: dict[str, Any]) -> None:
 
         print_federated_summary(result)
         return
+    if result.get("kind") == "benchmark":
+        from prunehive.platform.bench_cli import print_benchmarks
+
+        print_benchmarks([result])
+        return
     q = result["quality"]
     table = Table(
         "", "sparsity", f"val {q}", f"test {q}", title=f"job {result['job_id'][:8]}: {result['trials']} trials"

@@ -1,0 +1,196 @@
+"""Run a benchmark job: every (sparsity, strategy, seed) as its own search job, then one report.
+
+Each cell is a real ``kind: search`` job in the store, run by :class:`SearchRun` on the same Ray and
+logged to the benchmark's MLflow experiment, so it is resumable on its own and shows up in the MLflow
+UI as a run (nested under the benchmark's parent run) that the compare view lines up with the others.
+The benchmark's parent run holds the report and its plots.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any
+
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from rich.console import Console
+
+from prunehive.platform.benchmark_report import Cell, aggregate, write_report
+from prunehive.platform.jobs import JobRun
+from prunehive.platform.pool import ActorPool
+from prunehive.platform.runner import SearchRun, connect_ray, make_pool, start_job
+from prunehive.platform.settings import prunehive_home
+from prunehive.platform.spec import JobSpec, parse_spec
+from prunehive.platform.store import JobCancelled, JobStore
+
+TAG_BENCHMARK = "prunehive.benchmark_job_id"
+
+
+def _label(sparsity: float | None) -> str:
+    return "flops" if sparsity is None else f"{sparsity:.2f}"
+
+
+def cell_spec(spec: JobSpec, tracking_uri: str, sparsity: float | None, strategy: str, seed: int) -> dict[str, Any]:
+    """The search job of one cell: the benchmark's task, pruning and search settings, one strategy and seed."""
+    data = spec.model_dump(mode="json")
+    pruning = dict(data["pruning"])
+    if sparsity is not None:
+        pruning.update(sparsity=sparsity, flops_budget=None)
+    search = dict(data["search"])
+    search.update(
+        strategy=strategy,
+        seed=seed,
+        baselines=list(spec.benchmark.baselines),
+        options=dict(spec.benchmark.options.get(strategy, {})),
+        objectives=["quality"],
+    )
+    return {
+        "kind": "search",
+        "name": f"{spec.display_name}/{strategy}/seed{seed}/{_label(sparsity)}",
+        "task": spec.task,
+        "seed": spec.seed,
+        "pruning": pruning,
+        "search": search,
+        "resources": data["resources"],
+        "tracking": {"mlflow_uri": tracking_uri, "experiment": spec.experiment},
+    }
+
+
+class BenchmarkRun(JobRun):
+    """One benchmark's driver; ``run()`` returns the summary (tables, baselines, report path)."""
+
+    def __init__(
+        self, store: JobStore, job_id: str, ray_address: str | None = None, show_progress: bool = True
+    ) -> None:
+        super().__init__(store, job_id, ray_address, show_progress)
+        self.console = Console(stderr=True, quiet=not show_progress)
+
+    def run(self) -> dict[str, Any]:
+        spec = self.spec
+        started = time.perf_counter()
+        connect_ray(self.ray_address, spec.resources.workers * spec.resources.cpus_per_worker)
+        self.store.set_status(self.job_id, "running")
+        with self.ending():
+            parent = self.job.mlflow_run_id
+            if parent is None:
+                parent = self._open_parent()
+            else:
+                self.tracker.resume_parent(parent)
+            plan = self._plan()
+            pool = make_pool(spec)  # one set of warm actors for every cell: same task and pruning setup
+            try:
+                cells = []
+                for i, entry in enumerate(plan):
+                    if self.store.cancel_requested(self.job_id):  # the service cancels between cells
+                        raise JobCancelled(f"job {self.job_id} cancelled")
+                    cells.append(self._run_cell(i, len(plan), entry, parent, pool))
+            finally:
+                pool.shutdown()
+            searching_done = time.perf_counter()
+            result = aggregate(cells, spec)
+            directory = prunehive_home() / "benchmarks" / self.job_id
+            report = write_report(directory, result, cells, spec)
+            result.update(
+                job_id=self.job_id,
+                status="succeeded",
+                mlflow_run_id=parent,
+                tracking_uri=self.tracking_uri,
+                report=str(report),
+                timing={
+                    "total_seconds": time.perf_counter() - started,
+                    "report_seconds": time.perf_counter() - searching_done,
+                },
+            )
+            (directory / "summary.json").write_text(json.dumps(result, indent=1, default=str))
+            for path in sorted(directory.rglob("*")):
+                if path.is_file():
+                    folder = path.parent.relative_to(directory).as_posix()
+                    self.tracker.log_file(parent, path, None if folder == "." else folder)
+            self.tracker.log_metrics(parent, _final_metrics(result))
+            return self.succeed(parent, result)
+
+    def _open_parent(self) -> str:
+        spec, bench = self.spec, self.spec.benchmark
+        params = {
+            "task": spec.task,
+            "metric": spec.pruning.metric,
+            "granularity": spec.pruning.granularity,
+            "strategies": ",".join(bench.strategies),
+            "seeds": ",".join(str(s) for s in bench.seed_list),
+            "sparsities": ",".join(_label(s) for s in bench.sparsities or [None]),
+            "baselines": ",".join(bench.baselines),
+            "budget": spec.search.budget,
+            "workers": spec.resources.workers,
+        }
+        run_id = self.tracker.start_parent(self.job_id, params, {"prunehive.kind": "benchmark"})
+        self.tracker.client.update_run(run_id, name=f"benchmark-{self.job_id[:8]}")
+        self.store.set_mlflow_run(self.job_id, run_id)
+        self.tracker.log_dict(run_id, self.job.spec, "spec.json")
+        return run_id
+
+    def _plan(self) -> list[dict[str, Any]]:
+        """The cells and their search jobs, created once and kept in the job row so a resume reuses them."""
+        state = self.job.strategy_state or {}
+        if state.get("cells"):
+            return list(state["cells"])
+        spec, bench = self.spec, self.spec.benchmark
+        plan = []
+        for sparsity in bench.sparsities or [None]:
+            for strategy in bench.strategies:
+                for seed in bench.seed_list:
+                    sub = parse_spec(cell_spec(spec, self.tracking_uri, sparsity, strategy, seed))
+                    job_id = start_job(self.store, sub)
+                    plan.append({"sparsity": sparsity, "strategy": strategy, "seed": seed, "job_id": job_id})
+        self.store.save_state(self.job_id, {"cells": plan})
+        return plan
+
+    def _run_cell(self, index: int, total: int, entry: dict[str, Any], parent: str, pool: ActorPool) -> Cell:
+        job = self.store.get_job(entry["job_id"])
+        what = f"{entry['strategy']} seed {entry['seed']} at {_label(entry['sparsity'])}"
+        if job.status == "succeeded" and job.summary:
+            self.console.print(f"benchmark [{index + 1}/{total}] {what}: done earlier (job {job.id[:8]})")
+            summary = job.summary
+        else:
+            self.console.print(f"benchmark [{index + 1}/{total}] {what} (job {job.id[:8]})")
+            summary = SearchRun(self.store, job.id, self.ray_address, self.show_progress, pool=pool).run()
+        run_id = summary["mlflow_run_id"]
+        layers = summary["best"]["layers"]
+        # Nest the cell's run under the benchmark and give it a readable name and its allocation as params.
+        self.tracker.set_tags(run_id, {MLFLOW_PARENT_RUN_ID: parent, TAG_BENCHMARK: self.job_id})
+        self.tracker.client.update_run(
+            run_id, name=f"{entry['strategy']}-seed{entry['seed']}-{_label(entry['sparsity'])}"
+        )
+        self.tracker.log_params(run_id, {f"sparsity.{n}": round(v, 6) for n, v in layers.items()})
+        trials = sorted(self.store.trials(job.id), key=lambda t: t.id)  # in the order they were told
+        # NSGA-II also explores below the target; only evaluations that reach it count towards the curve.
+        floor = -math.inf if entry["sparsity"] is None else entry["sparsity"] - 5e-3
+        curve = [
+            float(t.result["metrics"]["validation"]["objective"])
+            if t.state == "complete" and t.result and t.result["achieved_sparsity"] >= floor
+            else math.nan
+            for t in trials
+        ]
+        return Cell(
+            sparsity=entry["sparsity"],
+            strategy=entry["strategy"],
+            seed=entry["seed"],
+            job_id=job.id,
+            mlflow_run_id=run_id,
+            summary=summary,
+            curve=curve,
+        )
+
+
+def _final_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The table as metrics of the parent run: ``<strategy>.<sparsity>.test.<quality>.mean`` and so on."""
+    q = result["quality"]
+    metrics: dict[str, float] = {}
+    for row in result["table"]:
+        key = f"{row['name']}.{_label(row['target'])}"
+        for split in ("validation", "test"):
+            metrics[f"{key}.{split}.{q}.mean"] = row[f"{split}_mean"]
+            if row[f"{split}_std"] is not None:
+                metrics[f"{key}.{split}.{q}.std"] = row[f"{split}_std"]
+        metrics[f"{key}.achieved_sparsity"] = row["achieved_sparsity"]
+    return metrics

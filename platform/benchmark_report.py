@@ -1,0 +1,236 @@
+"""A benchmark's numbers (mean and spread over seeds, next to the heuristics) and its Markdown report.
+
+Researchers choose a strategy from plots, so the report is Markdown with PNG plots beside it:
+best-so-far against evaluations, final test quality against sparsity, and each run's allocation.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prunehive.platform import benchmark_plots
+
+if TYPE_CHECKING:
+    from prunehive.platform.spec import JobSpec
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One finished (sparsity, strategy, seed) search job; ``curve`` is its validation objective per trial."""
+
+    sparsity: float | None
+    strategy: str
+    seed: int
+    job_id: str
+    mlflow_run_id: str
+    summary: dict[str, Any]
+    curve: list[float]
+
+
+def _label(target: float | None) -> str:
+    return "flops" if target is None else f"{target:.2f}"
+
+
+def _stats(values: list[float]) -> tuple[float, float | None]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def _higher(quality: str) -> bool:
+    return quality == "accuracy"
+
+
+def aggregate(cells: list[Cell], spec: JobSpec) -> dict[str, Any]:
+    """Per target and strategy: test and validation quality as mean and std over seeds; heuristics beside."""
+    quality = cells[0].summary["quality"]
+    targets = list(dict.fromkeys(c.sparsity for c in cells))
+    rows: list[dict[str, Any]] = []
+    baselines: dict[str, dict[str, Any]] = {}
+    runs: list[dict[str, Any]] = []
+    for target in targets:
+        here = [c for c in cells if c.sparsity == target]
+        for strategy in dict.fromkeys(c.strategy for c in here):
+            mine = [c for c in here if c.strategy == strategy]
+            test = [c.summary["best"]["metrics"]["test"][quality] for c in mine]
+            val = [c.summary["best"]["metrics"]["validation"][quality] for c in mine]
+            t_mean, t_std = _stats(test)
+            v_mean, v_std = _stats(val)
+            rows.append(
+                {
+                    "target": target,
+                    "name": strategy,
+                    "kind": "strategy",
+                    "seeds": len(mine),
+                    "evaluations": statistics.fmean(c.summary["trials"] for c in mine),
+                    "achieved_sparsity": statistics.fmean(c.summary["best"]["achieved_sparsity"] for c in mine),
+                    "validation_mean": v_mean,
+                    "validation_std": v_std,
+                    "test_mean": t_mean,
+                    "test_std": t_std,
+                    "test_values": test,
+                }
+            )
+        base = here[0].summary["baselines"]
+        baselines[_label(target)] = base
+        for name, entry in base.items():
+            if "error" in entry:
+                continue
+            rows.append(
+                {
+                    "target": target,
+                    "name": name,
+                    "kind": "heuristic",
+                    "seeds": 1,
+                    "evaluations": None,
+                    "achieved_sparsity": entry["achieved_sparsity"],
+                    "validation_mean": entry["metrics"]["validation"][quality],
+                    "validation_std": None,
+                    "test_mean": entry["metrics"]["test"][quality],
+                    "test_std": None,
+                    "test_values": [entry["metrics"]["test"][quality]],
+                }
+            )
+        runs.extend(
+            {
+                "target": c.sparsity,
+                "strategy": c.strategy,
+                "seed": c.seed,
+                "job_id": c.job_id,
+                "mlflow_run_id": c.mlflow_run_id,
+                "trials": c.summary["trials"],
+                "achieved_sparsity": c.summary["best"]["achieved_sparsity"],
+                "validation": c.summary["best"]["metrics"]["validation"][quality],
+                "test": c.summary["best"]["metrics"]["test"][quality],
+                "layers": c.summary["best"]["layers"],
+            }
+            for c in here
+        )
+    sign = 1.0 if _higher(quality) else -1.0
+    first = [c for c in cells if c.sparsity == targets[0]]
+    top = max(first, key=lambda c: sign * c.summary["best"]["metrics"]["validation"][quality])
+    return {
+        "kind": "benchmark",
+        "task": spec.task,
+        "quality": quality,
+        "higher_is_better": _higher(quality),
+        "metric": spec.pruning.metric,
+        "granularity": spec.pruning.granularity,
+        "budget": spec.search.budget,
+        "seeds": spec.benchmark.seed_list,
+        "strategies": list(spec.benchmark.strategies),
+        "targets": targets,
+        "trials": sum(c.summary["trials"] for c in cells),
+        "table": rows,
+        "runs": runs,
+        # The best single run at the first target and its heuristics, in a search summary's shape.
+        "best": dict(top.summary["best"], strategy=top.strategy, seed=top.seed),
+        "baselines": baselines[_label(targets[0])],
+        "baselines_by_target": baselines,
+    }
+
+
+def _fmt(value: float | None, quality: str) -> str:
+    if value is None or not math.isfinite(value):
+        return "–"
+    return f"{100 * value:.1f}%" if quality == "accuracy" else f"{value:.2f}"
+
+
+def _pm(mean: float, std: float | None, quality: str) -> str:
+    if std is None:
+        return _fmt(mean, quality)
+    spread = f"{100 * std:.1f}" if quality == "accuracy" else f"{std:.2f}"
+    return f"{_fmt(mean, quality)} ± {spread}"
+
+
+def markdown_table(result: dict[str, Any], target: float | None) -> str:
+    """The table for one target: strategies (mean ± std over seeds) and heuristics; best test mean in bold."""
+    q = result["quality"]
+    rows = [r for r in result["table"] if r["target"] == target]
+    sign = 1.0 if result["higher_is_better"] else -1.0
+    best = max(rows, key=lambda r: sign * r["test_mean"])
+    lines = [
+        f"| method | evaluations | achieved sparsity | validation {q} | test {q} |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        name = r["name"] if r["kind"] == "strategy" else f"heuristic: {r['name']}"
+        evals = "–" if r["evaluations"] is None else f"{r['evaluations']:.0f}"
+        test = _pm(r["test_mean"], r["test_std"], q)
+        test = f"**{test}**" if r is best else test
+        val = _pm(r["validation_mean"], r["validation_std"], q)
+        lines.append(f"| {name} | {evals} | {r['achieved_sparsity']:.4f} | {val} | {test} |")
+    return "\n".join(lines)
+
+
+def _display(value: float, quality: str) -> float:
+    """A validation objective (accuracy, or minus the log-perplexity) in the task's own quality units."""
+    return value if quality == "accuracy" else math.exp(-value) if math.isfinite(value) else math.nan
+
+
+def write_report(directory: Path, result: dict[str, Any], cells: list[Cell], spec: JobSpec) -> Path:
+    """``report.md`` and ``plots/*.png`` under ``directory``; returns the report's path."""
+    q, higher = result["quality"], result["higher_is_better"]
+    log_scale = not higher  # perplexities of bad allocations dwarf the good ones
+    plot_dir = directory / "plots"
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    layer_names = list(cells[0].summary["best"]["layers"])
+    sections = []
+    for target in result["targets"]:
+        label = _label(target)
+        here = [c for c in cells if c.sparsity == target]
+        curves: dict[str, list[list[float]]] = {}
+        for c in here:
+            curves.setdefault(c.strategy, []).append([_display(v, q) for v in c.curve])
+        base = {
+            n: e["metrics"]["validation"][q]
+            for n, e in result["baselines_by_target"][label].items()
+            if "error" not in e
+        }
+        fig = benchmark_plots.best_so_far_spread(curves, higher, base, f"validation {q}", log_scale)
+        fig.savefig(plot_dir / f"best_so_far_{label}.png", dpi=120, bbox_inches="tight")
+        allocations = {f"{c.strategy} s{c.seed}": [c.summary["best"]["layers"][n] for n in layer_names] for c in here}
+        for name, entry in result["baselines_by_target"][label].items():
+            if "error" not in entry:
+                allocations[f"heuristic: {name}"] = [entry["layers"][n] for n in layer_names]
+        title = f"Per-layer sparsity found at {label} (each strategy's best per seed, and the heuristics)"
+        fig = benchmark_plots.allocation_heatmap(layer_names, allocations, title)
+        fig.savefig(plot_dir / f"allocation_{label}.png", dpi=120, bbox_inches="tight")
+        heading = f"{100 * target:.0f}% sparsity" if target is not None else f"FLOPs budget {spec.pruning.flops_budget}"
+        sections.append(
+            f"## {heading}\n\n{markdown_table(result, target)}\n\n"
+            f"![best so far](plots/best_so_far_{label}.png)\n\n![allocation](plots/allocation_{label}.png)\n"
+        )
+    strat_pts: dict[str, list[tuple[float, float, float]]] = {}
+    heur_pts: dict[str, list[tuple[float, float]]] = {}
+    for r in result["table"]:
+        x = r["achieved_sparsity"] if r["target"] is None else r["target"]
+        if r["kind"] == "strategy":
+            strat_pts.setdefault(r["name"], []).append((x, r["test_mean"], r["test_std"] or 0.0))
+        else:
+            heur_pts.setdefault(r["name"], []).append((x, r["test_mean"]))
+    fig = benchmark_plots.quality_vs_sparsity(strat_pts, heur_pts, q, higher, log_scale)
+    fig.savefig(plot_dir / "quality_vs_sparsity.png", dpi=120, bbox_inches="tight")
+
+    seeds = result["seeds"]
+    head = (
+        f"# Benchmark: {spec.task}, {spec.pruning.metric} {spec.pruning.granularity} pruning\n\n"
+        f"Strategies {', '.join(result['strategies'])}, each with the same budget of {result['budget']} "
+        f"evaluations and {len(seeds)} seed(s) ({', '.join(map(str, seeds))}), {spec.resources.workers} workers. "
+        f"Searches optimise validation; test is reported as mean ± standard deviation over seeds. "
+        f"Heuristics are deterministic (one value). Best-so-far curves count only evaluations that reach "
+        f"the target sparsity (NSGA-II also explores below it).\n\n"
+        f"![test {q} vs sparsity](plots/quality_vs_sparsity.png)\n"
+    )
+    runs = ["| target | strategy | seed | job | MLflow run | validation | test |", "|---|---|---:|---|---|---:|---:|"]
+    for r in result["runs"]:
+        runs.append(
+            f"| {_label(r['target'])} | {r['strategy']} | {r['seed']} | `{r['job_id'][:8]}` | `{r['mlflow_run_id']}` "
+            f"| {_fmt(r['validation'], q)} | {_fmt(r['test'], q)} |"
+        )
+    text = "\n".join([head, *sections, "## Runs\n", *runs, ""])
+    path = directory / "report.md"
+    path.write_text(text)
+    return path
