@@ -133,7 +133,9 @@ def test_compare_view_shows_layer_sparsities_and_quality(finished_job: tuple[Pat
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         page.set_default_timeout(60_000)
         try:
-            page.goto(f"{url}/#/experiments/{parent.info.experiment_id}/runs", wait_until="networkidle")
+            # Not "networkidle": the runs page may keep polling, and idleness is no sign the table is drawn.
+            page.goto(f"{url}/#/experiments/{parent.info.experiment_id}/runs", wait_until="domcontentloaded")
+            page.get_by_role("link", name=parent.info.run_name, exact=True).wait_for()
             job_row = page.get_by_role("row").filter(
                 has=page.get_by_role("link", name=parent.info.run_name, exact=True)
             )
