@@ -4,40 +4,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import TextColumn
 
+from prunehive.platform.progress import StderrBar
 from prunehive.workers.federated.strategy import RoundRecord
 
 
-class RoundProgress:
-    """Rich bar over rounds on stderr (``--json`` keeps stdout to one object); a no-op when disabled."""
+class RoundProgress(StderrBar):
+    """Rounds done of total, with the last round's test accuracy and failures."""
 
     def __init__(self, total: int, enabled: bool = True) -> None:
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-            disable=not enabled,
-        )
+        super().__init__("[bold]{task.description}", TextColumn("{task.fields[status]}"), enabled=enabled)
         self.task = self.progress.add_task("federated", total=total, status="")
-
-    def __enter__(self) -> RoundProgress:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.progress.__exit__(exc_type, exc, tb)
 
     def update(self, label: str, record: RoundRecord, failures: int) -> None:
         acc = ", ".join(f"{a:.3f}" for a in record.test_accuracy)

@@ -1,36 +1,31 @@
-"""A live progress bar for searches: trials done of budget, best so far, trials per second."""
+"""Live progress bars on stderr (so ``--json`` stdout stays one object): searches, and a base for others."""
 
 from __future__ import annotations
 
 import time
 from types import TracebackType
+from typing import Self
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
-class SearchProgress:
-    """Rich bar on stderr (so ``--json`` stdout stays one object); a no-op when disabled."""
+class StderrBar:
+    """A rich bar on stderr: a label, the bar, done of total, the given columns, elapsed time; a no-op when
+    disabled. Used as a context manager."""
 
-    def __init__(self, budget: int, done: int, quality: str, enabled: bool = True) -> None:
-        self.enabled = enabled
-        self.start = time.perf_counter()
-        self.done0 = done
-        self.done = done
-        self.label = "best objective" if quality != "accuracy" else "best val accuracy"
+    def __init__(self, label: str, *columns: TextColumn, enabled: bool = True) -> None:
         self.progress = Progress(
-            TextColumn("[bold]search"),
+            TextColumn(label),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[best]}"),
-            TextColumn("{task.fields[rate]}"),
+            *columns,
             TimeElapsedColumn(),
             console=Console(stderr=True),
             disable=not enabled,
         )
-        self.task = self.progress.add_task("search", total=budget, completed=done, best="", rate="")
 
-    def __enter__(self) -> SearchProgress:
+    def __enter__(self) -> Self:
         self.progress.__enter__()
         return self
 
@@ -38,6 +33,21 @@ class SearchProgress:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.progress.__exit__(exc_type, exc, tb)
+
+
+class SearchProgress(StderrBar):
+    """Trials done of budget, best so far, trials per second."""
+
+    def __init__(self, budget: int, done: int, quality: str, enabled: bool = True) -> None:
+        super().__init__(
+            "[bold]search", TextColumn("{task.fields[best]}"), TextColumn("{task.fields[rate]}"), enabled=enabled
+        )
+        self.enabled = enabled
+        self.start = time.perf_counter()
+        self.done0 = done
+        self.done = done
+        self.label = "best objective" if quality != "accuracy" else "best val accuracy"
+        self.task = self.progress.add_task("search", total=budget, completed=done, best="", rate="")
 
     def update(self, n: int, best: float | None) -> None:
         self.done += n

@@ -1,4 +1,4 @@
-"""Shared fixtures: an isolated model cache so tests never touch the user's ~/.cache."""
+"""Shared fixtures: an isolated model cache (tests never touch ~/.cache), job homes and a local Ray."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import ray
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -19,3 +20,20 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ.pop("PRUNEHIVE_CACHE", None)
     else:
         os.environ["PRUNEHIVE_CACHE"] = old
+
+
+@pytest.fixture()
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh PRUNEHIVE_HOME: its own job store and MLflow store, whatever the caller's environment says."""
+    monkeypatch.setenv("PRUNEHIVE_HOME", str(tmp_path))
+    for name in ("MLFLOW_TRACKING_URI", "PRUNEHIVE_DATABASE_URL", "RAY_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """A new 2-CPU Ray for the module ("local": never a cluster that `ray start` left on the machine)."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

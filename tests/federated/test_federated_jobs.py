@@ -13,21 +13,13 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from prunehive.platform.settings import default_database_url
 from prunehive.platform.store import JobStore
 
 pytestmark = pytest.mark.ray
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE.parents[1] / "examples"
 PRUNEHIVE = str(Path(sys.executable).parent / "prunehive")
-
-
-@pytest.fixture()
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("PRUNEHIVE_HOME", str(tmp_path))
-    monkeypatch.setenv("PRUNEHIVE_DATABASE_URL", f"sqlite:///{tmp_path / 'prunehive.db'}")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    return tmp_path
 
 
 def metric_history(uri: str, run_id: str, key: str) -> list[float]:
@@ -66,7 +58,7 @@ def test_progressive_job_through_the_cli(home: Path) -> None:
     # Round 1 trains dense (plus the Wanda statistics); later rounds send a fifth of the weights.
     assert result["rounds"][2]["bytes_up"] < 0.3 * result["rounds"][0]["bytes_up"]
 
-    store = JobStore(os.environ["PRUNEHIVE_DATABASE_URL"])
+    store = JobStore(default_database_url())
     job = store.get_job(result["job_id"])
     assert job.status == "succeeded" and job.summary is not None and job.summary["bytes_up"] == result["bytes_up"]
     uri, run_id = result["tracking_uri"], result["mlflow_run_id"]
@@ -109,7 +101,7 @@ def test_failing_and_dying_clients_do_not_end_the_run(home: Path, monkeypatch: p
     assert metric_history(uri, run_id, "failures") == [float(f) for f in per_round]
     for t in range(2):
         assert len(metric_history(uri, run_id, f"tier{t}.test_accuracy")) == 3
-    assert JobStore(os.environ["PRUNEHIVE_DATABASE_URL"]).get_job(result["job_id"]).status == "succeeded"
+    assert JobStore(default_database_url()).get_job(result["job_id"]).status == "succeeded"
 
 
 @pytest.mark.slow

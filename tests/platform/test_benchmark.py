@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import ray
 import yaml
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
@@ -21,21 +19,6 @@ from prunehive.platform.spec import SpecError, parse_spec
 from prunehive.platform.store import JobStore
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture()
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("PRUNEHIVE_HOME", str(tmp_path))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("PRUNEHIVE_DATABASE_URL", raising=False)
-    return tmp_path
 
 
 def tiny_spec() -> dict[str, Any]:
