@@ -202,7 +202,7 @@ class JobSpec(Strict):
 
     @property
     def display_name(self) -> str:
-        return self.name or f"{self.task}-{self.strategy}"
+        return self.name or f"{self.task}-{self.strategy if self.kind in ('search', 'metric-search') else self.kind}"
 
     @property
     def experiment(self) -> str:
