@@ -29,8 +29,8 @@ WARM_STARTABLE = ("evolution", "bayesian")  # strategies that take ``initial`` v
 CANCEL_CHECK_SECONDS = 2.0  # how often a running search looks at its job's cancel flag
 
 
-def connect_ray(address: str | None, cpus_needed: float) -> None:
-    """Attach to RAY_ADDRESS / ``address``, or start a local Ray big enough for the workers."""
+def connect_ray(address: str | None, cpus_needed: float, num_cpus: int | None = None) -> None:
+    """Attach to RAY_ADDRESS / ``address``, or start a local Ray big enough for the workers (or of ``num_cpus``)."""
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # Ray 2.55's FutureWarning otherwise
@@ -38,7 +38,7 @@ def connect_ray(address: str | None, cpus_needed: float) -> None:
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     else:
-        cpus = max(os.cpu_count() or 1, math.ceil(cpus_needed))
+        cpus = num_cpus or max(os.cpu_count() or 1, math.ceil(cpus_needed))
         ray.init(  # "local": a new instance even where `ray start` left a cluster that ray.init would join
             address="local", num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False
         )

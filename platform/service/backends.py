@@ -7,7 +7,6 @@ they only differ in where the driver lives and how it is watched and stopped.
 from __future__ import annotations
 
 import logging
-import os
 import shlex
 import threading
 import time
@@ -65,26 +64,14 @@ class LocalBackend:
     def __init__(
         self, store: JobStore, logs_dir: Path, address: str | None = None, num_cpus: int | None = None
     ) -> None:
-        import ray
+        from prunehive.platform.runner import connect_ray
 
         self.store, self.logs_dir = store, logs_dir
         logs_dir.mkdir(parents=True, exist_ok=True)
         self.threads: dict[str, threading.Thread] = {}
         self.errors: dict[str, str] = {}
         self._lock = threading.Lock()
-        if not ray.is_initialized():
-            os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-            if address:
-                ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-            else:
-                cpus = num_cpus or os.cpu_count() or 1
-                ray.init(  # "local": always a new head, never a cluster some `ray start` left on this machine
-                    address="local",
-                    num_cpus=cpus,
-                    include_dashboard=False,
-                    logging_level=logging.WARNING,
-                    log_to_driver=False,
-                )
+        connect_ray(address, 1, num_cpus)
 
     def log_path(self, job_id: str) -> Path:
         return self.logs_dir / f"{job_id}.log"

@@ -10,6 +10,11 @@ from pydantic import BaseModel
 from prunehive.platform.store import JobRecord, TrialRecord
 
 
+def _fields(model: type[BaseModel], record: object) -> dict[str, Any]:
+    """The record's attributes that the model has, by reference (no copy of specs and summaries)."""
+    return {name: getattr(record, name) for name in model.model_fields if hasattr(record, name)}
+
+
 class JobOut(BaseModel):
     job_id: str
     name: str
@@ -27,21 +32,7 @@ class JobOut(BaseModel):
 
     @classmethod
     def of(cls, job: JobRecord, trials: int) -> JobOut:
-        return cls(
-            job_id=job.id,
-            name=job.name,
-            kind=job.kind,
-            owner=job.owner,
-            status=job.status,
-            trials=trials,
-            created_at=job.created_at,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
-            error=job.error,
-            mlflow_run_id=job.mlflow_run_id,
-            cancel_requested=job.cancel_requested,
-            attempts=job.attempts,
-        )
+        return cls.model_validate({**_fields(cls, job), "job_id": job.id, "trials": trials})
 
 
 class JobDetail(JobOut):
@@ -65,15 +56,7 @@ class TrialOut(BaseModel):
 
     @classmethod
     def of(cls, t: TrialRecord) -> TrialOut:
-        return cls(
-            candidate_id=t.candidate_id,
-            state=t.state,
-            params=t.params,
-            result=t.result,
-            error=t.error,
-            worker=t.worker,
-            seconds=t.seconds,
-        )
+        return cls.model_validate(_fields(cls, t))
 
 
 class TrialList(BaseModel):
