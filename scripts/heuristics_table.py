@@ -14,7 +14,7 @@ import argparse
 import sys
 import time
 
-from prunehive.platform.oneshot import check_sparsity
+from prunehive.platform.jobs.prune_once import check_sparsity
 from prunehive.search.space import SearchSpace
 from prunehive.workers.baselines import baseline_allocation
 from prunehive.workers.engine import PruningEngine

@@ -22,8 +22,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prunehive.platform.service.auth import Caller, authenticate
 from prunehive.platform.service.dispatcher import Dispatcher
 from prunehive.platform.service.schemas import Health, JobDetail, JobList, JobOut, Submitted, TrialList, TrialOut
-from prunehive.platform.spec import JobSpec, SpecError, parse_spec
-from prunehive.platform.store import JobRecord, JobStore
+from prunehive.platform.spec.job import JobSpec, SpecError, parse_spec
+from prunehive.platform.store.jobs import JobRecord, JobStore
 
 MAX_BODY_BYTES = 1 << 20
 _bearer = HTTPBearer(auto_error=False)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from prunehive.platform.db_models import User
-from prunehive.platform.store import JobStore, StoreError
+from prunehive.platform.store.jobs import JobStore, StoreError
+from prunehive.platform.store.models import User
 
 TOKEN_PREFIX = "phk_"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")

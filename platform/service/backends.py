@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Protocol
 
-from prunehive.platform.store import JobRecord, JobStore
+from prunehive.platform.store.jobs import JobRecord, JobStore
 
 log = logging.getLogger("prunehive.service")
 ALIVE = ("PENDING", "RUNNING")
@@ -64,7 +64,7 @@ class LocalBackend:
     def __init__(
         self, store: JobStore, logs_dir: Path, address: str | None = None, num_cpus: int | None = None
     ) -> None:
-        from prunehive.platform.runner import connect_ray
+        from prunehive.platform.jobs.search.driver import connect_ray
 
         self.store, self.logs_dir = store, logs_dir
         logs_dir.mkdir(parents=True, exist_ok=True)
@@ -85,7 +85,7 @@ class LocalBackend:
         return dispatch_id
 
     def _run(self, job_id: str, dispatch_id: str) -> None:
-        from prunehive.platform.jobs import job_runner
+        from prunehive.platform.jobs.base import job_runner
 
         handler = _ThreadLogs(self.log_path(job_id), dispatch_id)
         root = logging.getLogger()

@@ -19,9 +19,9 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from prunehive.platform.db_models import utcnow
 from prunehive.platform.service.backends import Backend
-from prunehive.platform.store import JobRecord, JobStore
+from prunehive.platform.store.jobs import JobRecord, JobStore
+from prunehive.platform.store.models import utcnow
 
 log = logging.getLogger("prunehive.service")
 START_RETRY_SECONDS = 5.0

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from prunehive.platform.store import JobRecord, TrialRecord
+from prunehive.platform.store.jobs import JobRecord, TrialRecord
 
 
 def _fields(model: type[BaseModel], record: object) -> dict[str, Any]:

@@ -25,9 +25,9 @@ import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
-from prunehive.platform.runner import SearchRun, start_job
-from prunehive.platform.spec import parse_spec
-from prunehive.platform.store import JobStore
+from prunehive.platform.jobs.search.driver import SearchRun, start_job
+from prunehive.platform.spec.job import parse_spec
+from prunehive.platform.store.jobs import JobStore
 
 CHROMIUM = Path(os.environ.get("PRUNEHIVE_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [

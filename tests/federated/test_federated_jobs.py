@@ -14,7 +14,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from prunehive.platform.settings import default_database_url
-from prunehive.platform.store import JobStore
+from prunehive.platform.store.jobs import JobStore
 
 pytestmark = pytest.mark.ray
 HERE = Path(__file__).resolve().parent

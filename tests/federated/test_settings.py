@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from prunehive.platform.federated_run import settings_for
-from prunehive.platform.spec import parse_spec
-from prunehive.platform.store import JobStore
+from prunehive.platform.jobs.federated.driver import settings_for
+from prunehive.platform.spec.job import parse_spec
+from prunehive.platform.store.jobs import JobStore
 from prunehive.workers.federated.simulation import build_strategy
 
 LAYERS = {"fc1": 0.7, "fc2": 0.9, "fc3": 0.9, "fc4": 0.8, "fc5": 0.3}

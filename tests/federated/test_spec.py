@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from prunehive.platform.spec import SpecError, load_spec, parse_spec
+from prunehive.platform.spec.job import SpecError, load_spec, parse_spec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -11,12 +11,12 @@ import yaml
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from prunehive.platform.bench import quality_spec
+from prunehive.bench.suites import quality_spec
 from prunehive.platform.cli import app
-from prunehive.platform.jobs import job_runner
-from prunehive.platform.runner import start_job
-from prunehive.platform.spec import SpecError, parse_spec
-from prunehive.platform.store import JobStore
+from prunehive.platform.jobs.base import job_runner
+from prunehive.platform.jobs.search.driver import start_job
+from prunehive.platform.spec.job import SpecError, parse_spec
+from prunehive.platform.store.jobs import JobStore
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

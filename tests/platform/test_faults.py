@@ -20,9 +20,9 @@ import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
-from prunehive.platform.runner import SearchRun, start_job
-from prunehive.platform.spec import parse_spec
-from prunehive.platform.store import JobStore
+from prunehive.platform.jobs.search.driver import SearchRun, start_job
+from prunehive.platform.spec.job import parse_spec
+from prunehive.platform.store.jobs import JobStore
 
 pytestmark = pytest.mark.ray
 HERE = Path(__file__).resolve().parent

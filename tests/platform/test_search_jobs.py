@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
-from prunehive.platform.runner import SearchRun, start_job
-from prunehive.platform.spec import SpecError, parse_spec
-from prunehive.platform.store import JobStore
+from prunehive.platform.jobs.search.driver import SearchRun, start_job
+from prunehive.platform.spec.job import SpecError, parse_spec
+from prunehive.platform.store.jobs import JobStore
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("local_ray")]
 

@@ -14,8 +14,8 @@ import optuna
 import pytest
 import sqlalchemy as sa
 
-from prunehive.platform.db_models import VERSION_TABLE, Job
-from prunehive.platform.store import JobStore, StoreError
+from prunehive.platform.store.jobs import JobStore, StoreError
+from prunehive.platform.store.models import VERSION_TABLE, Job
 
 
 def sqlite_url(path: Path) -> str:
@@ -254,7 +254,7 @@ def test_concurrent_writers(db_path: Path, overlap: bool) -> None:
 
 CHILD = """
 import sys
-from prunehive.platform.store import JobStore
+from prunehive.platform.store.jobs import JobStore
 store = JobStore(sys.argv[1])
 if len(sys.argv) > 2:
     print(sum(store.record_trial(sys.argv[2], i, state="complete", params={}) for i in range(30)))

@@ -14,13 +14,13 @@ mlflow = pytest.importorskip("mlflow")
 from mlflow.entities import ViewType  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from prunehive.platform import plots  # noqa: E402
-from prunehive.platform.tracking import (  # noqa: E402
+from prunehive.platform.tracking.tracker import (  # noqa: E402
     TAG_JOB_ID,
     TAG_STATE,
     Tracker,
     default_artifact_root,
     default_tracking_uri,
+    plots,  # noqa: E402
 )
 
 PARENT = "mlflow.parentRunId"

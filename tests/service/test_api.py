@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from prunehive.platform.service.app import ServiceConfig, create_app
 from prunehive.platform.service.auth import add_user
-from prunehive.platform.store import JobStore
+from prunehive.platform.store.jobs import JobStore
 
 SPEC = "kind: search\ntask: digits-mlp\nsearch: {strategy: random, budget: 3}\nresources: {workers: 1}\n"
 

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from prunehive.platform.service.backends import LocalBackend
 from prunehive.platform.service.dispatcher import Dispatcher
-from prunehive.platform.store import JobStore
+from prunehive.platform.store.jobs import JobStore
 
 pytestmark = pytest.mark.ray
 

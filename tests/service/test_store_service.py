@@ -10,7 +10,7 @@ import pytest
 
 from prunehive.platform.service.auth import add_user, authenticate, hash_token
 from prunehive.platform.service.dispatcher import Dispatcher
-from prunehive.platform.store import JobRecord, JobStore
+from prunehive.platform.store.jobs import JobRecord, JobStore
 
 SPEC = {"kind": "search", "task": "digits-mlp"}
 

@@ -1,6 +1,6 @@
 """One federated simulation on Flower's simulation engine (Ray backend), without any tracking.
 
-The platform's driver (``prunehive.platform.federated_run``) calls :func:`simulate` and gets each
+The platform's driver (``prunehive.platform.jobs.federated.driver``) calls :func:`simulate` and gets each
 round's record through ``on_round`` as it finishes. Flower's Ray backend attaches to the Ray the
 process already started (``ray.is_initialized()``), so clients run on the platform's Ray; note
 that it calls ``ray.shutdown()`` when the simulation ends, so a second simulation connects again.

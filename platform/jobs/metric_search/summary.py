@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from prunehive.platform import plots
-from prunehive.platform.summary import SPLITS, _entry, _evaluate
+from prunehive.platform.jobs.search.summary import SPLITS, _entry, _evaluate
+from prunehive.platform.tracking.tracker import plots
 from prunehive.search.strategy import Candidate, Strategy
 from prunehive.workers.metrics import EXPRESSION_PREFIX
 
 if TYPE_CHECKING:
-    from prunehive.platform.pool import ActorPool
-    from prunehive.platform.runner import SearchRun
+    from prunehive.platform.jobs.pool import ActorPool
+    from prunehive.platform.jobs.search.driver import SearchRun
 
 TOP = 5
 

@@ -10,7 +10,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from rich.progress import TextColumn
 
-from prunehive.platform.progress import StderrBar
+from prunehive.platform.jobs.progress import StderrBar
 from prunehive.workers.federated.strategy import RoundRecord
 
 
@@ -118,7 +118,7 @@ def print_federated_summary(result: dict[str, Any]) -> None:
     """The human-readable end of a federated job (``prunehive run`` without ``--json``, ``prunehive show``)."""
     from rich.table import Table
 
-    from prunehive.platform.cli import out
+    from prunehive.platform.cli.app import out
 
     table = Table("model", "sparsity", "test accuracy", title=f"job {result['job_id'][:8]}: {result['plan']}")
     final = result["final"]

@@ -15,11 +15,11 @@ from typing import Any
 
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from prunehive.platform import federated_report as report
-from prunehive.platform.jobs import JobRun
-from prunehive.platform.runner import connect_ray
-from prunehive.platform.spec import JobSpec
-from prunehive.platform.store import JobStore
+from prunehive.platform.jobs.base import JobRun
+from prunehive.platform.jobs.federated import report
+from prunehive.platform.jobs.search.driver import connect_ray
+from prunehive.platform.spec.job import JobSpec
+from prunehive.platform.store.jobs import JobStore
 from prunehive.workers.federated.simulation import SimulationResult, SimulationSettings, simulate
 from prunehive.workers.federated.strategy import RoundRecord
 

@@ -11,12 +11,12 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from prunehive.platform.cli import app, err, friendly_errors, out, print_json
+from prunehive.platform.cli.app import app, err, friendly_errors, out, print_json
 
 
 def _store(database_url: str | None) -> Any:
     from prunehive.platform.settings import default_database_url
-    from prunehive.platform.store import JobStore
+    from prunehive.platform.store.jobs import JobStore
 
     return JobStore(database_url or default_database_url())
 
@@ -28,12 +28,12 @@ def _metric_row(entry: dict[str, Any], q: str) -> list[str]:
 
 def print_summary(result: dict[str, Any]) -> None:
     if result.get("kind") == "federated":
-        from prunehive.platform.federated_report import print_federated_summary
+        from prunehive.platform.jobs.federated.report import print_federated_summary
 
         print_federated_summary(result)
         return
     if result.get("kind") == "benchmark":
-        from prunehive.platform.bench_cli import print_benchmarks
+        from prunehive.platform.cli.bench import print_benchmarks
 
         print_benchmarks([result])
         return
@@ -62,9 +62,9 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Run a job now (search, metric-search, federated or benchmark), on a local Ray or the cluster at RAY_ADDRESS."""
-    from prunehive.platform.jobs import job_runner
-    from prunehive.platform.runner import start_job
-    from prunehive.platform.spec import load_spec
+    from prunehive.platform.jobs.base import job_runner
+    from prunehive.platform.jobs.search.driver import start_job
+    from prunehive.platform.spec.job import load_spec
 
     store = _store(database_url)
     if resume:
@@ -108,7 +108,7 @@ def jobs(
 ) -> None:
     """List recent jobs: in the job store, or your jobs on the service with --server."""
     if server:
-        from prunehive.platform.client import connect
+        from prunehive.platform.service.client import connect
 
         rows = connect(server, token).jobs(limit)["jobs"]
     else:
@@ -173,7 +173,7 @@ def show(
 
 
 def _show_remote(job_id: str, server: str, token: str | None, as_json: bool) -> None:
-    from prunehive.platform.client import connect
+    from prunehive.platform.service.client import connect
 
     client = connect(server, token)
     job = client.job(job_id)
@@ -196,7 +196,7 @@ def ui(
     host: str = typer.Option("127.0.0.1", "--host"),
 ) -> None:
     """Open the MLflow UI on the default tracking store."""
-    from prunehive.platform.tracking import default_artifact_root, default_tracking_uri
+    from prunehive.platform.tracking.tracker import default_artifact_root, default_tracking_uri
 
     uri = default_tracking_uri()
     mlflow = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"

@@ -16,13 +16,13 @@ from typing import Any
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from rich.console import Console
 
-from prunehive.platform.benchmark_report import Cell, aggregate, write_report
-from prunehive.platform.jobs import JobRun
-from prunehive.platform.pool import ActorPool
-from prunehive.platform.runner import SearchRun, connect_ray, make_pool, start_job
+from prunehive.platform.jobs.base import JobRun
+from prunehive.platform.jobs.benchmark.report import Cell, aggregate, write_report
+from prunehive.platform.jobs.pool import ActorPool
+from prunehive.platform.jobs.search.driver import SearchRun, connect_ray, make_pool, start_job
 from prunehive.platform.settings import prunehive_home
-from prunehive.platform.spec import JobSpec, parse_spec
-from prunehive.platform.store import JobCancelled, JobStore
+from prunehive.platform.spec.job import JobSpec, parse_spec
+from prunehive.platform.store.jobs import JobCancelled, JobStore
 
 TAG_BENCHMARK = "prunehive.benchmark_job_id"
 

@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from prunehive.platform.db_models import (
+from prunehive.platform.store.models import (
     JOB_KINDS,
     JOB_STATUSES,
     TERMINAL_STATUSES,

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from prunehive.platform import plots
+from prunehive.platform.tracking.tracker import plots
 from prunehive.search.strategy import Candidate, Strategy
 
 if TYPE_CHECKING:
-    from prunehive.platform.pool import ActorPool
-    from prunehive.platform.runner import SearchRun
+    from prunehive.platform.jobs.pool import ActorPool
+    from prunehive.platform.jobs.search.driver import SearchRun
 
 SPLITS = ("validation", "test")
 MAX_FRONT = 24  # Pareto members re-evaluated on test; a front is rarely larger

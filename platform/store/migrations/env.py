@@ -14,7 +14,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 from sqlalchemy.engine import Connection
 
-from prunehive.platform.db_models import VERSION_TABLE, Base
+from prunehive.platform.store.models import VERSION_TABLE, Base
 
 config = context.config
 if config.config_file_name is not None and not logging.getLogger().handlers:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 if TYPE_CHECKING:
-    from prunehive.platform.spec import JobSpec
+    from prunehive.platform.spec.job import JobSpec
 
 PARTITION_KINDS = ("iid", "dirichlet", "shards")
 FEDERATED_METRICS = ("magnitude", "wanda")

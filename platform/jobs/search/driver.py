@@ -14,11 +14,11 @@ from typing import Any
 
 import ray
 
-from prunehive.platform.jobs import JobRun
-from prunehive.platform.pool import ActorPool
-from prunehive.platform.progress import SearchProgress
-from prunehive.platform.spec import JobSpec, parse_spec
-from prunehive.platform.store import JobCancelled, JobStore
+from prunehive.platform.jobs.base import JobRun
+from prunehive.platform.jobs.pool import ActorPool
+from prunehive.platform.jobs.progress import SearchProgress
+from prunehive.platform.spec.job import JobSpec, parse_spec
+from prunehive.platform.store.jobs import JobCancelled, JobStore
 from prunehive.search.registry import make_strategy
 from prunehive.search.space import Layer, SearchSpace
 from prunehive.search.strategy import Candidate, Outcome, Strategy
@@ -149,7 +149,7 @@ class SearchRun(JobRun):
         self.pool = pool
 
     def run(self) -> dict[str, Any]:
-        from prunehive.platform import summary
+        from prunehive.platform.jobs.search import summary
 
         spec = self.spec
         started = time.perf_counter()
@@ -175,7 +175,7 @@ class SearchRun(JobRun):
                 self._store_child_ids(logger.close(timeout=None))  # the search ends once every trial is in MLflow
                 finishing = time.perf_counter()
                 if spec.kind == "metric-search":
-                    from prunehive.platform.metric_summary import finish_metric_search
+                    from prunehive.platform.jobs.metric_search.summary import finish_metric_search
 
                     result = finish_metric_search(self, pool, strategy, info, parent)
                 else:

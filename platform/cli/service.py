@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from prunehive.platform.cli import app, err, friendly_errors, out, print_json
+from prunehive.platform.cli.app import app, err, friendly_errors, out, print_json
 
 SERVER_OPT = typer.Option(None, "--server", envvar="PRUNEHIVE_SERVER", help="Service URL.")
 TOKEN_OPT = typer.Option(None, "--token", envvar="PRUNEHIVE_TOKEN", help="Bearer token.", show_envvar=True)
@@ -47,8 +47,8 @@ def server(
     from prunehive.platform.service.backends import Backend, LocalBackend, RayJobsBackend
     from prunehive.platform.service.dispatcher import Dispatcher
     from prunehive.platform.settings import default_database_url, prunehive_home
-    from prunehive.platform.store import JobStore
-    from prunehive.platform.tracking import default_tracking_uri
+    from prunehive.platform.store.jobs import JobStore
+    from prunehive.platform.tracking.tracker import default_tracking_uri
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("prunehive").setLevel(logging.INFO)
@@ -86,7 +86,7 @@ def users_add(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Add a user and print their token, once (only its hash is stored)."""
-    from prunehive.platform.jobs_cli import _store
+    from prunehive.platform.cli.jobs import _store
     from prunehive.platform.service.auth import add_user
 
     token = add_user(_store(database_url), name, admin)
@@ -106,7 +106,7 @@ def submit(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Submit a job to the service; with --wait, print its summary like `prunehive run`."""
-    from prunehive.platform.client import connect
+    from prunehive.platform.service.client import connect
 
     path = Path(spec_path)
     if not path.exists():
@@ -127,7 +127,7 @@ def submit(
     if as_json:
         print_json(job["summary"])
     else:
-        from prunehive.platform.jobs_cli import print_summary
+        from prunehive.platform.cli.jobs import print_summary
 
         print_summary(job["summary"])
 
@@ -147,7 +147,7 @@ def _wait_with_progress(client: Any, job_id: str) -> dict[str, Any]:
 @friendly_errors
 def cancel(job_id: str = typer.Argument(...), server: str = SERVER_OPT, token: str = TOKEN_OPT) -> None:
     """Cancel a job on the service (a running one stops within seconds)."""
-    from prunehive.platform.client import connect
+    from prunehive.platform.service.client import connect
 
     reply = connect(server, token).cancel(job_id)
     what = "cancelled" if reply["status"] == "cancelled" else "cancel requested (it stops within seconds)"
@@ -158,6 +158,6 @@ def cancel(job_id: str = typer.Argument(...), server: str = SERVER_OPT, token: s
 @friendly_errors
 def logs(job_id: str = typer.Argument(...), server: str = SERVER_OPT, token: str = TOKEN_OPT) -> None:
     """Print a job's driver log from the service."""
-    from prunehive.platform.client import connect
+    from prunehive.platform.service.client import connect
 
     typer.echo(connect(server, token).logs(job_id), nl=False)

@@ -12,7 +12,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from prunehive.platform.cli import app, err, friendly_errors, out, print_json
+from prunehive.platform.cli.app import app, err, friendly_errors, out, print_json
 
 
 @contextlib.contextmanager
@@ -162,7 +162,7 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Benchmark evaluation cost (eval), search throughput (throughput) or strategies' quality (quality)."""
-    from prunehive.platform.bench import SUITES, run_suite
+    from prunehive.bench.suites import SUITES, run_suite
 
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")

@@ -175,9 +175,9 @@ def _job_spec(task: str, workers: int, budget: int, sparsity: float, seed: int, 
 
 def _run_job(task: str, workers: int, budget: int, sparsity: float, seed: int, home: Path) -> dict[str, Any]:
     """One real search job; returns its timing and the candidate vectors it evaluated."""
-    from prunehive.platform.runner import SearchRun, start_job
-    from prunehive.platform.spec import parse_spec
-    from prunehive.platform.store import JobStore
+    from prunehive.platform.jobs.search.driver import SearchRun, start_job
+    from prunehive.platform.spec.job import parse_spec
+    from prunehive.platform.store.jobs import JobStore
     from prunehive.search.strategy import Candidate
 
     store = JobStore(f"sqlite:///{home / 'prunehive.db'}")
@@ -209,8 +209,8 @@ class _BareLoop:
     """One EvalWorker (1 torch thread, like an actor) evaluating candidates in turn, with no runner around it."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
-        from prunehive.platform.runner import build_space, build_strategy
-        from prunehive.platform.spec import parse_spec
+        from prunehive.platform.jobs.search.driver import build_space, build_strategy
+        from prunehive.platform.spec.job import parse_spec
         from prunehive.workers.actor import EvalWorker
 
         job = parse_spec(spec)
@@ -255,7 +255,7 @@ def throughput_task(
     The bare loop runs before and after the jobs and counts with the mean of the two, so that a change
     in load from other processes during the run moves both sides alike.
     """
-    from prunehive.platform.runner import connect_ray
+    from prunehive.platform.jobs.search.driver import connect_ray
 
     with _temporary_home() as home:
         spec = _job_spec(task, 1, budget, sparsity, seed, home)
@@ -362,11 +362,11 @@ def quality_suite(
     strategies: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark job kind on each task into the default job store and MLflow store."""
-    from prunehive.platform.benchmark import BenchmarkRun
-    from prunehive.platform.runner import start_job
+    from prunehive.platform.jobs.benchmark.driver import BenchmarkRun
+    from prunehive.platform.jobs.search.driver import start_job
     from prunehive.platform.settings import default_database_url
-    from prunehive.platform.spec import parse_spec
-    from prunehive.platform.store import JobStore
+    from prunehive.platform.spec.job import parse_spec
+    from prunehive.platform.store.jobs import JobStore
 
     store = JobStore(default_database_url())
     results = []

@@ -11,15 +11,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from prunehive.platform.spec import parse_spec
-from prunehive.platform.store import JobCancelled, JobStore
-from prunehive.platform.tracking import Status, Tracker, default_tracking_uri
+from prunehive.platform.spec.job import parse_spec
+from prunehive.platform.store.jobs import JobCancelled, JobStore
+from prunehive.platform.tracking.tracker import Status, Tracker, default_tracking_uri
 
 RUNNERS: dict[str, str] = {
-    "search": "prunehive.platform.runner:SearchRun",
-    "metric-search": "prunehive.platform.runner:SearchRun",
-    "federated": "prunehive.platform.federated_run:FederatedRun",
-    "benchmark": "prunehive.platform.benchmark:BenchmarkRun",
+    "search": "prunehive.platform.jobs.search.driver:SearchRun",
+    "metric-search": "prunehive.platform.jobs.search.driver:SearchRun",
+    "federated": "prunehive.platform.jobs.federated.driver:FederatedRun",
+    "benchmark": "prunehive.platform.jobs.benchmark.driver:BenchmarkRun",
 }
 
 

@@ -12,8 +12,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from prunehive.platform.spec_benchmark import BenchmarkOptions, check_benchmark
-from prunehive.platform.spec_federated import FederatedOptions, check_federated
+from prunehive.platform.jobs.benchmark.spec import BenchmarkOptions, check_benchmark
+from prunehive.platform.jobs.federated.spec import FederatedOptions, check_federated
 from prunehive.search.allocations import ALLOCATIONS
 from prunehive.search.registry import STRATEGIES
 from prunehive.workers.masks import Granularity

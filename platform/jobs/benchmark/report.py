@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prunehive.platform import benchmark_plots
+from prunehive.platform.jobs.benchmark import plots as benchmark_plots
 
 if TYPE_CHECKING:
-    from prunehive.platform.spec import JobSpec
+    from prunehive.platform.spec.job import JobSpec
 
 
 @dataclass(frozen=True)

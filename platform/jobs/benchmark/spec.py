@@ -15,7 +15,7 @@ from prunehive.search.allocations import ALLOCATIONS
 from prunehive.search.registry import STRATEGIES
 
 if TYPE_CHECKING:
-    from prunehive.platform.spec import JobSpec
+    from prunehive.platform.spec.job import JobSpec
 
 DEFAULT_STRATEGIES = ("evolution", "bayesian", "rl", "random")  # one objective each; nsga2 may be added
 SEARCH_STRATEGIES = tuple(s for s in STRATEGIES if s != "gp-metric")

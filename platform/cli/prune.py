@@ -1,42 +1,11 @@
-"""The ``prunehive`` command line. Human tables on stderr/stdout; ``--json`` prints one object."""
+"""``prunehive tasks`` and ``prunehive prune``: list the built-in tasks, prune once with a heuristic."""
 
 from __future__ import annotations
 
-import json
-import sys
-from collections.abc import Callable
-from functools import wraps
-from typing import Any, TypeVar
-
 import typer
-from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="Search per-layer pruning on Ray; track it in MLflow."
-)
-out = Console()
-err = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def friendly_errors(fn: F) -> F:
-    """Bad input becomes one line on stderr and exit code 2, never a traceback."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (ValueError, KeyError, FileNotFoundError, ImportError) as exc:
-            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+from prunehive.platform.cli.app import app, err, friendly_errors, out, print_json
 
 
 @app.command()
@@ -75,7 +44,7 @@ def prune(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Prune a task once with a heuristic allocation and evaluate it on validation and test."""
-    from prunehive.platform.oneshot import prune_once
+    from prunehive.platform.jobs.prune_once import prune_once
 
     with err.status(f"loading {task} (the dense model trains on first use, then it is cached)"):
         result = prune_once(
@@ -101,14 +70,3 @@ def prune(
     out.print(summary)
     if result["skipped_layers"]:
         out.print(f"kept dense (shape does not fit {result['granularity']}): {', '.join(result['skipped_layers'])}")
-
-
-from prunehive.platform import bench_cli as _bench_cli  # noqa: E402,F401  (registers bench)
-from prunehive.platform import jobs_cli as _jobs_cli  # noqa: E402,F401  (registers run/jobs/show/ui)
-from prunehive.platform import service_cli as _service_cli  # noqa: E402,F401  (server/users/submit/cancel/logs)
-
-if __name__ == "__main__":
-    # Run the imported module's app: under ``python -m`` this file is a second module copy.
-    from prunehive.platform.cli import app as _app
-
-    _app()
