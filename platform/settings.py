@@ -1,4 +1,4 @@
-"""Where the embedded defaults live: PRUNEHIVE_HOME (default ./.prunehive) and the URLs."""
+"""Where the embedded defaults live: PRUNEHIVE_HOME (default ./.prunehive) and the job store URL."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 
 
 def prunehive_home() -> Path:
-    path = Path(os.environ.get("PRUNEHIVE_HOME") or ".prunehive").resolve()
+    """``$PRUNEHIVE_HOME`` (``~`` expanded) or ``./.prunehive``, created if missing."""
+    path = Path(os.environ.get("PRUNEHIVE_HOME") or ".prunehive").expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -65,9 +65,9 @@ class BayesianStrategy(Strategy):
             name: FloatDistribution(float(a), float(b)) for name, a, b in zip(space.names, lo, hi, strict=True)
         }
         self._study: optuna.Study | None = None
-        # candidate id -> (Optuna trial number, raw sampled vector); raw is kept to rebuild a study.
+        # candidate id -> Optuna trial number; each candidate's meta also holds it and the raw
+        # sampled vector, so both are rebuilt from the history on resume rather than checkpointed.
         self.trial_of: dict[int, int] = {}
-        self.raw_of: dict[int, list[float]] = {}
         # pending candidates whose trial already finished in storage (told after the checkpoint).
         self.finished_in_storage: set[int] = set()
 
@@ -109,8 +109,7 @@ class BayesianStrategy(Strategy):
             trial = study.ask(fixed_distributions=self.distributions)
             raw = [float(trial.params[name]) for name in self.space.names]
             self.trial_of[cid] = trial.number
-            self.raw_of[cid] = raw
-            out.append((np.asarray(raw), {"trial": trial.number}))
+            out.append((np.asarray(raw), {"trial": trial.number, "raw": raw}))
         return out
 
     def _observe(self, candidate: Candidate, outcome: Outcome) -> None:
@@ -129,15 +128,14 @@ class BayesianStrategy(Strategy):
         return {
             "study_name": self.study_name,
             "sampler": self.sampler_name,
-            "trials": [[cid, self.trial_of[cid], self.raw_of[cid]] for cid in sorted(self.trial_of)],
             "finished_in_storage": sorted(self.finished_in_storage),
         }
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         if state["study_name"] != self.study_name:
             raise ValueError(f"state is for study {state['study_name']!r}, this strategy uses {self.study_name!r}")
-        self.trial_of = {int(c): int(t) for c, t, _ in state["trials"]}
-        self.raw_of = {int(c): [float(x) for x in raw] for c, _, raw in state["trials"]}
+        asked = [c for c, _ in self.history] + list(self.pending.values())
+        self.trial_of = {c.id: int(c.meta["trial"]) for c in asked}
         self.finished_in_storage = {int(c) for c in state["finished_in_storage"]}
         self._study = self._open(load_if_exists=True)
         if self._study.get_trials(deepcopy=False):
@@ -145,13 +143,19 @@ class BayesianStrategy(Strategy):
         elif self.trial_of:
             self._rebuild(self._study)
 
+    def _raw(self) -> dict[int, list[float]]:
+        """Each asked candidate's raw sampled vector (what Optuna holds as the trial's params)."""
+        asked = [c for c, _ in self.history] + list(self.pending.values())
+        return {c.id: [float(x) for x in c.meta["raw"]] for c in asked}
+
     def _reconcile(self, study: optuna.Study) -> None:
         """Resume on the stored study: fail trials lost in a crash, keep pending ones running."""
         by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
         pending_numbers = {self.trial_of[cid] for cid in self.pending}
+        raw = self._raw()
         for cid, number in self.trial_of.items():
             trial = by_number.get(number)
-            if trial is None or [trial.params.get(n) for n in self.space.names] != self.raw_of[cid]:
+            if trial is None or [trial.params.get(n) for n in self.space.names] != raw[cid]:
                 raise ValueError(f"study {self.study_name!r} does not hold candidate {cid}'s trial {number}")
             if cid in self.pending and trial.state.is_finished():
                 self.finished_in_storage.add(cid)
@@ -160,10 +164,17 @@ class BayesianStrategy(Strategy):
                 study.tell(trial.number, state=TrialState.FAIL)
 
     def _rebuild(self, study: optuna.Study) -> None:
-        """Re-create an empty study (in-memory storage) from the history, in trial order."""
+        """Re-create an empty study (in-memory storage) from the history, keeping trial numbers:
+        a number no candidate holds was lost in a crash and comes back as a failed trial."""
         told = {c.id: o for c, o in self.history}
-        for cid in sorted(self.trial_of, key=self.trial_of.__getitem__):
-            params = dict(zip(self.space.names, self.raw_of[cid], strict=True))
+        raw = self._raw()
+        cid_of = {number: cid for cid, number in self.trial_of.items()}
+        for number in range(max(cid_of) + 1):
+            cid = cid_of.get(number)
+            if cid is None:
+                study.add_trial(create_trial(state=TrialState.FAIL))
+                continue
+            params = dict(zip(self.space.names, raw[cid], strict=True))
             if cid in told:
                 outcome = told[cid]
                 complete = outcome.state == "complete"
@@ -175,10 +186,7 @@ class BayesianStrategy(Strategy):
                         distributions=self.distributions,
                     )
                 )
-                self.trial_of[cid] = len(study.get_trials(deepcopy=False)) - 1
-            elif cid in self.pending:
+            else:  # pending: running again under the same number
                 study.enqueue_trial(params)
-                self.trial_of[cid] = study.ask(fixed_distributions=self.distributions).number
-            else:
-                raise ValueError(f"candidate {cid} is neither told nor pending; the state is inconsistent")
+                study.ask(fixed_distributions=self.distributions)
         self.finished_in_storage.clear()

@@ -23,6 +23,7 @@ import numpy as np
 from deap import gp, tools
 
 from prunehive.search.evolution import _DEAP_MODULES, MaxFitness, admit, deap_random
+from prunehive.search.expr_canonical import canonicalize
 from prunehive.search.expr_syntax import (
     ARITY,
     MAX_DEPTH,
@@ -32,7 +33,6 @@ from prunehive.search.expr_syntax import (
     Expr,
     ExpressionError,
     Node,
-    canonicalize,
     parse,
     terminals,
     to_string,

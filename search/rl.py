@@ -10,15 +10,17 @@ std), so old and new transitions stay on one scale whatever the metric. With one
 whole episode the critic is trained with discount 0 (it regresses the episode outcome of
 (state, action)), which needs no target networks and is stable on ~100 episodes.
 
-All randomness comes from one private ``torch.Generator`` and the state dict stores weights,
-Adam moments, the replay buffer and the generator as plain lists, so a restored agent continues
-exactly like the original.
+All randomness comes from one private ``torch.Generator``; the state dict stores weights, Adam
+moments and the generator as plain lists. Each candidate's meta keeps its episode's unrepaired
+sparsities, from which the episode's states and actions follow exactly, so the replay buffer is
+rebuilt from the told history on resume and a restored agent continues exactly like the original.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -148,7 +150,6 @@ class RLStrategy(Strategy):
         self.opt_actor = torch.optim.Adam(self.actor.parameters(), lr=lr_actor)
         self.opt_critic = torch.optim.Adam(self.critic.parameters(), lr=lr_critic)
         self.buffer: list[tuple[list[float], float, float]] = []  # (state, action in [0, 1], value)
-        self.episodes: dict[int, tuple[list[list[float]], list[float]]] = {}  # pending id -> states, actions
         self.baseline: float | None = None  # moving average of the objective (AMC's baseline)
         self.stats = (0, 0.0, 0.0)  # Welford count, mean, M2 of the objective: rewards in std units
         self.learned_episodes = 0
@@ -185,56 +186,72 @@ class RLStrategy(Strategy):
             return self._rollouts(n)
 
     def _rollouts(self, n: int) -> list[tuple[np.ndarray, dict[str, Any]]]:
-        space, w = self.space, self.space.weights()
-        lo, hi = space.bounds()
-        rest = np.concatenate([np.cumsum(w[::-1])[::-1][1:], [0.0]])  # weight share after layer t
+        lo, hi = self.space.bounds()
+        w, target = self.space.weights(), self.space.target
+
+        def choose(explore: bool, t: int, s: list[float], needed: float, placed: float) -> float:
+            """Layer t's action (uniform in the warm-up, else the actor's plus noise), clamped."""
+            if explore:
+                a = float(torch.rand((), generator=self.gen, dtype=torch.float64))
+            else:
+                with torch.no_grad():
+                    mu = float(self.actor(torch.tensor(s, dtype=torch.float32)).item())
+                a = self._truncnorm(mu, self._sigma())
+            return clamp_sparsity(t, needed + (a - 0.5) * 2.0 * self.spread, placed, w, lo, hi, target)
+
         out: list[tuple[np.ndarray, dict[str, Any]]] = []
         for k in range(n):
             explore = self.next_id + k < self.warmup
-            x = np.zeros(space.dim)
-            states: list[list[float]] = []
-            actions: list[float] = []
-            placed, prev = 0.0, 0.0
-            for t in range(space.dim):
-                used = placed / space.target if space.target > 0 else 0.0  # share of the target already met
-                s = [*self._static[t].tolist(), used, float(rest[t]), prev]  # rest: budget weight still to place
-                if explore:
-                    a = float(torch.rand((), generator=self.gen, dtype=torch.float64))
-                else:
-                    with torch.no_grad():
-                        mu = float(self.actor(torch.tensor(s, dtype=torch.float32)).item())
-                    a = self._truncnorm(mu, self._sigma())
-                # The action moves this layer away from the sparsity the remaining layers need on
-                # average (a = 0.5 keeps it there), so every episode is balanced from the start and
-                # early layers can't starve the later ones, as raw [lo, hi] actions would.
-                needed = (space.target - placed) / max(float(w[t] + rest[t]), 1e-12)
-                proposed = needed + (a - 0.5) * 2.0 * self.spread
-                x[t] = clamp_sparsity(t, proposed, placed, w, lo, hi, space.target)
-                a = float(np.clip(0.5 + (x[t] - needed) / (2.0 * self.spread), 0.0, 1.0))  # the clamped action
-                placed += float(w[t] * x[t])
-                states.append(s)
-                actions.append(a)
-                prev = a
-            self.episodes[self.next_id + k] = (states, actions)
-            out.append((x, {"origin": "warmup" if explore else "agent"}))
+            x, _, _ = self._walk(partial(choose, explore))
+            out.append((x, {"origin": "warmup" if explore else "agent", "raw": x.tolist()}))
         return out
 
+    def _walk(self, choose: Callable[..., float]) -> tuple[np.ndarray, list[list[float]], list[float]]:
+        """One episode: ``choose(t, state, needed, placed)`` gives layer t's sparsity.
+
+        An action moves its layer away from the sparsity the remaining layers need on average
+        (a = 0.5 keeps it there), so early layers can't starve the later ones, as raw [lo, hi]
+        actions would. The recorded action is the clamped one, a function of the sparsity, so
+        replaying the sparsities (``_remember``) gives back the same states and actions.
+        """
+        space, w = self.space, self.space.weights()
+        rest = np.concatenate([np.cumsum(w[::-1])[::-1][1:], [0.0]])  # weight share after layer t
+        x = np.zeros(space.dim)
+        states: list[list[float]] = []
+        actions: list[float] = []
+        placed, prev = 0.0, 0.0
+        for t in range(space.dim):
+            used = placed / space.target if space.target > 0 else 0.0  # share of the target already met
+            s = [*self._static[t].tolist(), used, float(rest[t]), prev]  # rest: budget weight still to place
+            needed = (space.target - placed) / max(float(w[t] + rest[t]), 1e-12)
+            x[t] = choose(t, s, needed, placed)
+            prev = float(np.clip(0.5 + (x[t] - needed) / (2.0 * self.spread), 0.0, 1.0))
+            placed += float(w[t] * x[t])
+            states.append(s)
+            actions.append(prev)
+        return x, states, actions
+
     def _observe(self, candidate: Candidate, outcome: Outcome) -> None:
-        states, actions = self.episodes.pop(candidate.id)
         if outcome.state != "complete":
             return
         value = float(outcome.values[0])
         self.stats = _welford(self.stats, value)
         previous = value if self.baseline is None else self.baseline
         self.baseline = self.baseline_decay * previous + (1 - self.baseline_decay) * value
-        self.buffer.extend((s, a, value) for s, a in zip(states, actions, strict=True))
-        del self.buffer[: max(0, len(self.buffer) - self.buffer_size)]
+        self._remember(candidate, value)
         if candidate.id >= self.warmup:
             self.learned_episodes += 1
         if self.told >= self.warmup and len(self.buffer) >= self.batch_size:
             with _one_thread():
                 for _ in range(self.updates_per_tell):
                     self._update()
+
+    def _remember(self, candidate: Candidate, value: float) -> None:
+        """Replay the candidate's episode from its unrepaired sparsities into the buffer."""
+        raw = [float(v) for v in candidate.meta["raw"]]
+        _, states, actions = self._walk(lambda t, s, needed, placed: raw[t])
+        self.buffer.extend((s, a, value) for s, a in zip(states, actions, strict=True))
+        del self.buffer[: max(0, len(self.buffer) - self.buffer_size)]
 
     def _update(self) -> None:
         idx = torch.randint(len(self.buffer), (self.batch_size,), generator=self.gen).tolist()
@@ -261,8 +278,6 @@ class RLStrategy(Strategy):
             "opt_actor": _optim_state(self.opt_actor),
             "opt_critic": _optim_state(self.opt_critic),
             "generator": self.gen.get_state().tolist(),
-            "buffer": [[s, a, r] for s, a, r in self.buffer],
-            "episodes": [[cid, states, actions] for cid, (states, actions) in self.episodes.items()],
             "baseline": self.baseline,
             "stats": list(self.stats),
             "learned_episodes": self.learned_episodes,
@@ -274,10 +289,10 @@ class RLStrategy(Strategy):
         _load_optim_state(self.opt_actor, state["opt_actor"])
         _load_optim_state(self.opt_critic, state["opt_critic"])
         self.gen.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
-        self.buffer = [([float(v) for v in s], float(a), float(r)) for s, a, r in state["buffer"]]
-        self.episodes = {
-            int(c): ([[float(v) for v in s] for s in st], [float(a) for a in ac]) for c, st, ac in state["episodes"]
-        }
+        self.buffer = []
+        for cand, outcome in self.history:
+            if outcome.state == "complete":
+                self._remember(cand, float(outcome.values[0]))
         self.baseline = None if state["baseline"] is None else float(state["baseline"])
         n, mean, m2 = state["stats"]
         self.stats = (int(n), float(mean), float(m2))

@@ -2,12 +2,14 @@
 
 Strategies maximise ``Outcome.values`` (a tuple: one objective, or two for NSGA-II). They never
 touch Ray, MLflow or SQL: the runner asks, evaluates wherever it likes, and tells. All state is
-plain JSON-able data so a job can resume in another process.
+plain JSON-able data so a job can resume in another process. The runner keeps the told history
+(it has to record every trial anyway), so a checkpoint stays the same size as a job grows.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -119,6 +121,8 @@ class Strategy(ABC):
         return front
 
     def state_dict(self) -> dict[str, Any]:
+        """The strategy's own state, of a size that does not grow with the trials told: the told
+        candidates and their outcomes are the caller's to keep (the job store's trial rows)."""
         return {
             "name": self.name,
             "seed": self.seed,
@@ -127,20 +131,20 @@ class Strategy(ABC):
             "told": self.told,
             "rng": self.rng.bit_generator.state,
             "pending": [c.to_dict() for c in self.pending.values()],
-            "history": [[c.to_dict(), list(o.values), o.state] for c, o in self.history],
             "extra": self._extra_state(),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], history: Sequence[tuple[Candidate, Outcome]]) -> None:
+        """Restore ``state`` together with every told candidate and outcome, in the order told."""
         if state.get("name") != self.name:
             raise ValueError(f"state belongs to strategy {state.get('name')!r}, not {self.name!r}")
+        if len(history) != int(state["told"]):
+            raise ValueError(f"the state was saved after {state['told']} tells, but the history holds {len(history)}")
         self.next_id = int(state["next_id"])
         self.told = int(state["told"])
         self.rng.bit_generator.state = state["rng"]
         self.pending = {c["id"]: Candidate.from_dict(c) for c in state["pending"]}
-        self.history = [
-            (Candidate.from_dict(c), Outcome(tuple(float(v) for v in values), st)) for c, values, st in state["history"]
-        ]
+        self.history = list(history)
         self._load_extra_state(state["extra"])
 
     # ---- for subclasses -----------------------------------------------------------------
@@ -159,4 +163,5 @@ class Strategy(ABC):
         return {}
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:  # noqa: B027
-        """Restore what ``_extra_state`` saved."""
+        """Restore what ``_extra_state`` saved; ``self.history`` is already restored, so anything
+        that grows with the trials (caches, replay buffers, a surrogate's data) is rebuilt from it."""

@@ -2,7 +2,8 @@
 
 Strategies are resumed in other processes, driven by several workers at once and fed failures,
 so these checks pin down what the runner relies on: determinism, exact budgets, a JSON state
-that resumes mid-run, a hard evaluation budget, and that the search actually searches.
+that resumes mid-run from itself plus the told history, a hard evaluation budget, that the
+search actually searches, and a checkpoint that stays the same size as the job grows.
 
     check_strategy(lambda space, budget, seed: MyStrategy(space, budget, seed))
 """
@@ -108,6 +109,12 @@ def make_objective(space: SearchSpace, n_objectives: int, fail: Callable[[int], 
     return objective
 
 
+def stored_history(told: list[tuple[Candidate, Outcome]]) -> list[tuple[Candidate, Outcome]]:
+    """The told history after a trip through JSON, as a runner reads it back from its trial rows."""
+    rows = json.loads(json.dumps([[c.to_dict(), list(o.values), o.state] for c, o in told]))
+    return [(Candidate.from_dict(c), Outcome(tuple(float(v) for v in values), state)) for c, values, state in rows]
+
+
 def _dump(cands: list[Candidate]) -> list[str]:
     return [json.dumps(c.to_dict(), sort_keys=True) for c in cands]
 
@@ -154,7 +161,7 @@ def check_state_roundtrip(factory: StrategyFactory, n_objectives: int) -> None:
             assert original.inflight, "the cut should leave candidates asked but not told"
         state = json.loads(json.dumps(original.strategy.state_dict()))
         restored_strategy = factory(space, 50, 5)
-        restored_strategy.load_state_dict(state)
+        restored_strategy.load_state_dict(state, stored_history(original.results))
         restored = Driver(restored_strategy, objective, workers)
         restored.inflight = list(original.inflight)
         restored.steps = original.steps
@@ -165,6 +172,7 @@ def check_state_roundtrip(factory: StrategyFactory, n_objectives: int) -> None:
         assert json.dumps(original.strategy.state_dict(), sort_keys=True) == json.dumps(
             restored.strategy.state_dict(), sort_keys=True
         ), f"final states differ ({workers=}, {cut=})"
+        assert stored_history(original.strategy.history) == restored.strategy.history, f"histories differ ({cut=})"
 
 
 def check_budget(factory: StrategyFactory, n_objectives: int) -> None:
@@ -229,6 +237,28 @@ def check_oversized_ask(factory: StrategyFactory, n_objectives: int) -> None:
         assert s.ask(100) == [] and s.told == budget
 
 
+def state_bytes(strategy: Strategy, objective: Objective, tells: tuple[int, ...], workers: int = 2) -> list[int]:
+    """The size of the JSON checkpoint after each number of ``tells`` (ascending) in one run."""
+    driver, sizes = Driver(strategy, objective, workers), []
+    for n in tells:
+        driver.run(max_steps=n)
+        assert driver.steps == n, f"{strategy.name} stopped after {driver.steps} of {n} tells"
+        sizes.append(len(json.dumps(strategy.state_dict())))
+    return sizes
+
+
+def check_state_size(factory: StrategyFactory, n_objectives: int, objective: Objective | None = None) -> None:
+    """(h) The checkpoint does not grow with the job: 500 tells cost about as many bytes as 50.
+
+    The history is the runner's to keep; a state that copies it (or anything per trial) grows
+    tenfold here. The slack allows for a population filling up and numbers printing longer.
+    """
+    space = synthetic_space()
+    strategy = factory(space, 500, 0)
+    small, large = state_bytes(strategy, objective or make_objective(space, n_objectives), (50, 500))
+    assert large <= 1.1 * small + 4096, f"{strategy.name}'s checkpoint grew from {small} B at 50 tells to {large} B"
+
+
 CHECKS: dict[str, Callable[[StrategyFactory, int], None]] = {
     "determinism": check_determinism,
     "feasibility": check_feasibility,
@@ -244,3 +274,4 @@ def check_strategy(factory: StrategyFactory, *, n_objectives: int = 1) -> None:
     """Run every check; raises AssertionError naming the first one that fails."""
     for check in CHECKS.values():
         check(factory, n_objectives)
+    check_state_size(factory, n_objectives)

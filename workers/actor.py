@@ -16,9 +16,10 @@ import torch
 
 from prunehive.search.space import SearchSpace
 from prunehive.workers.baselines import baseline_allocation
+from prunehive.workers.contracts import EvalReply, EvalRequest, WorkerInfo
 from prunehive.workers.engine import PruningEngine
 from prunehive.workers.tasks import load_task
-from prunehive.workers.tasks.base import Split, seed_everything
+from prunehive.workers.tasks.base import seed_everything
 
 
 class EvalWorker:
@@ -55,41 +56,40 @@ class EvalWorker:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.build_seconds = time.perf_counter() - start
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> WorkerInfo:
         """What the driver needs to build the search space, without loading any model itself."""
-        return {
-            "layers": [layer.to_dict() for layer in self.engine.layers],
-            "skipped": self.engine.skipped,
-            "quality": self.task.quality,
-            "higher_is_better": self.task.higher_is_better,
-            "dense_params": self.engine.total_params,
-            "dense_flops": self.engine.total_flops,
-            "worker": self.worker_id,
-            "build_seconds": self.build_seconds,
-            "device": str(self.engine.device),
-        }
+        return WorkerInfo(
+            layers=list(self.engine.layers),
+            skipped=list(self.engine.skipped),
+            quality=self.task.quality,
+            higher_is_better=self.task.higher_is_better,
+            dense_params=self.engine.total_params,
+            dense_flops=self.engine.total_flops,
+            worker=self.worker_id,
+            build_seconds=self.build_seconds,
+            device=str(self.engine.device),
+        )
 
     def allocation(self, name: str, space: dict[str, Any]) -> list[float]:
         return [float(v) for v in baseline_allocation(self.engine, SearchSpace.from_dict(space), name)]
 
-    def evaluate_batch(
-        self, items: list[tuple[Any, ...]], splits: tuple[Split, ...] = ("validation",), recovery_steps: int = 0
-    ) -> list[dict[str, Any]]:
+    def evaluate_batch(self, requests: list[EvalRequest]) -> list[EvalReply]:
         """Evaluate several candidates in one call (fast tasks amortise the call's cost).
 
-        An exception inside one evaluation fails that candidate only; it comes back as
-        ``{"id", "error"}`` so the driver records the trial as failed and goes on.
+        An exception inside one evaluation fails that candidate only: its reply carries the error, so
+        the driver records the trial as failed and goes on.
         """
         out = []
-        for cid, vector, *metric in items:
+        for req in requests:
             try:
-                if metric:  # a metric search's candidate carries its own importance metric
-                    self.engine.use_metric(metric[0])
-                result = self.engine.evaluate(vector, splits=splits, recovery_steps=recovery_steps).to_dict()
-                out.append({"id": cid, "result": result, "worker": self.worker_id})
+                if req.metric:  # a metric search's candidate carries its own importance metric
+                    self.engine.use_metric(req.metric)
+                result = self.engine.evaluate(req.sparsity, splits=req.splits, recovery_steps=req.recovery_steps)
+                out.append(EvalReply(req.candidate_id, result, worker=self.worker_id))
             except Exception as exc:  # noqa: BLE001 - reported per candidate, never swallowed
                 line = f"{type(exc).__name__}: {exc}"
-                out.append({"id": cid, "error": line, "trace": traceback.format_exc(limit=3), "worker": self.worker_id})
+                trace = traceback.format_exc(limit=3)
+                out.append(EvalReply(req.candidate_id, error=line, worker=self.worker_id, trace=trace))
         return out
 
     def export(self, vector: list[float], metric: str | None = None) -> torch.nn.Module:
@@ -97,6 +97,3 @@ class EvalWorker:
         if metric:
             self.engine.use_metric(metric)
         return self.engine.export(vector)
-
-    def ping(self) -> str:
-        return self.worker_id

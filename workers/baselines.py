@@ -1,27 +1,48 @@
-"""Heuristic allocations computed from a loaded engine (the scores they need live there)."""
+"""Heuristic allocations from layers' statistics and metric scores: one code path for searches (through
+a loaded engine) and for federated servers (through statistics their clients sent)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import numpy as np
+import torch
 
-from prunehive.search.allocations import ALLOCATIONS, allocate
+from prunehive.search.allocations import ALLOCATIONS, allocate, outlier_ratio
 from prunehive.search.space import SearchSpace
-from prunehive.workers.engine import PruningEngine
-from prunehive.workers.metrics import magnitude
+from prunehive.workers.calibration import LayerStats
+from prunehive.workers.masks import Granularity
+from prunehive.workers.metrics import magnitude, wanda
+
+if TYPE_CHECKING:
+    from prunehive.workers.engine import PruningEngine
 
 
-def baseline_allocation(engine: PruningEngine, space: SearchSpace, name: str) -> np.ndarray:
+def heuristic_allocation(
+    name: str,
+    space: SearchSpace,
+    granularity: Granularity,
+    stats: Callable[[str], LayerStats],
+    scores: Callable[[str], torch.Tensor],
+) -> np.ndarray:
     """Per-layer sparsities of a heuristic, in the space's layer order.
 
-    ``global`` thresholds the engine's own metric scores across layers (Global MP when the
-    metric is magnitude); ``owl`` uses the Wanda outlier ratios of each layer.
+    ``global`` thresholds the metric's ``scores`` across layers (Global MP when the metric is
+    magnitude; magnitudes for structured granularities, whose scores rank groups, not weights);
+    ``owl`` uses each layer's share of Wanda outliers, from its statistics.
     """
     if name not in ALLOCATIONS:
         raise ValueError(f"unknown allocation {name!r}; choose one of {', '.join(ALLOCATIONS)}")
     if name == "global":
-        metric = None if engine.granularity.kind in ("layer", "row") else magnitude
-        scores = [engine.scores(n, metric).detach().double().flatten().numpy() for n in space.names]
-        return allocate(name, space, scores=scores)
+        score = scores if granularity.kind in ("layer", "row") else (lambda n: magnitude(stats(n)))
+        return allocate(name, space, scores=[score(n).detach().double().flatten().numpy() for n in space.names])
     if name == "owl":
-        return allocate(name, space, outlier_ratios=engine.outlier_ratios())
+        ratios = [outlier_ratio(wanda(stats(n)).detach().double().flatten().numpy()) for n in space.names]
+        return allocate(name, space, outlier_ratios=ratios)
     return allocate(name, space)
+
+
+def baseline_allocation(engine: PruningEngine, space: SearchSpace, name: str) -> np.ndarray:
+    """A heuristic's per-layer sparsities from a loaded engine (its statistics and its metric's scores)."""
+    return heuristic_allocation(name, space, engine.granularity, engine.stats.__getitem__, engine.scores)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from prunehive.workers.tasks.base import Task
+from prunehive.workers.tasks.base import Batch, Task
 
 
 @dataclass
@@ -39,9 +39,15 @@ def _input_sq_norms(module: nn.Module, inp: torch.Tensor) -> torch.Tensor:
 
 
 def collect_stats(
-    task: Task, model: nn.Module, names: list[str], batches: int = 8, with_grads: bool = True
+    task: Task,
+    model: nn.Module,
+    names: list[str],
+    batches: int = 8,
+    with_grads: bool = True,
+    data: list[Batch] | None = None,
 ) -> dict[str, LayerStats]:
-    """Run ``batches`` calibration batches through ``model`` with hooks on the named layers."""
+    """Run ``batches`` calibration batches (or the given ``data``, e.g. a federated client's own rows)
+    through ``model`` with hooks on the named layers."""
     modules = dict(model.named_modules())
     sq: dict[str, torch.Tensor] = {}
     grad_sum = {n: torch.zeros_like(modules[n].weight) for n in names}
@@ -55,7 +61,7 @@ def collect_stats(
         return record
 
     handles = [modules[n].register_forward_hook(hook(n)) for n in names]
-    calib = task.calibration_batches(batches)
+    calib = task.calibration_batches(batches) if data is None else data
     was_training = model.training
     model.eval()
     try:

@@ -11,42 +11,18 @@ import copy
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
 
 from prunehive.search.space import Layer
-from prunehive.workers.calibration import LayerStats, collect_stats
+from prunehive.workers.calibration import collect_stats
+from prunehive.workers.contracts import EvalResult, SplitMetrics
+from prunehive.workers.flops import ChannelFlops
 from prunehive.workers.layers import count_flops, count_params, find_prunable_layers
 from prunehive.workers.masks import Granularity, Ranking
 from prunehive.workers.metrics import Metric, get_metric, needs_gradients
 from prunehive.workers.tasks.base import Split, Task
-
-
-@dataclass
-class EvalResult:
-    """What one candidate gave: per-split quality and loss, sparsity, size, cost."""
-
-    metrics: dict[str, dict[str, float]]
-    achieved_sparsity: float
-    layers: dict[str, float]
-    params: int
-    flops: int
-    seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "metrics": self.metrics,
-            "achieved_sparsity": self.achieved_sparsity,
-            "layers": self.layers,
-            "params": self.params,
-            "flops": self.flops,
-            "seconds": self.seconds,
-            **self.extra,
-        }
 
 
 def _packed(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
@@ -102,6 +78,8 @@ class PruningEngine:
         self.dense_bias = {n: m.bias.detach().clone() for n, m in self.modules.items() if m.bias is not None}
         self.total_flops, _ = count_flops(self.model, self.example)
         self.total_params = count_params(self.model)
+        channel = self.granularity.kind == "channel"
+        self.channel_flops = ChannelFlops(self.model, self.names, self.example) if channel else None
         self.stats = collect_stats(
             task, self.model, self.names, batches=calibration_batches, with_grads=self.with_grads
         )
@@ -187,12 +165,6 @@ class PruningEngine:
                 if module.bias is not None:
                     module.bias.data.copy_(self.dense_bias[n])
 
-    def achieved(self, masks: Mapping[str, torch.Tensor]) -> tuple[float, dict[str, float]]:
-        pruned = {n: int(m.numel() - int(m.count_nonzero())) for n, m in masks.items()}
-        per_layer = {n: pruned[n] / masks[n].numel() for n in masks}
-        total = sum(m.numel() for m in masks.values())
-        return sum(pruned.values()) / total, per_layer
-
     def pruned_counts(self, sparsity: Mapping[str, float]) -> dict[str, int]:
         """Weights each layer loses at ``sparsity``: from the rankings alone, equal to counting the masks."""
         return {n: self.rankings[n].pruned_weights(s) for n, s in sparsity.items()}
@@ -220,13 +192,13 @@ class PruningEngine:
             metrics = {}
             for split in splits:
                 ev = self.task.evaluate(self.model, split)
-                metrics[split] = {self.task.quality: ev.quality, "loss": ev.loss, "objective": self.task.objective(ev)}
+                metrics[split] = SplitMetrics(self.task.quality, ev.quality, ev.loss, self.task.objective(ev))
         finally:
             self._unprune()
             if snapshot is not None:
                 self.model.load_state_dict(snapshot)
                 self.restore()
-        achieved, per_layer, params, flops = self._measure(self.pruned_counts(values))
+        achieved, per_layer, params, flops = self._measure(values)
         return EvalResult(metrics, achieved, per_layer, params, flops, time.perf_counter() - start)
 
     def _prune(self, sparsity: Mapping[str, float]) -> None:
@@ -269,18 +241,30 @@ class PruningEngine:
             for n, mask in masks.items():
                 self.modules[n].weight.data.mul_(mask)
 
-    def _measure(self, pruned: Mapping[str, int]) -> tuple[float, dict[str, float], int, int]:
-        """Achieved sparsity, per-layer sparsity, nonzero parameters, and FLOPs with each layer's share
-        scaled by its density, from the number of weights each layer lost."""
+    def _measure(self, sparsity: Mapping[str, float]) -> tuple[float, dict[str, float], int, int]:
+        """Achieved sparsity, per-layer sparsity, nonzero parameters and forward FLOPs of a candidate.
+
+        Unstructured and N:M: each layer's FLOPs scale with its density, i.e. the multiply-adds of its
+        nonzero weights (what a sparse kernel executes; a dense kernel would run them all). Channel: the
+        FLOPs of the physically smaller model ``export`` builds, with the consumers' removed inputs too
+        (see ``ChannelFlops``).
+        """
+        pruned = self.pruned_counts(sparsity)
         per_layer: dict[str, float] = {}
         removed, prunable, saved = 0, 0, 0.0
         for lay in self.layers:
             k = pruned[lay.name]
             per_layer[lay.name] = k / lay.params
-            saved += lay.flops * (1.0 - (lay.params - k) / lay.params)
+            saved += lay.flops * k / lay.params
             removed += k
             prunable += lay.params
-        return removed / prunable, per_layer, self.total_params - removed, int(self.total_flops - saved)
+        if self.channel_flops is not None:
+            channels = {n: self.rankings[n].pruned_count(s) for n, s in sparsity.items()}
+            which = {n: self.rankings[n].rank < k for n, k in channels.items()} if self.channel_flops.coupled else None
+            flops = self.channel_flops.count(channels, which)
+        else:
+            flops = int(self.total_flops - saved)
+        return removed / prunable, per_layer, self.total_params - removed, flops
 
     # ---- export -------------------------------------------------------------------------
     def export(self, sparsity: Mapping[str, float] | Iterable[float]) -> nn.Module:
@@ -298,6 +282,3 @@ class PruningEngine:
         for n, mask in self.masks(sparsity).items():
             prune.custom_from_mask(modules[n], "weight", mask.to(modules[n].weight.dtype))
         return model
-
-    def stats_for(self, name: str) -> LayerStats:
-        return self.stats[name]

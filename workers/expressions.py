@@ -13,13 +13,13 @@ from collections.abc import Callable
 
 import torch
 
+from prunehive.search.expr_canonical import canonicalize
 from prunehive.search.expr_syntax import (
     EPS,
     EXP_MAX,
     Const,
     Expr,
     Terminal,
-    canonicalize,
     parse,
     to_string,
     uses_gradient,

@@ -8,52 +8,11 @@ one comparison, ``rank >= k``, so evaluating a new sparsity vector never re-scor
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 
-GroupKind = Literal["layer", "row", "nm", "channel"]
-
-
-@dataclass(frozen=True)
-class Granularity:
-    """How weights compete: ``unstructured`` (per layer or per row), ``N:M``, or ``channel``."""
-
-    kind: GroupKind
-    n: int = 0
-    m: int = 0
-
-    @classmethod
-    def parse(cls, text: str, per_row: bool = False) -> Granularity:
-        if text == "unstructured":
-            return cls("row" if per_row else "layer")
-        if text == "channel":
-            return cls("channel")
-        match = re.fullmatch(r"(\d+):(\d+)", text)
-        if match and 0 < int(match[1]) < int(match[2]):
-            return cls("nm", int(match[1]), int(match[2]))
-        raise ValueError(f"unknown granularity {text!r}; choose unstructured, channel or N:M such as 2:4 or 4:8")
-
-    @property
-    def label(self) -> str:
-        return {"layer": "unstructured", "row": "unstructured", "channel": "channel"}.get(
-            self.kind, f"{self.n}:{self.m}"
-        )
-
-    @property
-    def default_sparsity(self) -> float | None:
-        return 1.0 - self.n / self.m if self.kind == "nm" else None
-
-    def supports(self, weight_shape: tuple[int, ...]) -> bool:
-        """N:M needs each row to split into whole groups of M."""
-        if self.kind != "nm":
-            return True
-        cols = 1
-        for d in weight_shape[1:]:
-            cols *= d
-        return cols % self.m == 0
+from prunehive.workers.granularity import Granularity as Granularity  # parsed without torch; re-exported
 
 
 def _rank_along_last(scores: torch.Tensor) -> torch.Tensor:

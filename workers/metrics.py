@@ -11,8 +11,11 @@ from collections.abc import Callable
 
 import torch
 
+from prunehive.search.expr_syntax import terminals
 from prunehive.workers.calibration import LayerStats
 from prunehive.workers.expressions import expression_metric
+from prunehive.workers.metric_names import EXPRESSION_PREFIX as EXPRESSION_PREFIX  # names, checked without torch
+from prunehive.workers.metric_names import NEEDS_GRADIENTS
 
 Metric = Callable[[LayerStats], torch.Tensor]
 
@@ -50,8 +53,6 @@ METRICS: dict[str, Metric] = {
     "taylor": taylor,
     "random": random_metric,
 }
-NEEDS_GRADIENTS = {"snip", "taylor"}
-EXPRESSION_PREFIX = "expr:"
 
 
 def get_metric(name: str) -> Metric:
@@ -61,6 +62,23 @@ def get_metric(name: str) -> Metric:
     if name not in METRICS:
         raise ValueError(f"unknown metric {name!r}; choose one of {', '.join(METRICS)} or expr:<formula>")
     return METRICS[name]
+
+
+READS: dict[str, frozenset[str]] = {
+    "magnitude": frozenset("W"),
+    "wanda": frozenset("WX"),
+    "snip": frozenset("WG"),
+    "taylor": frozenset("WF"),
+    "random": frozenset(),
+}
+
+
+def statistics_read(name: str) -> frozenset[str]:
+    """Which of W, X, G and F a metric reads, so a federated server asks its clients only for those."""
+    if name.startswith(EXPRESSION_PREFIX):
+        return frozenset(terminals(expression_metric(name.removeprefix(EXPRESSION_PREFIX)).node))
+    get_metric(name)  # an unknown name gets get_metric's error
+    return READS[name]
 
 
 def needs_gradients(name: str) -> bool:

@@ -36,3 +36,16 @@ def friendly_errors(fn: F) -> F:
 
 def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, default=str) + "\n")
+
+
+# Options several commands share, defined once so their flags, variables and help never drift apart.
+SERVER_OPT = typer.Option(
+    None,
+    "--server",
+    envvar="PRUNEHIVE_SERVER",
+    show_envvar=True,
+    help="URL of the prunehive service (jobs, show: ask it instead of the local job store).",
+)
+TOKEN_OPT = typer.Option(None, "--token", envvar="PRUNEHIVE_TOKEN", show_envvar=True, help="Bearer token for --server.")
+DATABASE_OPT = typer.Option(None, "--database-url", envvar="PRUNEHIVE_DATABASE_URL", help="Job store URL.")
+JSON_OPT = typer.Option(False, "--json", help="Print one JSON object.")

@@ -12,7 +12,8 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from prunehive.platform.cli.app import app, err, friendly_errors, out, print_json
+from prunehive.platform.cli.app import JSON_OPT, app, err, friendly_errors, out, print_json
+from prunehive.platform.cli.summaries import fmt, print_benchmarks
 
 
 @contextlib.contextmanager
@@ -34,10 +35,6 @@ def _stdout_to_stderr() -> Iterator[None]:
         if saved is not None:
             os.dup2(saved, 1)
             os.close(saved)
-
-
-def _fmt(value: Any, spec: str = ".3f") -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def _print_eval(result: dict[str, Any]) -> None:
@@ -84,19 +81,19 @@ def _print_throughput(result: dict[str, Any]) -> None:
         table.add_row(
             r["task"],
             str(r["budget"]),
-            _fmt(runs.get("1", {}).get("trials_per_second"), ".2f"),
-            _fmt(runs.get("2", {}).get("trials_per_second"), ".2f"),
-            _fmt(r.get("speedup_2_workers"), ".2f"),
+            fmt(runs.get("1", {}).get("trials_per_second"), ".2f"),
+            fmt(runs.get("2", {}).get("trials_per_second"), ".2f"),
+            fmt(r.get("speedup_2_workers"), ".2f"),
             f"{r['bare_trials_per_second']:.2f}",
             "-" if overhead is None else f"{100 * overhead:+.1f}%",
-            _fmt(r.get("fixed_cost_ms_per_trial"), ".1f"),
+            fmt(r.get("fixed_cost_ms_per_trial"), ".1f"),
         )
     out.print(table)
     goals = result["goals"]
     headline = Table("measure", "value", "goal", title="headline")
     headline.add_row(
         f"speedup at 2 workers ({result['scaling_task']})",
-        _fmt(result["speedup_2_workers"], ".2f"),
+        fmt(result["speedup_2_workers"], ".2f"),
         f">= {goals['speedup_2_workers']}",
     )
     overhead = result["runner_overhead"]
@@ -107,34 +104,11 @@ def _print_throughput(result: dict[str, Any]) -> None:
     )
     headline.add_row(
         f"fixed cost per trial ({result['fixed_cost_task']})",
-        f"{_fmt(result['fixed_cost_ms_per_trial'], '.1f')} ms",
+        f"{fmt(result['fixed_cost_ms_per_trial'], '.1f')} ms",
         "",
     )
     out.print(headline)
     out.print(f"search phase only (actor start-up and the final summary excluded); {result['cpus']} CPUs")
-
-
-def print_benchmarks(results: list[dict[str, Any]]) -> None:
-    """One table per task and target: strategies (mean over seeds) next to the heuristics."""
-    for r in results:
-        q = r["quality"]
-        pct = q == "accuracy"
-        for target in r["targets"]:
-            title = f"quality: {r['task']} at {target:.0%}, {r['budget']} evaluations, {len(r['seeds'])} seeds"
-            table = Table("method", "achieved sparsity", f"val {q}", f"test {q} (mean)", "test std", title=title)
-            for row in (x for x in r["table"] if x["target"] == target):
-                name = row["name"] if row["kind"] == "strategy" else f"heuristic: {row['name']}"
-                scale = 100.0 if pct else 1.0
-                std = row["test_std"]
-                table.add_row(
-                    name,
-                    f"{row['achieved_sparsity']:.4f}",
-                    _fmt(scale * row["validation_mean"], ".2f"),
-                    _fmt(scale * row["test_mean"], ".2f"),
-                    _fmt(None if std is None else scale * std, ".2f"),
-                )
-            out.print(table)
-        out.print(f"report {r.get('report')}; MLflow run {r.get('mlflow_run_id')} at {r.get('tracking_uri')}")
 
 
 @app.command()
@@ -159,7 +133,7 @@ def bench(
     strategies: str = typer.Option(
         None, "--strategies", help="quality: comma-separated strategies (evolution,nsga2,bayesian,rl,random)."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    as_json: bool = JSON_OPT,
 ) -> None:
     """Benchmark evaluation cost (eval), search throughput (throughput) or strategies' quality (quality)."""
     from prunehive.bench.suites import SUITES, run_suite

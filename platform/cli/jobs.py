@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from typing import Any
 
 import typer
 from rich.table import Table
 
-from prunehive.platform.cli.app import app, err, friendly_errors, out, print_json
+from prunehive.platform.cli.app import (
+    DATABASE_OPT,
+    JSON_OPT,
+    SERVER_OPT,
+    TOKEN_OPT,
+    app,
+    err,
+    friendly_errors,
+    out,
+    print_json,
+)
+from prunehive.platform.cli.summaries import print_summary
 
 
 def _store(database_url: str | None) -> Any:
@@ -19,35 +29,6 @@ def _store(database_url: str | None) -> Any:
     from prunehive.platform.store.jobs import JobStore
 
     return JobStore(database_url or default_database_url())
-
-
-def _metric_row(entry: dict[str, Any], q: str) -> list[str]:
-    m = entry["metrics"]
-    return [f"{entry['achieved_sparsity']:.4f}", f"{m['validation'][q]:.4f}", f"{m['test'][q]:.4f}"]
-
-
-def print_summary(result: dict[str, Any]) -> None:
-    if result.get("kind") == "federated":
-        from prunehive.platform.jobs.federated.report import print_federated_summary
-
-        print_federated_summary(result)
-        return
-    if result.get("kind") == "benchmark":
-        from prunehive.platform.cli.bench import print_benchmarks
-
-        print_benchmarks([result])
-        return
-    q = result["quality"]
-    table = Table(
-        "", "sparsity", f"val {q}", f"test {q}", title=f"job {result['job_id'][:8]}: {result['trials']} trials"
-    )
-    for entry in result.get("leaderboard") or result.get("pareto_front") or [result["best"]]:
-        label = entry.get("expression") or f"search (#{entry.get('candidate_id', '')})"
-        table.add_row(label, *_metric_row(entry, q), style="bold")
-    for name, entry in result["baselines"].items():
-        table.add_row(name, *(_metric_row(entry, q) if "error" not in entry else ["failed", entry["error"], ""]))
-    out.print(table)
-    out.print(f"MLflow run {result['mlflow_run_id']} at {result['tracking_uri']}  (open it with `prunehive ui`)")
 
 
 @app.command()
@@ -62,28 +43,41 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Run a job now (search, metric-search, federated or benchmark), on a local Ray or the cluster at RAY_ADDRESS."""
+    from prunehive.platform.cli.signals import cancel_on_sigterm, exit_code, leave
     from prunehive.platform.jobs.base import job_runner
+    from prunehive.platform.jobs.preflight import preflight
     from prunehive.platform.jobs.search.driver import start_job
-    from prunehive.platform.spec.job import load_spec
+    from prunehive.platform.spec.job import load_spec, parse_spec
 
+    cancel_on_sigterm()  # SIGTERM (timeout, systemd, Kubernetes, Ray's job stop) cancels like Ctrl-C
     store = _store(database_url)
-    if resume:
-        job = store.get_job(resume)
-        if job.status == "succeeded":
-            raise ValueError(f"job {job.id} already succeeded; nothing to resume")
-        job_id = job.id
-    elif spec_path is None:
-        raise ValueError("give a SPEC file, or --resume JOB_ID")
-    else:
-        job_id = start_job(store, load_spec(spec_path), workers, metric)
+    try:
+        if resume:
+            job = store.get_job(resume)
+            if job.status == "succeeded":
+                raise ValueError(f"job {job.id} already succeeded; nothing to resume")
+            job_id = job.id
+            try:
+                preflight(parse_spec(job.spec), ray_address)
+            except ValueError as exc:
+                store.set_status(job_id, "failed", error=str(exc))
+                raise
+        elif spec_path is None:
+            raise ValueError("give a SPEC file, or --resume JOB_ID")
+        else:
+            spec = load_spec(spec_path)
+            preflight(spec, ray_address)  # a task or resources that can never work leave no job row
+            job_id = start_job(store, spec, workers, metric)
+    except KeyboardInterrupt as exc:
+        leave(exit_code(exc))
     err.print(f"job {job_id}", highlight=False)
     try:
         result = job_runner(
             store, job_id, ray_address=ray_address, show_progress=not as_json or sys.stderr.isatty()
         ).run()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         err.print(f"cancelled job {job_id}; resume it with `prunehive run --resume {job_id}`")
-        raise typer.Exit(130) from None
+        leave(exit_code(exc))
     except RuntimeError as exc:
         err.print(f"[red]error:[/red] job {job_id} failed: {exc}", highlight=False)
         raise typer.Exit(1) from None
@@ -93,18 +87,14 @@ def run(
         print_summary(result)
 
 
-SERVER_OPT = typer.Option(None, "--server", envvar="PRUNEHIVE_SERVER", help="Ask this service instead of the store.")
-TOKEN_OPT = typer.Option(None, "--token", envvar="PRUNEHIVE_TOKEN", help="Bearer token for --server.")
-
-
 @app.command()
 @friendly_errors
 def jobs(
     limit: int = typer.Option(20, "--limit"),
-    database_url: str = typer.Option(None, "--database-url", envvar="PRUNEHIVE_DATABASE_URL"),
+    database_url: str = DATABASE_OPT,
     server: str = SERVER_OPT,
     token: str = TOKEN_OPT,
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    as_json: bool = JSON_OPT,
 ) -> None:
     """List recent jobs: in the job store, or your jobs on the service with --server."""
     if server:
@@ -141,10 +131,10 @@ def _job_dict(job: Any, store: Any) -> dict[str, Any]:
 @friendly_errors
 def show(
     job_id: str = typer.Argument(..., help="Job id (a unique prefix is enough)."),
-    database_url: str = typer.Option(None, "--database-url", envvar="PRUNEHIVE_DATABASE_URL"),
+    database_url: str = DATABASE_OPT,
     server: str = SERVER_OPT,
     token: str = TOKEN_OPT,
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    as_json: bool = JSON_OPT,
 ) -> None:
     """Show one job: status, summary, and its trials (from the service with --server)."""
     if server:
@@ -166,7 +156,7 @@ def show(
     if job.error:
         out.print(f"error: {job.error}", highlight=False)
     if job.summary:
-        print_summary(job.summary)
+        print_summary(job.summary, job.kind)
     failed = [t for t in trials if t.state == "failed"]
     if failed:
         out.print(f"{len(failed)} failed trials, e.g. #{failed[0].candidate_id}: {failed[0].error}", highlight=False)
@@ -186,7 +176,7 @@ def _show_remote(job_id: str, server: str, token: str | None, as_json: bool) -> 
     if job["error"]:
         out.print(f"error: {job['error']}", highlight=False)
     if job["summary"]:
-        print_summary(job["summary"])
+        print_summary(job["summary"], job["kind"])
 
 
 @app.command()
@@ -196,12 +186,15 @@ def ui(
     host: str = typer.Option("127.0.0.1", "--host"),
 ) -> None:
     """Open the MLflow UI on the default tracking store."""
-    from prunehive.platform.tracking.tracker import default_artifact_root, default_tracking_uri
+    from prunehive.platform.tracking.location import default_artifact_root, default_tracking_uri
 
     uri = default_tracking_uri()
     mlflow = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or "mlflow"
-    err.print(f"MLflow UI for {uri} at http://{host}:{port}")
+    # MLflow 3 opens experiments on its GenAI overview unless the UI is in "model training" mode.
+    err.print(f"MLflow UI for {uri} at http://{host}:{port}/#/experiments?workflowType=machine_learning")
     cmd = [mlflow, "server", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     if uri.startswith("sqlite:"):
         cmd += ["--default-artifact-root", default_artifact_root()]
-    raise typer.Exit(subprocess.call(cmd))
+    from prunehive.platform.cli.signals import run_as_group
+
+    raise typer.Exit(run_as_group(cmd))  # SIGTERM stops mlflow server and its web workers too

@@ -5,12 +5,12 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from prunehive.platform.cli.app import app, err, friendly_errors, out, print_json
+from prunehive.platform.cli.app import JSON_OPT, app, err, friendly_errors, out, print_json
 
 
 @app.command()
 @friendly_errors
-def tasks(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+def tasks(as_json: bool = JSON_OPT) -> None:
     """List the built-in tasks."""
     from prunehive.workers.tasks import describe_tasks
 
@@ -41,7 +41,7 @@ def prune(
     budget: str = typer.Option("params", "--budget", help="What the sparsity counts: params or flops."),
     recovery_steps: int = typer.Option(0, "--recovery-steps", help="Fine-tune this many steps after pruning."),
     seed: int = typer.Option(0, "--seed"),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    as_json: bool = JSON_OPT,
 ) -> None:
     """Prune a task once with a heuristic allocation and evaluate it on validation and test."""
     from prunehive.platform.jobs.prune_once import prune_once

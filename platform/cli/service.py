@@ -10,10 +10,18 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from prunehive.platform.cli.app import app, err, friendly_errors, out, print_json
+from prunehive.platform.cli.app import (
+    DATABASE_OPT,
+    JSON_OPT,
+    SERVER_OPT,
+    TOKEN_OPT,
+    app,
+    err,
+    friendly_errors,
+    out,
+    print_json,
+)
 
-SERVER_OPT = typer.Option(None, "--server", envvar="PRUNEHIVE_SERVER", help="Service URL.")
-TOKEN_OPT = typer.Option(None, "--token", envvar="PRUNEHIVE_TOKEN", help="Bearer token.", show_envvar=True)
 ALLOW_OPT = typer.Option([], "--allow-task-module", help="A module whose module:factory tasks may run (repeat).")
 users = typer.Typer(no_args_is_help=True, help="Users of the service and their tokens.")
 app.add_typer(users, name="users")
@@ -24,13 +32,13 @@ app.add_typer(users, name="users")
 def server(
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port"),
-    database_url: str = typer.Option(None, "--database-url", envvar="PRUNEHIVE_DATABASE_URL", help="Job store URL."),
+    database_url: str = DATABASE_OPT,
     mlflow_uri: str = typer.Option(None, "--mlflow-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI."),
     ray_address: str = typer.Option(
         None,
         "--ray-address",
         envvar="PRUNEHIVE_RAY_ADDRESS",
-        help="http://HOST:8265 (a dashboard): jobs go through Ray's Jobs API. HOST:PORT: drivers in this process "
+        help="http://HOST:8265 (a dashboard): jobs go through Ray's Jobs API. HOST:PORT: each driver a child process "
         "on that cluster. Default: a local Ray head started by the server.",
     ),
     max_jobs: int = typer.Option(2, "--max-jobs", envvar="PRUNEHIVE_MAX_JOBS", help="Jobs run at once."),
@@ -48,7 +56,7 @@ def server(
     from prunehive.platform.service.dispatcher import Dispatcher
     from prunehive.platform.settings import default_database_url, prunehive_home
     from prunehive.platform.store.jobs import JobStore
-    from prunehive.platform.tracking.tracker import default_tracking_uri
+    from prunehive.platform.tracking.location import default_tracking_uri
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("prunehive").setLevel(logging.INFO)
@@ -82,8 +90,8 @@ def server(
 def users_add(
     name: str = typer.Argument(..., help="User name."),
     admin: bool = typer.Option(False, "--admin", help="May see and cancel every user's jobs."),
-    database_url: str = typer.Option(None, "--database-url", envvar="PRUNEHIVE_DATABASE_URL"),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    database_url: str = DATABASE_OPT,
+    as_json: bool = JSON_OPT,
 ) -> None:
     """Add a user and print their token, once (only its hash is stored)."""
     from prunehive.platform.cli.jobs import _store
@@ -103,7 +111,7 @@ def submit(
     server: str = SERVER_OPT,
     token: str = TOKEN_OPT,
     wait: bool = typer.Option(False, "--wait", help="Wait for the job, with a progress bar."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    as_json: bool = JSON_OPT,
 ) -> None:
     """Submit a job to the service; with --wait, print its summary like `prunehive run`."""
     from prunehive.platform.service.client import connect
@@ -127,9 +135,9 @@ def submit(
     if as_json:
         print_json(job["summary"])
     else:
-        from prunehive.platform.cli.jobs import print_summary
+        from prunehive.platform.cli.summaries import print_summary
 
-        print_summary(job["summary"])
+        print_summary(job["summary"], job["kind"])
 
 
 def _wait_with_progress(client: Any, job_id: str) -> dict[str, Any]:

@@ -6,21 +6,15 @@ how a job ends (succeeded; cancelled by Ctrl-C or the service; failed with the r
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
+from prunehive.platform.jobs import job_kind
 from prunehive.platform.spec.job import parse_spec
 from prunehive.platform.store.jobs import JobCancelled, JobStore
-from prunehive.platform.tracking.tracker import Status, Tracker, default_tracking_uri
-
-RUNNERS: dict[str, str] = {
-    "search": "prunehive.platform.jobs.search.driver:SearchRun",
-    "metric-search": "prunehive.platform.jobs.search.driver:SearchRun",
-    "federated": "prunehive.platform.jobs.federated.driver:FederatedRun",
-    "benchmark": "prunehive.platform.jobs.benchmark.driver:BenchmarkRun",
-}
+from prunehive.platform.tracking.location import default_tracking_uri
+from prunehive.platform.tracking.tracker import Status, Tracker
 
 
 class JobRunner(Protocol):
@@ -56,7 +50,9 @@ class JobRun:
         try:
             yield
         except KeyboardInterrupt as exc:
-            reason = "cancelled through the service" if isinstance(exc, JobCancelled) else "interrupted by the user"
+            reason = str(exc) or "interrupted by the user"  # SIGTERM says "terminated by signal 15"
+            if isinstance(exc, JobCancelled):
+                reason = "cancelled through the service"
             self._end("cancelled", reason, "KILLED")
             raise
         except Exception as exc:
@@ -71,9 +67,7 @@ class JobRun:
 
 
 def job_runner(store: JobStore, job_id: str, ray_address: str | None = None, show_progress: bool = True) -> JobRunner:
-    """The runner for the job's kind."""
+    """The driver of the job's kind (from the registry in ``platform/jobs``)."""
     job = store.get_job(job_id)
-    module, _, name = RUNNERS[job.kind].partition(":")
-    cls = getattr(importlib.import_module(module), name)
-    runner: JobRunner = cls(store, job.id, ray_address=ray_address, show_progress=show_progress)
-    return runner
+    cls = job_kind(job.kind).driver_class()
+    return cls(store, job.id, ray_address=ray_address, show_progress=show_progress)

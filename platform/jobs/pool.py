@@ -9,11 +9,14 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
+
+from prunehive.platform.jobs.cluster import Demand, require, wait_placed
+from prunehive.workers.contracts import EvalReply, EvalRequest, WorkerInfo
 
 
 class WorkerStartError(RuntimeError):
@@ -23,8 +26,7 @@ class WorkerStartError(RuntimeError):
 @dataclass
 class _Call:
     actor: int
-    items: list[Any]
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    requests: list[EvalRequest]
     started: float | None = None  # when it reached the head of its actor's queue
     handle: Any = None  # the actor it was sent to: a call failing on an actor already replaced replaces nothing
 
@@ -39,17 +41,26 @@ class ActorPool:
         depth: int = 2,
         max_restarts: int | None = None,
         eval_timeout: float | None = None,
+        resources: Any = None,
     ) -> None:
+        """``resources``: the spec's section; with it, ``size`` is checked against the cluster (see
+        ``cluster.require``) and ``start`` waits for placement up to ``resources.placement_timeout``."""
         self.factory = factory
         self.depth = depth
         self.eval_timeout = eval_timeout  # seconds per candidate; a call past it fails its candidates
+        self.demand = Demand.of(resources) if resources is not None else None
+        self.placement_timeout = float(resources.placement_timeout) if resources is not None else 0.0
+        if self.demand is not None:
+            size = require(self.demand, size)
         self.actors = [factory() for _ in range(size)]
         self.inflight: dict[Any, _Call] = {}
         self.restarts = 0
         self.max_restarts = 3 * size if max_restarts is None else max_restarts
 
-    def start(self) -> list[dict[str, Any]]:
-        """Wait until every actor has built its task; a constructor error is a clear failure."""
+    def start(self) -> list[WorkerInfo]:
+        """Wait until every actor is placed and has built its task; a constructor error is a clear failure."""
+        if self.demand is not None:
+            wait_placed(self.actors, self.demand, self.placement_timeout)
         try:
             return list(ray.get([a.describe.remote() for a in self.actors]))
         except RayTaskError as exc:
@@ -67,28 +78,28 @@ class ActorPool:
     def idle(self) -> bool:
         return not self.inflight
 
-    def submit(self, actor: int, items: list[Any], **kwargs: Any) -> None:
-        ref = self.actors[actor].evaluate_batch.remote(items, **kwargs)
+    def submit(self, actor: int, requests: list[EvalRequest]) -> None:
+        ref = self.actors[actor].evaluate_batch.remote(requests)
         head = not any(c.actor == actor for c in self.inflight.values())
-        self.inflight[ref] = _Call(actor, items, kwargs, time.monotonic() if head else None, self.actors[actor])
+        self.inflight[ref] = _Call(actor, requests, time.monotonic() if head else None, self.actors[actor])
 
-    def wait(self, timeout: float = 1.0) -> list[tuple[list[Any], list[dict[str, Any]]]]:
-        """Finished calls as (items sent, replies). Calls on a dead actor are resubmitted."""
+    def wait(self, timeout: float = 1.0) -> list[EvalReply]:
+        """The replies of the calls finished by now. Calls on a dead actor are resubmitted."""
         if not self.inflight:
             return []
         ready, _ = ray.wait(list(self.inflight), num_returns=len(self.inflight), timeout=timeout)
         if not ready:
             ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=timeout)
-        done = []
+        done: list[EvalReply] = []
         for ref in ready:
             call = self.inflight.pop(ref)
             self._advance(call.actor)
             try:
-                done.append((call.items, ray.get(ref)))
+                done.extend(ray.get(ref))
             except (RayActorError, ActorDiedError, ActorUnavailableError):
                 if call.handle is self.actors[call.actor]:  # not yet replaced by an earlier failed call
                     self._replace(call.actor)
-                self.submit(call.actor, call.items, **call.kwargs)
+                self.submit(call.actor, call.requests)
         return done + self._expire()
 
     def _advance(self, actor: int) -> None:
@@ -97,25 +108,26 @@ class ActorPool:
         if queued and all(c.started is None for c in queued):
             queued[0].started = time.monotonic()
 
-    def _expire(self) -> list[tuple[list[Any], list[dict[str, Any]]]]:
+    def _expire(self) -> list[EvalReply]:
         """Calls running past ``eval_timeout`` per candidate: their candidates fail, the actor is
         replaced (a stuck evaluation can't be interrupted), and its queued calls are sent again."""
         if self.eval_timeout is None:
             return []
-        now, out = time.monotonic(), []
+        now = time.monotonic()
+        out: list[EvalReply] = []
         for ref, call in list(self.inflight.items()):
-            if call.started is None or now - call.started <= self.eval_timeout * len(call.items):
+            if call.started is None or now - call.started <= self.eval_timeout * len(call.requests):
                 continue
             del self.inflight[ref]
             error = f"TimeoutError: evaluation took longer than {self.eval_timeout:g} s per candidate"
-            out.append((call.items, [{"id": item[0], "error": error} for item in call.items]))
+            out.extend(EvalReply(r.candidate_id, error=error) for r in call.requests)
             queued = [(r, c) for r, c in self.inflight.items() if c.actor == call.actor]
             for r, _ in queued:
                 del self.inflight[r]
             self.restarts -= 1  # a time-out is not a crash: don't count it towards max_restarts
             self._replace(call.actor)
             for _, c in queued:
-                self.submit(c.actor, c.items, **c.kwargs)
+                self.submit(c.actor, c.requests)
         return out
 
     def _replace(self, index: int) -> None:
@@ -126,9 +138,6 @@ class ActorPool:
             ray.kill(self.actors[index], no_restart=True)
         self.actors[index] = self.factory()
         # The calls still queued on the dead actor fail on their own and are resent then.
-
-    def call_all(self, method: str, *args: Any) -> list[Any]:
-        return list(ray.get([getattr(a, method).remote(*args) for a in self.actors]))
 
     def call_one(self, method: str, *args: Any) -> Any:
         return ray.get(getattr(self.actors[0], method).remote(*args))

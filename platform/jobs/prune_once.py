@@ -7,7 +7,7 @@ from typing import Any
 from prunehive.search.space import SearchSpace
 from prunehive.workers.baselines import baseline_allocation
 from prunehive.workers.engine import PruningEngine
-from prunehive.workers.layers import count_flops, count_params
+from prunehive.workers.layers import count_params
 from prunehive.workers.masks import Granularity
 from prunehive.workers.tasks import load_task
 
@@ -56,8 +56,7 @@ def prune_once(
         "skipped_layers": engine.skipped,
     }
     if gran.kind == "channel":
-        # Report the physically smaller model's real size and FLOPs, not the masked estimate.
-        small = engine.export(vector)
-        out["params"] = count_params(small)
-        out["flops"], _ = count_flops(small, engine.example)
+        # The physically smaller model also loses its consumers' inputs and the removed channels' biases;
+        # its FLOPs already count that (see ``PruningEngine._measure``), its parameters are counted here.
+        out["params"] = count_params(engine.export(vector))
     return out

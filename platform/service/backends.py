@@ -1,4 +1,4 @@
-"""Where the dispatcher runs a job's driver: Ray's Jobs API on a cluster, or threads beside a local Ray head.
+"""Where the dispatcher runs a job's driver: Ray's Jobs API on a cluster, or processes beside a local Ray head.
 
 Both run the same thing, ``job_runner(store, job_id).run()``, which resumes from the store row;
 they only differ in where the driver lives and how it is watched and stopped.
@@ -6,19 +6,25 @@ they only differ in where the driver lives and how it is watched and stopped.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
+import os
 import shlex
+import signal
+import subprocess
+import sys
 import threading
 import time
-import traceback
 import uuid
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Any, Protocol
 
 from prunehive.platform.store.jobs import JobRecord, JobStore
 
 log = logging.getLogger("prunehive.service")
 ALIVE = ("PENDING", "RUNNING")
+KILL_AFTER_SECONDS = 6.0  # a driver still there this long after SIGTERM is killed (cancel within 10 s)
 
 
 class Backend(Protocol):
@@ -39,102 +45,157 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-class _ThreadLogs(logging.Handler):
-    """Copies log records emitted on a job's thread into that job's log file."""
+class _Driver:
+    """One driver process, its log file, and when it is to be killed (a cancel it ignores)."""
 
-    def __init__(self, path: Path, thread_name: str) -> None:
-        super().__init__(logging.INFO)
-        self.path, self.thread_name = path, thread_name
-        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.threadName == self.thread_name and record.name != log.name:  # _note writes its own
-            with self.path.open("a") as fh:
-                fh.write(self.format(record) + "\n")
+    def __init__(self, job_id: str, proc: subprocess.Popen[bytes], log_file: IO[bytes]) -> None:
+        self.job_id, self.proc, self.log_file = job_id, proc, log_file
+        self.kill_at: float | None = None
 
 
 class LocalBackend:
-    """Drivers as threads of the server process, on a Ray head it starts (or the cluster at ``address``).
+    """Each driver is its own process, ``prunehive run --resume ID --json``, on a Ray head this server
+    starts (or the cluster at ``address``), with its output in the job's log file.
 
-    No process start per job: the driver shares the server's Ray connection, so tiny jobs are cheap.
+    A process per job is the isolation: Flower shuts Ray down in the process that ran a simulation,
+    and a crashing or stuck library ends with its own process; the server and the other jobs keep
+    their connections. ``stop`` sends the driver's process group SIGTERM (it ends the job
+    ``cancelled``) and kills it ``KILL_AFTER_SECONDS`` later if it is still there.
     """
 
     name = "local"
 
     def __init__(
-        self, store: JobStore, logs_dir: Path, address: str | None = None, num_cpus: int | None = None
+        self,
+        store: JobStore,
+        logs_dir: Path,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        entrypoint: list[str] | None = None,
     ) -> None:
-        from prunehive.platform.jobs.search.driver import connect_ray
+        import ray
+
+        from prunehive.platform.jobs.cluster import connect_ray
 
         self.store, self.logs_dir = store, logs_dir
         logs_dir.mkdir(parents=True, exist_ok=True)
-        self.threads: dict[str, threading.Thread] = {}
-        self.errors: dict[str, str] = {}
+        connect_ray(address, num_cpus=num_cpus)
+        self.address = ray.get_runtime_context().gcs_address  # the drivers attach here
+        self.entrypoint = entrypoint or [sys.executable, "-m", "prunehive.platform.cli"]
+        self.drivers: dict[str, _Driver] = {}
         self._lock = threading.Lock()
-        connect_ray(address, 1, num_cpus)
 
     def log_path(self, job_id: str) -> Path:
         return self.logs_dir / f"{job_id}.log"
 
     def start(self, job: JobRecord) -> str:
         dispatch_id = f"local-{job.id[:12]}-{job.attempts}-{uuid.uuid4().hex[:6]}"
-        thread = threading.Thread(target=self._run, args=(job.id, dispatch_id), name=dispatch_id, daemon=True)
+        self._note(job.id, f"driver {dispatch_id} starts job {job.id}")
+        env = {**os.environ, "RAY_ADDRESS": self.address, "PRUNEHIVE_DATABASE_URL": self.store.url}
+        log_file = self.log_path(job.id).open("ab")
+        proc = subprocess.Popen(
+            [*self.entrypoint, "run", "--resume", job.id, "--json"],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # its own process group: a signal reaches the driver and its children
+            preexec_fn=_die_with_parent,  # noqa: PLW1509  (one prctl call, no locks taken)
+        )
         with self._lock:
-            self.threads[dispatch_id] = thread
-        thread.start()
+            self.drivers[dispatch_id] = _Driver(job.id, proc, log_file)
         return dispatch_id
 
-    def _run(self, job_id: str, dispatch_id: str) -> None:
-        from prunehive.platform.jobs.base import job_runner
-
-        handler = _ThreadLogs(self.log_path(job_id), dispatch_id)
-        root = logging.getLogger()
-        root.addHandler(handler)
-        try:
-            self._note(job_id, f"driver {dispatch_id} starts job {job_id}")
-            summary = job_runner(self.store, job_id, show_progress=False).run()
-            self._note(job_id, f"job {job_id} {summary.get('status')}: {summary.get('trials')} trials")
-        except BaseException as exc:  # the thread must end quietly; the dispatcher reads the reason
-            self.errors[dispatch_id] = f"{type(exc).__name__}: {exc}"
-            self._note(job_id, f"job {job_id} ended: {self.errors[dispatch_id]}\n{traceback.format_exc(limit=5)}")
-        finally:
-            root.removeHandler(handler)
-
     def _note(self, job_id: str, line: str) -> None:
-        """The dispatcher's own lines in the job's log, whatever the logging configuration."""
-        log.info("%s", line.splitlines()[0])
+        """The dispatcher's own lines in the job's log."""
+        log.info("%s", line)
         with self.log_path(job_id).open("a") as fh:
             fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line.rstrip()}\n")
 
     def poll(self, dispatch_id: str) -> str | None:
         with self._lock:
-            thread = self.threads.get(dispatch_id)
-        if thread is not None and thread.is_alive():
+            driver = self.drivers.get(dispatch_id)
+        if driver is None:
+            return "this server does not know the driver"
+        code = driver.proc.poll()
+        if code is None:
+            if driver.kill_at is not None and time.monotonic() > driver.kill_at:
+                _signal_group(driver.proc.pid, signal.SIGKILL)
             return None
         with self._lock:
-            self.threads.pop(dispatch_id, None)
-        return self.errors.pop(dispatch_id, "the driver thread ended")
+            self.drivers.pop(dispatch_id, None)
+        driver.log_file.close()
+        last = _last_line(self.log_path(driver.job_id))
+        return f"the driver exited with code {code}" + (f": {last}" if last else "")
 
     def alive(self, dispatch_id: str) -> bool:
         with self._lock:
-            thread = self.threads.get(dispatch_id)
-        return thread is not None and thread.is_alive()
+            driver = self.drivers.get(dispatch_id)
+        return driver is not None and driver.proc.poll() is None
 
     def stop(self, dispatch_id: str) -> None:
-        """Threads can't be killed; the driver stops itself at its next look at the cancel flag."""
+        with self._lock:
+            driver = self.drivers.get(dispatch_id)
+        if driver is not None and driver.kill_at is None:
+            driver.kill_at = time.monotonic() + KILL_AFTER_SECONDS
+            _signal_group(driver.proc.pid, signal.SIGTERM)
 
     def logs(self, job: JobRecord) -> str:
         path = self.log_path(job.id)
-        return path.read_text() if path.exists() else ""
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def close(self) -> None:
+        """Kill the drivers (their jobs stay ``running``; the next server resumes them), then Ray."""
         import ray
 
+        with self._lock:
+            drivers = list(self.drivers.values())
+            self.drivers.clear()
+        for driver in drivers:
+            _signal_group(driver.proc.pid, signal.SIGKILL)
+            driver.proc.wait()
+            driver.log_file.close()
         ray.shutdown()
 
 
+def _signal_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def _last_line(path: Path) -> str:
+    """The driver's last words (its one-line error), for the dispatcher's reason."""
+    if not path.exists():
+        return ""
+    with path.open("rb") as fh:
+        fh.seek(max(0, path.stat().st_size - 4096))
+        lines = [ln.strip() for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def _die_with_parent() -> None:
+    """In the forked driver: SIGKILL when the server dies, as the old driver threads did (Linux)."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _load_prctl() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
 class RayJobsBackend:
-    """Each driver is a Ray job (``prunehive run --resume ID``) submitted to the cluster's dashboard."""
+    """Each driver is a Ray job (``prunehive run --resume ID``) submitted to the cluster's dashboard.
+
+    Ray runs each entrypoint as its own process: the same isolation as ``LocalBackend``. ``stop``
+    is Ray's job stop: SIGTERM (the driver ends the job ``cancelled``), SIGKILL after
+    ``RAY_JOB_STOP_WAIT_TIME_S`` (set here to ``KILL_AFTER_SECONDS`` unless the operator set it).
+    """
 
     name = "ray-jobs"
 
@@ -150,7 +211,7 @@ class RayJobsBackend:
         self.client.submit_job(
             entrypoint=command,
             submission_id=submission_id,
-            runtime_env={"env_vars": self.env},
+            runtime_env={"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": str(int(KILL_AFTER_SECONDS)), **self.env}},
             metadata={"prunehive_job": job.id},
         )
         return submission_id

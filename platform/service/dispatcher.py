@@ -6,7 +6,8 @@ looked after. A driver that ends without closing its job (killed, lost with its 
 gets the job re-queued, and the next claim resumes it from its checkpoint; after
 ``max_attempts`` starts it is failed with the reason. On start, and every few seconds, jobs
 left running by a dead server (ours before a restart, or a replica with a stale heartbeat) are
-adopted when their driver still runs on Ray, else resumed the same way.
+adopted when their driver still runs on Ray, else resumed the same way. A cancelled running job's
+driver gets ``cancel_grace_seconds`` to stop by itself, then the backend stops it (SIGTERM, then kill).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ START_RETRY_SECONDS = 5.0
 class _Active:
     dispatch_id: str
     cancel_seen: float | None = None
+    stopped: bool = False  # the backend was told to stop the driver
     beat: float = field(default_factory=time.monotonic)
 
 
@@ -44,7 +46,7 @@ class Dispatcher:
         server_name: str | None = None,
         stale_seconds: float = 60.0,
         max_attempts: int = 3,
-        cancel_grace_seconds: float = 30.0,
+        cancel_grace_seconds: float = 2.0,
     ) -> None:
         if max_jobs < 1:
             raise ValueError("max_jobs: must be at least 1")
@@ -119,8 +121,9 @@ class Dispatcher:
         now = time.monotonic()
         if job.cancel_requested:
             entry.cancel_seen = entry.cancel_seen or now
-            if now - entry.cancel_seen > self.cancel_grace_seconds:
-                self.backend.stop(entry.dispatch_id)  # the driver did not stop itself in time
+            if now - entry.cancel_seen > self.cancel_grace_seconds and not entry.stopped:
+                self.backend.stop(entry.dispatch_id)  # SIGTERM: every kind ends cancelled within seconds
+                entry.stopped = True
         if now - entry.beat > min(5.0, self.stale_seconds / 4):
             self.store.heartbeat(job_id)
             entry.beat = now

@@ -1,6 +1,6 @@
 """Typed SQLAlchemy models of the job store: one row per job, one row per evaluated candidate.
 
-The schema is owned by Alembic (``platform/migrations``); these models must match the latest
+The schema is owned by Alembic (``platform/store/migrations``); these models must match the latest
 migration. Optuna's RDB storage may share the database, so nothing may take one of its names:
 our Alembic version table is :data:`VERSION_TABLE` and trials live in ``job_trials``.
 """
@@ -27,8 +27,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from prunehive.platform.jobs import KINDS
+
 VERSION_TABLE = "prunehive_alembic_version"
-JOB_KINDS = frozenset({"search", "metric-search", "federated", "benchmark"})
+JOB_KINDS = frozenset(KINDS)  # the job-kind registry's names
 JOB_STATUSES = frozenset({"queued", "running", "succeeded", "failed", "cancelled"})
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 TRIAL_STATES = frozenset({"complete", "failed"})
@@ -130,3 +132,5 @@ class Trial(Base):
     seconds: Mapped[float | None] = mapped_column(Float)
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The objective values the strategy was told, so a resume rebuilds its history from these rows.
+    outcome: Mapped[list[float] | None] = mapped_column(JSONType)

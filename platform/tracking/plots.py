@@ -27,10 +27,21 @@ def _color(n: int) -> str:
     return _BASELINE_COLORS[n % len(_BASELINE_COLORS)]
 
 
-def _figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
+    """A figure of ``width`` x ``height`` inches on its own Agg canvas (every report's plots start here)."""
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def running_best(values: Sequence[float], higher_is_better: bool) -> list[float]:
+    """The best finite value after each evaluation (NaN until the first success)."""
+    best, current = [], math.nan
+    for v in values:
+        if math.isfinite(v) and (math.isnan(current) or (v > current if higher_is_better else v < current)):
+            current = float(v)
+        best.append(current)
+    return best
 
 
 def best_so_far(
@@ -43,19 +54,14 @@ def best_so_far(
 
     Non-finite values (failed evaluations) are left out of both the dots and the best-so-far line.
     """
-    fig = _figure(8, 4.5)
+    fig = new_figure(8, 4.5)
     ax = fig.add_subplot()
     steps = list(range(1, len(values) + 1))
     ok = [(i, float(v)) for i, v in zip(steps, values, strict=True) if math.isfinite(v)]
     if ok:
         ax.scatter([i for i, _ in ok], [v for _, v in ok], s=14, alpha=0.45, color="tab:blue", label="evaluation")
-        best: list[float] = []
-        current = math.nan
-        for v in values:
-            if math.isfinite(v) and (math.isnan(current) or (v > current if higher_is_better else v < current)):
-                current = float(v)
-            best.append(current)
-        ax.step(steps, best, where="post", color="tab:red", linewidth=2, label=f"best so far ({current:.4g})")
+        best = running_best(values, higher_is_better)
+        ax.step(steps, best, where="post", color="tab:red", linewidth=2, label=f"best so far ({best[-1]:.4g})")
     else:
         ax.text(0.5, 0.5, "no successful evaluations", ha="center", va="center", transform=ax.transAxes)
     for n, (name, value) in enumerate((baselines or {}).items()):
@@ -86,7 +92,7 @@ def pareto_front(
     baselines: dict[str, tuple[float, float]] | None = None,
 ) -> Figure:
     """All evaluated points, the non-dominated front (highlighted and joined) and labelled baselines."""
-    fig = _figure(7, 5.5)
+    fig = new_figure(7, 5.5)
     ax = fig.add_subplot()
     if points:
         xs, ys = zip(*points, strict=True)
@@ -127,7 +133,7 @@ def layer_sparsity(
         if len(values) != len(layer_names):
             raise ValueError(f"{name!r} has {len(values)} values for {len(layer_names)} layers")
     n_layers, n_series = len(layer_names), len(series)
-    fig = _figure(min(max(8.0, 2.0 + n_layers * (0.25 + 0.1 * n_series)), 20.0), 5.5)
+    fig = new_figure(min(max(8.0, 2.0 + n_layers * (0.25 + 0.1 * n_series)), 20.0), 5.5)
     ax = fig.add_subplot()
     width = 0.84 / n_series
     for k, (name, values) in enumerate(series.items()):

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import queue
 import re
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -23,45 +20,20 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
-from sqlalchemy.engine import make_url
+
+from prunehive.platform.tracking.child_logger import ChildLogger
+from prunehive.platform.tracking.location import default_artifact_root, is_local_store, use_sqlite_wal
 
 TAG_JOB_ID = "prunehive.job_id"
 TAG_STATE = "prunehive.state"  # "complete" | "failed", as search.strategy.OutcomeState
+# MLflow 3 opens an experiment on its GenAI overview unless told it holds model-training runs; this is the
+# experiment tag its UI reads (values genai_development / custom_model_development), so ours land on the runs table.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 MAX_TAG_VAL_LENGTH = 8000
 Status = Literal["FINISHED", "FAILED", "KILLED"]
 T = TypeVar("T")
 _FLUENT_LOCK = threading.Lock()
-
-
-def prunehive_home() -> Path:
-    home = Path(os.environ.get("PRUNEHIVE_HOME") or ".prunehive").expanduser().resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    return home
-
-
-def default_tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI`` if set, else a SQLite store in ``$PRUNEHIVE_HOME`` (default ``./.prunehive``)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{prunehive_home() / 'mlflow.db'}"
-
-
-def default_artifact_root() -> str:
-    return (prunehive_home() / "mlartifacts").as_uri()
-
-
-def is_local_store(uri: str) -> bool:
-    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
-
-
-def use_sqlite_wal(uri: str) -> bool:
-    """Switch a SQLite store to write-ahead logging (persists in the file): about 3x cheaper commits, and
-    readers such as ``mlflow ui`` stop blocking the writer. Not for databases on network file systems."""
-    if not uri.startswith("sqlite:"):
-        return False
-    database = make_url(uri).database
-    if not database or database == ":memory:":
-        return False
-    with contextlib.closing(sqlite3.connect(database, timeout=30)) as con:
-        return str(con.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower() == "wal"
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -118,13 +90,16 @@ class Tracker:
             if is_local_store(self.tracking_uri):
                 location = f"{default_artifact_root()}/{re.sub(r'[^A-Za-z0-9._-]+', '_', name)}"
             try:
-                return self.client.create_experiment(name, artifact_location=location)
+                kind = {TAG_EXPERIMENT_KIND: EXPERIMENT_KIND}
+                return self.client.create_experiment(name, artifact_location=location, tags=kind)
             except MlflowException:  # another process created it first
                 found = self.client.get_experiment_by_name(name)
                 if found is None:
                     raise
         if found.lifecycle_stage == "deleted":
             self.client.restore_experiment(found.experiment_id)
+        if TAG_EXPERIMENT_KIND not in found.tags:  # made before we tagged, or by someone else
+            self.client.set_experiment_tag(found.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND)
         return str(found.experiment_id)
 
     # -- runs ---------------------------------------------------------------------------------
@@ -251,86 +226,3 @@ class Tracker:
             )
         quiet.setLevel(level)
         return str(info.model_uri)
-
-
-class ChildLogger:
-    """Creates child runs on a background thread so the search loop never waits on MLflow.
-
-    ``submit`` returns at once; finished run ids come back through ``on_logged(key, run_id)`` (called on
-    the logger thread) and through :meth:`drain`. An error in the thread is re-raised by the next
-    ``drain``/``close``; the thread keeps logging the items after it.
-    """
-
-    _STOP = object()
-
-    def __init__(
-        self, tracker: Tracker, parent_run_id: str, on_logged: Callable[[Any, str], None] | None = None
-    ) -> None:
-        self.tracker = tracker
-        self.parent_run_id = parent_run_id
-        self.on_logged = on_logged
-        self._queue: queue.Queue[Any] = queue.Queue()
-        self._lock = threading.Lock()
-        self._done: dict[Any, str] = {}
-        self._errors: list[BaseException] = []
-        self._closed = False
-        self._thread = threading.Thread(target=self._work, name="prunehive-child-logger", daemon=True)
-        self._thread.start()
-
-    def submit(
-        self, key: Any, name: str, params: Mapping[str, Any], metrics: Mapping[str, float], tags: Mapping[str, Any]
-    ) -> None:
-        if self._closed:
-            raise RuntimeError("ChildLogger is closed")
-        self._queue.put((key, name, dict(params), dict(metrics), dict(tags)))
-
-    @property
-    def pending(self) -> int:
-        return self._queue.unfinished_tasks
-
-    def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            try:
-                if item is self._STOP:
-                    return
-                key, name, params, metrics, tags = item
-                run_id = self.tracker.log_child(self.parent_run_id, name, params, metrics, tags)
-                with self._lock:
-                    self._done[key] = run_id
-                if self.on_logged is not None:
-                    self.on_logged(key, run_id)
-            except BaseException as exc:  # surfaced on drain/close
-                with self._lock:
-                    self._errors.append(exc)
-            finally:
-                self._queue.task_done()
-
-    def _raise(self) -> None:
-        with self._lock:
-            errors, self._errors = self._errors, []
-        if errors:
-            raise RuntimeError(f"MLflow child logging failed for {len(errors)} run(s): {errors[0]!r}") from errors[0]
-
-    def drain(self) -> dict[Any, str]:
-        """Run ids logged since the last drain, by key. Raises (once) if logging failed; results are kept."""
-        self._raise()
-        with self._lock:
-            done, self._done = self._done, {}
-        return done
-
-    def close(self, timeout: float | None = 60.0) -> dict[Any, str]:
-        """Log everything still queued, stop the thread and return what ``drain`` would."""
-        if not self._closed:
-            self._closed = True
-            self._queue.put(self._STOP)
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            raise TimeoutError(f"{self.pending} child run(s) still queued after {timeout}s")
-        return self.drain()
-
-    def __enter__(self) -> ChildLogger:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -1,7 +1,8 @@
 """The MLflow comparison a researcher uses, checked in a real browser.
 
 A real search job writes a SQLite MLflow store; ``mlflow server`` serves it; Debian's chromium (driven
-headless through Playwright, whose own browser downloads are never used) opens the experiment, expands
+headless through Playwright, whose own browser downloads are never used) opens the experiment (landing on
+its runs table, as a model-training experiment, not on MLflow 3's GenAI overview), expands
 the job's run, selects its trial runs, opens the compare view and finds the ``sparsity.<layer>`` params
 and the quality metric there. A screenshot is kept in ``$PRUNEHIVE_TEST_ARTIFACTS`` (default
 ``tests/artifacts``). Without chromium the test says so and skips.
@@ -42,6 +43,7 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = Path(os.environ.get("PRUNEHIVE_TEST_ARTIFACTS") or Path(__file__).resolve().parents[1] / "artifacts")
 TRIALS = 4
+WORKFLOW_TYPE = "machine_learning"  # MLflow's UI-wide choice between "genai" and "machine_learning"
 
 pytestmark = [
     pytest.mark.ray,
@@ -125,6 +127,7 @@ def test_compare_view_shows_layer_sparsities_and_quality(finished_job: tuple[Pat
         f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and tags.`prunehive.kind` = 'trial'",
     )
     assert len(trials) == TRIALS
+    assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "mlflow-compare.png"
 
@@ -133,9 +136,14 @@ def test_compare_view_shows_layer_sparsities_and_quality(finished_job: tuple[Pat
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         page.set_default_timeout(60_000)
         try:
+            # The experiment's own address, as a model-training experiment: earlier MLflow 3 releases read the
+            # experiment's kind tag; 3.17 reads the UI-wide workflow type (GenAI unless the URL or the browser
+            # says otherwise), so the link names it. Either way the runs table opens, not the GenAI overview.
             # Not "networkidle": the runs page may keep polling, and idleness is no sign the table is drawn.
-            page.goto(f"{url}/#/experiments/{parent.info.experiment_id}/runs", wait_until="domcontentloaded")
+            experiment = f"{url}/#/experiments/{parent.info.experiment_id}"
+            page.goto(f"{experiment}?workflowType={WORKFLOW_TYPE}", wait_until="domcontentloaded")
             page.get_by_role("link", name=parent.info.run_name, exact=True).wait_for()
+            sync_api.expect(page.get_by_text("Tool calls", exact=True)).to_have_count(0)  # a GenAI overview tab
             job_row = page.get_by_role("row").filter(
                 has=page.get_by_role("link", name=parent.info.run_name, exact=True)
             )

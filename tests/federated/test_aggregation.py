@@ -6,16 +6,10 @@ import time
 
 import pytest
 import torch
-from flwr.app import ArrayRecord, Error, Message, MessageType, Metadata, MetricRecord, RecordDict
+from flwr.app import Error, Message, MessageType, Metadata, MetricRecord, RecordDict
 
-from prunehive.workers.federated.aggregation import (
-    STATS_KEY,
-    ClientUpdate,
-    aggregate_scores,
-    collect_updates,
-    masked_average,
-)
-from prunehive.workers.federated.encoding import as_array, encode
+from prunehive.workers.federated.aggregation import collect_updates, masked_average
+from prunehive.workers.federated.encoding import encode
 
 
 def reply(node: int, content: RecordDict | None = None, error: Error | None = None) -> Message:
@@ -71,29 +65,3 @@ def test_failed_replies_are_set_apart_and_not_averaged() -> None:
     assert len(failed) == 1 and "boom" in failed[0].error.reason
     out = masked_average(updates, {"w": torch.zeros(2, 3), "b": torch.zeros(2)})
     assert torch.equal(out["w"], MASK_A["w"].float())
-
-
-def test_scores_average_over_holders_and_use_client_activation_norms() -> None:
-    w = torch.tensor([[1.0, -2.0, 0.0], [3.0, 0.0, 0.0]])
-    u1 = ClientUpdate(1, {"w": w}, {"w": MASK_A["w"]}, 1.0, stats={"w": torch.tensor([1.0, 2.0, 3.0])})
-    u2 = ClientUpdate(2, {"w": w * MASK_B["w"]}, {"w": MASK_B["w"]}, 3.0, stats={"w": torch.tensor([2.0, 1.0, 1.0])})
-    magnitude = aggregate_scores([u1, u2], ["w"], "magnitude")
-    assert magnitude["w"][0, 0].item() == pytest.approx(1.0)
-    assert magnitude["w"][0, 1].item() == pytest.approx(2.0)  # only client 1 holds it
-    assert magnitude["w"][1, 2].item() == 0.0  # nobody holds it
-    wanda = aggregate_scores([u1, u2], ["w"], "wanda")
-    assert wanda["w"][0, 0].item() == pytest.approx((1 * 1 * 1 + 3 * 1 * 2) / 4)
-    assert wanda["w"][0, 1].item() == pytest.approx(2.0 * 2.0)
-
-
-def test_stats_travel_in_their_own_record() -> None:
-    state = {"w": torch.ones(2, 3) * MASK_A["w"], "b": torch.ones(2)}
-    content = RecordDict(
-        {
-            "arrays": encode(state, MASK_A, send_masks=False),
-            "metrics": MetricRecord({"num-examples": 4}),
-            STATS_KEY: ArrayRecord({"w": as_array(torch.tensor([1.0, 2.0, 3.0]).numpy())}),
-        }
-    )
-    (update,), _ = collect_updates([reply(5, content)], {5: MASK_A}, TEMPLATE)
-    assert torch.equal(update.stats["w"], torch.tensor([1.0, 2.0, 3.0]))

@@ -55,7 +55,7 @@ def test_progressive_job_through_the_cli(home: Path) -> None:
         pytest.approx(0.8, abs=1e-3),
         pytest.approx(0.8, abs=1e-3),
     ]
-    # Round 1 trains dense (plus the Wanda statistics); later rounds send a fifth of the weights.
+    # Round 1 trains dense; round 2 starts with the Wanda statistics query; later rounds send a fifth of the weights.
     assert result["rounds"][2]["bytes_up"] < 0.3 * result["rounds"][0]["bytes_up"]
 
     store = JobStore(default_database_url())
@@ -68,6 +68,38 @@ def test_progressive_job_through_the_cli(home: Path) -> None:
     assert run.info.status == "FINISHED" and run.data.params["plan"] == "progressive"
     artifacts = {a.path for a in MlflowClient(uri).list_artifacts(run_id, "plots")}
     assert artifacts == {"plots/accuracy_vs_round.png", "plots/accuracy_vs_bytes.png"}
+
+
+@pytest.mark.parametrize(
+    ("metric", "granularity", "layers"),
+    [
+        ("snip", "channel", ["conv1", "conv2", "conv3", "fc1"]),  # the output layer keeps its classes
+        ("wanda", "2:4", ["conv2", "conv3", "fc1", "fc2"]),  # conv1's rows (9 weights) have no groups of 4
+    ],
+)
+def test_structured_pruning_with_data_aware_metrics(
+    home: Path, metric: str, granularity: str, layers: list[str]
+) -> None:
+    """The issue's acceptance specs (fewer rounds and epochs): clients send calibration statistics once,
+    then train and send half of the pruned layers' weights."""
+    spec = {
+        "kind": "federated",
+        "task": "digits-cnn",
+        "federated": {"clients": 4, "rounds": 2, "local_epochs": 1, "partition": {"dirichlet": 0.5}, "seed": 0},
+        "pruning": {"sparsity": 0.5, "metric": metric, "granularity": granularity, "plan": "fixed"},
+    }
+    result = run_cli(home, spec)
+    assert result["status"] == "succeeded" and result["failures"] == 0
+    assert result["final"]["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    assert result["final"]["layers"] == {n: pytest.approx(0.5, abs=1e-3) for n in layers}
+    first, second = result["rounds"]
+    assert all(0.0 <= r["test_accuracy"][0] <= 1.0 and r["replies"] == 4 for r in result["rounds"])
+    # Round 2 sends the pruned layers' kept half (plus the small dense rest); round 1 also carried the
+    # statistics query: the dense initial model down and the statistics up (SNIP's gradients are full-size).
+    assert second["bytes_up"] < 0.55 * second["dense_bytes_up"]
+    assert first["bytes_up"] > second["bytes_up"] and first["bytes_down"] > 2 * second["bytes_down"]
+    if metric == "snip":
+        assert first["bytes_up"] > first["dense_bytes_up"]
 
 
 def test_failing_and_dying_clients_do_not_end_the_run(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:

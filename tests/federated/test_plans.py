@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from prunehive.search.space import Layer, SearchSpace
-from prunehive.workers.federated.plans import MaskPlan, layer_sparsities, masked_sparsity, nested_masks, ramp
+from prunehive.workers.federated.plans import (
+    MaskPlan,
+    layer_sparsities,
+    masked_sparsity,
+    nested_masks,
+    ramp,
+    with_bias_masks,
+)
+from prunehive.workers.masks import Granularity
 
 SPACE = SearchSpace(
     [Layer("fc1", "linear", (32, 16), 512, 1024), Layer("fc2", "linear", (10, 32), 320, 640)], target=0.8
@@ -58,3 +66,36 @@ def test_plans_change_masks_when_they_should() -> None:
     two = tiers.masks(3, scores())
     assert two is not None and len(two) == 2
     assert masked_sparsity(two[1], 832) == pytest.approx(0.9, abs=1e-2)
+
+
+CONV = SearchSpace(
+    [Layer("conv", "conv2d", (16, 8, 3, 3), 1152, 0), Layer("fc", "linear", (10, 64), 640, 0)], target=0.5
+)
+
+
+def conv_scores() -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return {"conv.weight": torch.rand(16, 8, 3, 3, generator=gen), "fc.weight": torch.rand(10, 64, generator=gen)}
+
+
+def test_channel_tiers_drop_whole_channels_and_nest() -> None:
+    plan = MaskPlan("heterogeneous", [0.25, 0.5], CONV, ramp_rounds=1, granularity=Granularity.parse("channel"))
+    tiers = plan.masks(2, conv_scores())
+    assert tiers is not None
+    for masks in tiers:
+        rows = masks["conv.weight"].reshape(16, -1)
+        assert bool((rows == rows[:, :1]).all())  # a channel is kept or dropped whole
+    assert [int(t["conv.weight"].reshape(16, -1)[:, 0].sum()) for t in tiers] == [12, 8]
+    assert not (tiers[1]["conv.weight"] & ~tiers[0]["conv.weight"]).any()
+    with_bias = with_bias_masks(tiers, {"conv.bias"})
+    assert torch.equal(with_bias[1]["conv.bias"], tiers[1]["conv.weight"][:, 0, 0, 0]) and "fc.bias" not in with_bias[1]
+
+
+@pytest.mark.parametrize("allocation", ["uniform", "global", "owl"])
+def test_two_of_four_masks_keep_two_of_every_four(allocation: str) -> None:
+    plan = MaskPlan("fixed", [0.5], CONV.with_target(0.5), allocation, granularity=Granularity.parse("2:4"))
+    (masks,) = plan.masks(1, conv_scores()) or [{}]
+    fc = masks["fc.weight"].reshape(10, -1, 4).sum(-1)
+    assert bool((fc <= 2).all()) and masked_sparsity(masks, 1792) >= 0.45
+    if allocation == "uniform":
+        assert bool((fc == 2).all()) and masked_sparsity(masks, 1792) == pytest.approx(0.5)

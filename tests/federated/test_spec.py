@@ -24,8 +24,23 @@ def test_tiers_example_validates() -> None:
     assert spec.pruning.plan == "heterogeneous" and spec.federated.tiers == [0.5, 0.8, 0.95]
 
 
+def test_structured_example_validates() -> None:
+    spec = load_spec(EXAMPLES / "digits-cnn-federated-channel.yaml")
+    assert (spec.pruning.metric, spec.pruning.granularity, spec.pruning.plan) == ("snip", "channel", "fixed")
+
+
 def test_plan_defaults_to_fixed() -> None:
     assert parse_spec({"kind": "federated"}).pruning.plan == "fixed"
+
+
+@pytest.mark.parametrize("metric", ["magnitude", "wanda", "snip", "taylor", "random", "expr:mul(abs(W), X)"])
+@pytest.mark.parametrize(
+    ("granularity", "per_row"), [("unstructured", False), ("unstructured", True), ("2:4", False), ("channel", False)]
+)
+def test_every_metric_and_granularity_is_accepted(metric: str, granularity: str, per_row: bool) -> None:
+    pruning = {"metric": metric, "granularity": granularity, "per_row": per_row, "plan": "progressive"}
+    spec = parse_spec({"kind": "federated", "task": "digits-cnn", "pruning": pruning})
+    assert (spec.pruning.metric, spec.pruning.granularity) == (metric, granularity)
 
 
 @pytest.mark.parametrize(
@@ -43,8 +58,9 @@ def test_plan_defaults_to_fixed() -> None:
         ({"federated": {"wat": 1}}, "federated.wat: unknown field"),
         ({"pruning": {"plan": "gradual"}}, "pruning.plan:"),
         ({"pruning": {"plan": "progressive", "from_job": "abc"}}, "from_job"),
-        ({"pruning": {"metric": "snip"}}, "pruning.metric: federated plans score with magnitude or wanda"),
-        ({"pruning": {"granularity": "2:4"}}, "pruning.granularity:"),
+        ({"pruning": {"metric": "snap"}}, "pruning.metric: 'snap' is not one of"),
+        ({"pruning": {"granularity": "4:2"}}, "pruning.granularity: unknown granularity '4:2'"),
+        ({"pruning": {"flops_budget": 0.5}}, "pruning.flops_budget: federated plans take a parameter sparsity"),
         ({"task": "code-lm"}, "task: federated runs need a classification task"),
     ],
 )

@@ -11,7 +11,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from prunehive.bench.suites import quality_spec
+from prunehive.bench.quality import quality_spec
 from prunehive.platform.cli import app
 from prunehive.platform.jobs.base import job_runner
 from prunehive.platform.jobs.search.driver import start_job

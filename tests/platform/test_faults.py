@@ -149,6 +149,8 @@ def test_killed_driver_resumes_without_repeating_trials(tmp_path: Path, strategy
     proc.wait()
     done_before = store.count_trials(job_id)
     assert done_before < 24
+    checkpoint = store.get_job(job_id).strategy_state or {}
+    assert checkpoint["told"] == done_before and "history" not in checkpoint  # the trial rows hold it
     assert store.get_job(job_id).status == "running"  # the driver died without a word
 
     resumed = subprocess.run([*cli, "run", "--resume", job_id[:8], "--json"], env=env, capture_output=True, text=True)

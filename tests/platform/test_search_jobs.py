@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from prunehive.platform.jobs.search.driver import SearchRun, start_job
 from prunehive.platform.spec.job import SpecError, parse_spec
 from prunehive.platform.store.jobs import JobStore
+from prunehive.workers.contracts import EvalResult
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("local_ray")]
 
@@ -44,6 +45,9 @@ def test_each_strategy_runs_end_to_end(home: Path, strategy: str) -> None:
     assert best["achieved_sparsity"] == pytest.approx(0.9, abs=1e-3) or strategy == "nsga2"
     assert {"validation", "test"} <= set(best["metrics"])
     json.dumps(result)
+    # Trial rows hold the typed result's JSON: it reads back as the same object.
+    rows = [t.result for t in store.trials(result["job_id"]) if t.result is not None]
+    assert len(rows) == budget and all(EvalResult.from_dict(r).to_dict() == r for r in rows)
 
     client = MlflowClient(result["tracking_uri"])
     children = client.search_runs(

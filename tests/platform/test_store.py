@@ -9,13 +9,18 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
 
+from prunehive.platform.store.db import MIGRATIONS
 from prunehive.platform.store.jobs import JobStore, StoreError
 from prunehive.platform.store.models import VERSION_TABLE, Job
+from prunehive.search.strategy import Candidate, Outcome
 
 
 def sqlite_url(path: Path) -> str:
@@ -43,7 +48,7 @@ def test_migration_creates_tables_with_own_version_table(store: JobStore, db_pat
     assert {"jobs", "job_trials", VERSION_TABLE} <= tables(db_path)
     assert "alembic_version" not in tables(db_path)
     with sqlite3.connect(db_path) as conn:
-        assert conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [("0002",)]
+        assert conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [("0003",)]
         indexes = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"ix_job_trials_job_id", "ix_jobs_created_at"} <= indexes
     JobStore(store.url).close()  # upgrading again is a no-op
@@ -171,6 +176,45 @@ def test_record_trials_batch(store: JobStore) -> None:
     assert store.record_trials(job_id, []) == 0
     with pytest.raises(ValueError, match="trial row"):
         store.record_trials(job_id, [{"candidate_id": 9, "state": "complete"}])
+
+
+def test_history_is_read_back_in_the_order_told(store: JobStore) -> None:
+    job_id = store.create_job("search", "j", {})
+
+    def row(cid: int, values: list[float] | None) -> dict[str, Any]:
+        cand = Candidate(cid, [0.5, 0.25], meta={"origin": "test"})
+        state = "failed" if values is None else "complete"
+        return {"candidate_id": cid, "state": state, "params": cand.to_dict(), "outcome": values}
+
+    store.record_trials(job_id, [row(2, [0.5, 0.1]), row(0, None)], {"told": 2})
+    store.record_trials(job_id, [row(3, [-1.0, 0.2]), row(1, [0.75, 0.3])], {"told": 4})
+    told = store.history(job_id)
+    assert [c.id for c, _ in told] == [2, 0, 3, 1]  # not candidate order: the order they were told
+    assert told[0] == (Candidate(2, [0.5, 0.25], meta={"origin": "test"}), Outcome((0.5, 0.1)))
+    assert told[1][1] == Outcome.failed()
+    assert [t.outcome for t in store.trials(job_id)] == [None, [0.75, 0.3], [0.5, 0.1], [-1.0, 0.2]]
+    store.record_trial(job_id, 4, state="complete", params=Candidate(4, [0.5, 0.25]).to_dict())
+    with pytest.raises(ValueError, match="trial 4 of job .* has no outcome values"):
+        store.history(job_id)
+
+
+def test_upgrade_from_0002_keeps_trials_and_adds_outcome(db_path: Path) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", sqlite_url(db_path))
+    db_path.parent.mkdir(parents=True)
+    command.upgrade(config, "0002")
+    with sqlite3.connect(db_path) as conn:
+        when = "2026-01-01 00:00:00"
+        job = {"id": "a", "kind": "search", "name": "j", "status": "queued", "spec": "{}", "created_at": when}
+        trial = {"job_id": "a", "candidate_id": 0, "state": "failed", "params": "{}", "created_at": when}
+        for table, row in (("jobs", job), ("job_trials", trial)):
+            marks = ", ".join("?" * len(row))
+            conn.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({marks})", tuple(row.values()))
+    store = JobStore(sqlite_url(db_path))
+    (trial,) = store.trials("a")
+    assert trial.state == "failed" and trial.outcome is None
+    store.close()
 
 
 def test_state_and_trial_share_one_transaction(store: JobStore) -> None:

@@ -14,13 +14,15 @@ mlflow = pytest.importorskip("mlflow")
 from mlflow.entities import ViewType  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from prunehive.platform.settings import prunehive_home  # noqa: E402
+from prunehive.platform.tracking import plots  # noqa: E402
+from prunehive.platform.tracking.location import default_artifact_root, default_tracking_uri  # noqa: E402
 from prunehive.platform.tracking.tracker import (  # noqa: E402
+    EXPERIMENT_KIND,
+    TAG_EXPERIMENT_KIND,
     TAG_JOB_ID,
     TAG_STATE,
     Tracker,
-    default_artifact_root,
-    default_tracking_uri,
-    plots,  # noqa: E402
 )
 
 PARENT = "mlflow.parentRunId"
@@ -48,6 +50,23 @@ def test_default_uris(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert (tmp_path / "home").is_dir()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
     assert default_tracking_uri() == "http://mlflow:5000"
+
+
+def test_prunehive_home_expands_the_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("PRUNEHIVE_HOME", "~/ph")
+    assert prunehive_home() == tmp_path / "ph" and (tmp_path / "ph").is_dir()
+    assert default_tracking_uri() == f"sqlite:///{tmp_path / 'ph' / 'mlflow.db'}"
+
+
+def test_experiments_are_model_training_experiments(tracker: Tracker) -> None:
+    """MLflow 3's UI opens a GenAI overview unless the experiment says it holds model-training runs."""
+    assert tracker.client.get_experiment(tracker.experiment_id).tags[TAG_EXPERIMENT_KIND] == EXPERIMENT_KIND
+    older = tracker.client.create_experiment("made-without-the-tag")  # e.g. by an earlier prunehive
+    assert TAG_EXPERIMENT_KIND not in tracker.client.get_experiment(older).tags
+    again = Tracker(tracker.tracking_uri, "made-without-the-tag")
+    assert again.experiment_id == older
+    assert tracker.client.get_experiment(older).tags[TAG_EXPERIMENT_KIND] == EXPERIMENT_KIND
 
 
 def test_experiment_artifacts_live_under_prunehive_home(tracker: Tracker) -> None:

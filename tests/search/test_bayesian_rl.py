@@ -20,7 +20,7 @@ from prunehive.search.bayesian import BayesianStrategy
 from prunehive.search.rl import RLStrategy, clamp_sparsity
 from prunehive.search.space import SearchSpace
 from prunehive.search.strategy import Strategy
-from prunehive.search.testing import CHECKS, Driver, StrategyFactory, make_objective, synthetic_space
+from prunehive.search.testing import CHECKS, Driver, StrategyFactory, make_objective, stored_history, synthetic_space
 
 
 def _bayes_memory(space: SearchSpace, budget: int, seed: int) -> Strategy:
@@ -64,7 +64,9 @@ def test_bayesian_sqlite_roundtrip_rebuilds_the_study(tmp_path: Path) -> None:
     original = Driver(factory(space, 10, 5), objective, workers=3).run(max_steps=4)
     assert original.inflight
     restored_strategy = factory(space, 10, 5)
-    restored_strategy.load_state_dict(json.loads(json.dumps(original.strategy.state_dict())))
+    restored_strategy.load_state_dict(
+        json.loads(json.dumps(original.strategy.state_dict())), stored_history(original.results)
+    )
     restored = Driver(restored_strategy, objective, workers=3)
     restored.inflight, restored.steps = list(original.inflight), original.steps
     n_before = len(original.asked)
@@ -86,13 +88,14 @@ def test_bayesian_resumes_from_sqlite_after_a_crash(tmp_path: Path) -> None:
     a, b, c = first.ask(3)
     first.tell(a.id, objective(a))
     checkpoint = json.loads(json.dumps(first.state_dict()))
+    told = stored_history(first.history)
     first.tell(b.id, objective(b))  # told after the checkpoint: the study has it, the state does not
     lost = first.ask(2)  # asked after the checkpoint: the crash loses them
     lost_numbers = {first.trial_of[x.id] for x in lost}
     del first
 
     second = BayesianStrategy(space, 10, 0, storage=url, study_name=name, n_startup_trials=3)
-    second.load_state_dict(checkpoint)
+    second.load_state_dict(checkpoint, told)
     study = optuna.load_study(study_name=name, storage=url)
     assert running(study) == {second.trial_of[c.id]}, "only the pending, unfinished trial may stay RUNNING"
     assert {t.number for t in study.get_trials(states=(TrialState.FAIL,))} == lost_numbers

@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from prunehive.search.expr_canonical import canonical, canonicalize
 from prunehive.search.expr_syntax import (
     ARITY,
     BINARY,
@@ -16,8 +17,6 @@ from prunehive.search.expr_syntax import (
     ExpressionError,
     Node,
     Terminal,
-    canonical,
-    canonicalize,
     height,
     parse,
     to_string,

@@ -10,12 +10,12 @@ import re
 import numpy as np
 import pytest
 
+from prunehive.search.expr_canonical import canonical
 from prunehive.search.expr_syntax import (
     ARITY,
     TERMINALS,
     ExpressionError,
     Node,
-    canonical,
     parse,
     terminals,
     to_string,
@@ -23,7 +23,7 @@ from prunehive.search.expr_syntax import (
 from prunehive.search.gp import DEFAULT_SEEDS, GPMetricStrategy, ranking_key
 from prunehive.search.registry import make_strategy
 from prunehive.search.strategy import Candidate, Outcome
-from prunehive.search.testing import Driver, synthetic_space
+from prunehive.search.testing import Driver, stored_history, synthetic_space
 
 TARGET = "mul(sqr(W),minmax(G))"  # Pruner-Zero's best formula
 
@@ -84,7 +84,7 @@ def test_json_state_resumes_identically(workers: int, cut: int) -> None:
     original = Driver(GPMetricStrategy(space, 70, 5), similarity, workers).run(max_steps=cut)
     state = json.loads(json.dumps(original.strategy.state_dict()))
     restored_strategy = GPMetricStrategy(space, 70, 5)
-    restored_strategy.load_state_dict(state)
+    restored_strategy.load_state_dict(state, stored_history(original.results))
     restored = Driver(restored_strategy, similarity, workers)
     restored.inflight, restored.steps = list(original.inflight), original.steps
     n_before = len(original.asked)
@@ -93,6 +93,7 @@ def test_json_state_resumes_identically(workers: int, cut: int) -> None:
     assert _dump(original.asked[n_before:]) == _dump(restored.asked)
     final = [json.dumps(d.strategy.state_dict(), sort_keys=True) for d in (original, restored)]
     assert final[0] == final[1]
+    assert restored.strategy.cache == original.strategy.cache  # rebuilt from the history, not stored
 
 
 def test_tampered_state_is_rejected_before_deap_reads_it() -> None:
@@ -101,7 +102,7 @@ def test_tampered_state_is_rejected_before_deap_reads_it() -> None:
     state = json.loads(json.dumps(strategy.state_dict()))
     state["extra"]["pool"][0]["expr"] = "__import__('os')"
     with pytest.raises(ExpressionError):
-        GPMetricStrategy(synthetic_space(), 30, 0).load_state_dict(state)
+        GPMetricStrategy(synthetic_space(), 30, 0).load_state_dict(state, strategy.history)
 
 
 def test_every_formula_is_new_valid_canonical_and_uses_a_statistic() -> None:

@@ -97,16 +97,25 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
+def _not_yet() -> tuple[type[BaseException], ...]:
+    """Errors that mean "the service is not answering yet": refused or dropped connections, time-outs,
+    and the Ray state API's own error for a dashboard that refused or failed the request."""
+    from ray.util.state.exception import RayStateApiException
+
+    return (httpx.HTTPError, OSError, RayStateApiException)
+
+
 def wait_for(check: Callable[[], bool], what: str, timeout: float = 120.0, every: float = 0.5) -> None:
-    deadline = time.monotonic() + timeout
+    """Poll ``check`` until it is true; a connection error counts as "not yet", the last one is reported."""
+    deadline, last = time.monotonic() + timeout, ""
     while time.monotonic() < deadline:
         try:
             if check():
                 return
-        except (httpx.HTTPError, OSError):
-            pass
+        except _not_yet() as exc:
+            last = f"; last error: {type(exc).__name__}: {str(exc)[:200]}"
         time.sleep(every)
-    raise TimeoutError(f"{what} not ready after {timeout:.0f} s")
+    raise TimeoutError(f"{what} not ready after {timeout:.0f} s{last}")
 
 
 def http_ok(url: str) -> bool:

@@ -1,4 +1,4 @@
-"""The code-lm task: data splits from held-out files, the transformer's shape, and disk caching."""
+"""The code-lm task: data splits from held-out files, the Llama's shape, and its save_pretrained cache."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from prunehive.workers.tasks.code_lm import (
     TRAIN_FILES,
     VALIDATION_FILES,
     CodeLMTask,
+    byte_tokenizer,
     read_sources,
 )
 
@@ -71,27 +72,51 @@ def test_fingerprint_ignores_held_out_files(task: CodeLMTask, monkeypatch: pytes
 
 def test_prunable_layers(task: CodeLMTask) -> None:
     model = task.architecture()
-    parts = ("attn.q", "attn.k", "attn.v", "attn.o", "mlp.fc1", "mlp.fc2")
-    expected = [f"blocks.{i}.{part}" for i in range(4) for part in parts]
-    assert task.prunable_layers(model) == expected
-    assert task.channel_prunable_layers(model) == [f"blocks.{i}.mlp.fc1" for i in range(4)]
+    parts = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")
+    parts += ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+    expected = [f"model.layers.{i}.{part}" for i in range(4) for part in parts]
+    assert task.prunable_layers(model) == expected  # embeddings and lm_head stay dense
+    assert task.channel_prunable_layers(model) == [
+        f"model.layers.{i}.mlp.{p}" for i in range(4) for p in ("gate_proj", "up_proj")
+    ]
+    blocks = task.layer_blocks(model)
+    assert blocks["model.layers.2.mlp.down_proj"] == "model.layers.2"
+    assert sorted(set(blocks.values())) == [f"model.layers.{i}" for i in range(4)]
 
 
 def test_model_output_shape(task: CodeLMTask) -> None:
     model = task.architecture().eval()
     x, _ = task.split("validation")
     with torch.no_grad():
-        assert model(x[:3]).shape == (3, CONTEXT, 256)
-        assert model(x[:2, :17]).shape == (2, 17, 256)  # shorter contexts work too
+        assert model(x[:3]).logits.shape == (3, CONTEXT, 256)
+        assert model(x[:2, :17]).logits.shape == (2, 17, 256)  # shorter contexts work too
 
 
-def test_model_is_cached_on_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_byte_tokenizer_ids_are_the_bytes() -> None:
+    """The saved tokenizer reproduces the task's own byte windows, so the directory is usable as it is."""
+    tokenizer = byte_tokenizer()
+    source = read_sources(TEST_FILES)[0]
+    text = source[:4000].decode("utf-8", errors="ignore") + " é € 😀"
+    assert tokenizer(text, add_special_tokens=False)["input_ids"] == list(text.encode())
+    assert tokenizer.decode(list(text.encode())) == text
+
+
+def test_model_is_cached_as_a_hugging_face_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     monkeypatch.setenv("PRUNEHIVE_CACHE", str(tmp_path))
     first = TinyCodeLM().model()
-    assert list((tmp_path / "models").glob("code-lm-*.pt"))
+    (directory,) = [p for p in (tmp_path / "models").glob("code-lm-*") if p.is_dir()]
+    assert (directory / "config.json").is_file() and (directory / "model.safetensors").is_file()
     second = TinyCodeLM()
     second.train = lambda *args, **kwargs: pytest.fail("should load from the cache, not train")  # type: ignore[method-assign]
     loaded = second.model()
     for (name, a), (_, b) in zip(first.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     assert not loaded.training
+    # The same directory is a plain Hugging Face model: from_pretrained gives the same predictions.
+    plain = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True).eval()
+    x = second.split("validation")[0][:2]
+    with torch.no_grad():
+        assert torch.allclose(plain(x).logits, loaded(x).logits)
+    assert AutoTokenizer.from_pretrained(directory, local_files_only=True)("ab")["input_ids"] == [97, 98]

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from prunehive.search.space import SearchSpace
 from prunehive.workers.baselines import baseline_allocation
 from prunehive.workers.calibration import collect_stats
+from prunehive.workers.contracts import EvalResult
 from prunehive.workers.engine import PruningEngine
+from prunehive.workers.flops import ChannelFlops
+from prunehive.workers.layers import count_flops
 from prunehive.workers.masks import Granularity, Ranking
 from prunehive.workers.tasks import load_task
 from prunehive.workers.tasks.digits import DigitsCNN, DigitsMLP
@@ -79,17 +86,17 @@ def test_achieved_sparsity_within_one_weight(mlp: QuickMLP, metric: str, sparsit
     result = engine.evaluate([sparsity] * len(engine.names))
     for layer in engine.layers:
         assert abs(result.layers[layer.name] * layer.params - sparsity * layer.params) <= 1.0
-    assert 0.0 <= result.metrics["validation"]["accuracy"] <= 1.0
+    assert 0.0 <= result.metrics["validation"].quality <= 1.0
 
 
 def test_evaluation_restores_dense_weights(mlp: QuickMLP) -> None:
     engine = PruningEngine(mlp)
     before = {k: v.clone() for k, v in mlp.model().state_dict().items()}
-    dense = engine.evaluate([0.0] * 5).metrics["validation"]["accuracy"]
+    dense = engine.evaluate([0.0] * 5).metrics["validation"].quality
     engine.evaluate([0.9] * 5, recovery_steps=5)
     after = mlp.model().state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert engine.evaluate([0.0] * 5).metrics["validation"]["accuracy"] == dense
+    assert engine.evaluate([0.0] * 5).metrics["validation"].quality == dense
 
 
 def test_recovery_finetuning_keeps_masks_and_helps(mlp: QuickMLP) -> None:
@@ -97,7 +104,7 @@ def test_recovery_finetuning_keeps_masks_and_helps(mlp: QuickMLP) -> None:
     plain = engine.evaluate([0.9] * 5)
     tuned = engine.evaluate([0.9] * 5, recovery_steps=100)
     assert tuned.achieved_sparsity == pytest.approx(plain.achieved_sparsity)
-    assert tuned.metrics["validation"]["loss"] < plain.metrics["validation"]["loss"]
+    assert tuned.metrics["validation"].loss < plain.metrics["validation"].loss
 
 
 def test_wanda_statistics_are_input_norms(mlp: QuickMLP) -> None:
@@ -133,6 +140,64 @@ def test_structured_model_is_smaller_and_matches_masked(task_fixture: str, reque
         small_out = small(x)
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in engine.model.parameters())
     assert torch.allclose(small_out, masked_out, atol=1e-5)
+
+
+@pytest.mark.parametrize("task_fixture", ["mlp", "cnn"])
+def test_channel_flops_are_those_of_the_exported_model(task_fixture: str, request: pytest.FixtureRequest) -> None:
+    engine = PruningEngine(request.getfixturevalue(task_fixture), granularity="channel")
+    n = len(engine.names)
+    for vector in ([0.5] * n, [0.1 + 0.8 * i / n for i in range(n)], [0.0] * n):
+        result = engine.evaluate(vector)
+        small = engine.export(vector)
+        assert result.flops == count_flops(small, engine.example)[0]
+    # The consumers' removed inputs count too: less than scaling each pruned layer by its density.
+    half = engine.evaluate([0.5] * n)
+    by_density = engine.total_flops - sum(lay.flops * 0.5 for lay in engine.layers)
+    assert half.flops < by_density
+
+
+class GatedMLP(nn.Module):
+    """A Llama-style MLP: the gate and up projections are coupled through their product."""
+
+    def __init__(self, hidden: int = 8, inner: int = 12) -> None:
+        super().__init__()
+        self.gate, self.up, self.down = nn.Linear(hidden, inner), nn.Linear(hidden, inner), nn.Linear(inner, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(nn.functional.silu(self.gate(x)) * self.up(x))
+
+
+def test_coupled_channel_flops_count_the_union_of_removed_channels() -> None:
+    model, example = GatedMLP(), torch.randn(3, 8)
+    counter = ChannelFlops(model, ["gate", "up"], example)
+    assert counter.coupled
+    gate, up = torch.zeros(12, dtype=torch.bool), torch.zeros(12, dtype=torch.bool)
+    gate[:4], up[2:7] = True, True  # 7 channels gone from the product, so from all three layers
+    small = GatedMLP(8, 12 - 7)
+    assert counter.count({"gate": 4, "up": 5}, {"gate": gate, "up": up}) == count_flops(small, example)[0]
+    with pytest.raises(ValueError, match="coupled"):
+        counter.count({"gate": 4, "up": 5})
+
+
+def test_unstructured_flops_are_the_nonzero_weights_multiply_adds(mlp: QuickMLP) -> None:
+    engine = PruningEngine(mlp)
+    result = engine.evaluate([0.5, 0.0, 0.25, 0.0, 0.0])
+    fc1, fc3 = engine.layers[0], engine.layers[2]
+    assert result.flops == int(engine.total_flops - 0.5 * fc1.flops - 0.25 * fc3.flops)
+
+
+def test_results_round_trip_through_json(mlp: QuickMLP) -> None:
+    result = PruningEngine(mlp).evaluate([0.5] * 5, splits=("validation", "test"))
+    data = json.loads(json.dumps(result.to_dict()))
+    assert set(data) == {"metrics", "achieved_sparsity", "layers", "params", "flops", "seconds"}
+    assert set(data["metrics"]["test"]) == {"accuracy", "loss", "objective"}
+    assert EvalResult.from_dict(data) == result
+    assert set(result.entry()) == {"layers", "achieved_sparsity", "metrics", "params", "flops"}
+
+
+def test_contracts_do_not_import_torch() -> None:
+    code = "import sys, prunehive.workers.contracts; assert 'torch' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 
 def test_nm_skips_layers_that_do_not_fit(cnn: QuickCNN) -> None:

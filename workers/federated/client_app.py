@@ -1,16 +1,17 @@
 """The Flower ClientApp: each simulated client prunes and trains its own copy on its own data.
 
-A client receives the model as kept values plus bitmasks, trains only the kept weights (the
-mask is re-applied after every optimizer step) and sends back only the kept values: the server
-knows which mask it sent. With the Wanda metric it also sends its activation norms, one float
-per input channel, so the server can rank weights by |W| times the clients' own statistics.
+A client receives the model as kept values plus bitmasks, trains only the kept weights with the
+task's own ``Task.train`` on its own rows (the masks are re-applied after every optimizer step) and
+sends back only the kept values: the server knows which mask it sent. Asked for calibration
+statistics (a ``query.stats`` message), it runs the workers' ``collect_stats`` on its own rows.
 
 Ray actors live long: tasks and partitions are cached per process, not rebuilt per message.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -21,11 +22,13 @@ from flwr.clientapp import ClientApp
 from torch import nn
 from torch.func import functional_call
 
-from prunehive.workers.federated.aggregation import STATS_KEY, SUBMASKS_KEY
-from prunehive.workers.federated.encoding import as_array, decode, decode_masks, encode
+from prunehive.workers.calibration import collect_stats
+from prunehive.workers.federated.aggregation import SUBMASKS_KEY
+from prunehive.workers.federated.encoding import decode, decode_masks, encode
 from prunehive.workers.federated.partition import partition_indices
+from prunehive.workers.federated.statistics import STATS_ACTION, stats_reply
 from prunehive.workers.tasks import load_task
-from prunehive.workers.tasks.base import Task
+from prunehive.workers.tasks.base import Batch, Task
 
 app = ClientApp()
 
@@ -66,75 +69,48 @@ def local_data(cfg: ConfigRecord, partition_id: int) -> tuple[Task, torch.Tensor
     return task, x[idx], y[idx]
 
 
-def train_masked(
-    task: Task,
-    model: nn.Module,
-    data: tuple[torch.Tensor, torch.Tensor],
-    masks: Mapping[str, torch.Tensor],
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    generator: torch.Generator,
-    submasks: Sequence[Mapping[str, torch.Tensor]] = (),
-) -> float:
-    """Adam over the local data; pruned weights are zeroed again after every step. Returns the mean loss.
+def received_model(msg: Message, task: Task) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """The task's architecture holding the model the server sent, and the masks it came under."""
+    model = task.architecture()
+    state, masks = decode(msg.content.array_records["arrays"], model.state_dict())
+    model.load_state_dict(state)
+    return model, masks
 
-    ``submasks`` are the sparser tiers' nested masks: each batch also trains those sub-networks on
-    their own (the loss is summed), so every tier's model works standalone after aggregation, as in
-    slimmable networks and FjORD's ordered dropout.
+
+def nested_loss(
+    task: Task, submasks: Sequence[Mapping[str, torch.Tensor]]
+) -> Callable[[nn.Module, Batch], torch.Tensor] | None:
+    """The loss of the model plus that of each sparser tier's sub-network on the same batch (None: no tiers).
+
+    Training the nested sub-networks too keeps every tier's model working standalone after
+    aggregation, as in slimmable networks and FjORD's ordered dropout.
     """
-    x, y = data
+    if not submasks:
+        return None
+
+    def loss(model: nn.Module, batch: Batch) -> torch.Tensor:
+        x, y = batch
+        params = dict(model.named_parameters())
+        value = task.loss_fn(model(x), y)
+        for sub in submasks:
+            masked = {n: params[n] * m.to(params[n].dtype) for n, m in sub.items()}
+            value = value + task.loss_fn(functional_call(model, masked, (x,)), y)
+        return value
+
+    return loss
+
+
+def reapply(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> Callable[[], None] | None:
+    """Zero the pruned weights again (``Task.train``'s ``after_step``); None when nothing is masked."""
     params = dict(model.named_parameters())
     pairs = [(params[n], m.to(params[n].dtype)) for n, m in masks.items()]
-    subs = [{n: m.to(params[n].dtype) for n, m in sub.items()} for sub in submasks]
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    total, steps = 0.0, 0
-    for _ in range(epochs):
-        order = torch.randperm(len(x), generator=generator)
-        for start in range(0, len(x), batch_size):
-            idx = order[start : start + batch_size]
-            opt.zero_grad(set_to_none=True)
-            loss = task.loss_fn(model(x[idx]), y[idx])
-            for sub in subs:
-                masked = {n: params[n] * m for n, m in sub.items()}
-                loss = loss + task.loss_fn(functional_call(model, masked, (x[idx],)), y[idx])
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                for p, m in pairs:
-                    p.mul_(m)
-            total += float(loss) / (1 + len(subs))
-            steps += 1
-    model.eval()
-    return total / max(steps, 1)
 
-
-def input_norms(model: nn.Module, names: list[str], x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-input-channel L2 norm of each named layer's input over ``x`` (Wanda's X), by weight name."""
-    modules = dict(model.named_modules())
-    sq: dict[str, torch.Tensor] = {}
-
-    def hook(name: str):  # type: ignore[no-untyped-def]
-        def record(module: nn.Module, args: tuple[torch.Tensor, ...], _out: torch.Tensor) -> None:
-            inp = args[0].detach()
-            s = (
-                inp.pow(2).sum(dim=(0, 2, 3))
-                if isinstance(module, nn.Conv2d)
-                else inp.reshape(-1, inp.shape[-1]).pow(2).sum(0)
-            )
-            sq[name] = sq[name] + s if name in sq else s
-
-        return record
-
-    handles = [modules[n.removesuffix(".weight")].register_forward_hook(hook(n)) for n in names]
-    try:
+    def after_step() -> None:
         with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return {n: v.sqrt().float() for n, v in sq.items()}
+            for p, m in pairs:
+                p.mul_(m)
+
+    return after_step if pairs else None
 
 
 @app.query()
@@ -144,33 +120,51 @@ def query(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"metrics": MetricRecord({"partition-id": pid})}), reply_to=msg)
 
 
+@app.query(STATS_ACTION)
+def stats(msg: Message, context: Context) -> Message:
+    """Calibration statistics of the received model on this client's own rows, only those asked for."""
+    torch.set_num_threads(1)
+    cfg = msg.content.config_records["config"]
+    task, x, y = local_data(cfg, int(context.node_config["partition-id"]))
+    model, masks = received_model(msg, task)
+    names = [str(n).removesuffix(".weight") for n in cfg["prunable"]]  # type: ignore[union-attr]
+    asked = [str(a) for a in cfg["asked"]]  # type: ignore[union-attr]
+    batches = task.calibration_batches(int(_num(cfg, "calibration-batches")), data=(x, y))
+    layer_stats = collect_stats(task, model, names, with_grads=bool({"G", "F"} & set(asked)), data=batches)
+    rows = sum(len(b[1]) for b in batches)
+    return Message(RecordDict(stats_reply(layer_stats, masks, asked, rows, len(batches))), reply_to=msg)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     torch.set_num_threads(1)  # many clients share few cores; more threads only fight
     cfg = msg.content.config_records["config"]
     pid = int(context.node_config["partition-id"])
     task, x, y = local_data(cfg, pid)
-    model = task.architecture()
-    state, masks = decode(msg.content.array_records["arrays"], model.state_dict())
-    model.load_state_dict(state)
+    model, masks = received_model(msg, task)
     round_ = int(_num(cfg, "server-round"))
-    gen = torch.Generator().manual_seed(int(_num(cfg, "seed")) * 1_000_003 + round_ * 1_009 + pid)
     epochs, batch = int(_num(cfg, "local-epochs")), int(_num(cfg, "batch-size"))
-    template = model.state_dict()
     subs = (
-        decode_masks(msg.content.array_records[SUBMASKS_KEY], template)
+        decode_masks(msg.content.array_records[SUBMASKS_KEY], model.state_dict())
         if SUBMASKS_KEY in msg.content.array_records
         else []
     )
-    loss = train_masked(task, model, (x, y), masks, epochs, batch, _num(cfg, "lr") or task.lr, gen, subs)
+    mean_loss = task.train(
+        model,
+        epochs * math.ceil(len(x) / batch),  # local epochs over this client's rows, as batches
+        lr=_num(cfg, "lr") or None,
+        after_step=reapply(model, masks),
+        seed=int(_num(cfg, "seed")) * 1_000_003 + round_ * 1_009 + pid,
+        data=(x, y),
+        batch_size=batch,
+        loss=nested_loss(task, subs),
+        cosine=False,
+    )
     accuracy = task.evaluate(model, "test").quality
     records: dict[str, ArrayRecord | MetricRecord | ConfigRecord] = {
         "arrays": encode(model.state_dict(), masks, send_masks=False),
-        "metrics": MetricRecord({"num-examples": len(x), "train-loss": loss, "accuracy": accuracy}),
+        "metrics": MetricRecord(
+            {"num-examples": len(x), "train-loss": mean_loss / (1 + len(subs)), "accuracy": accuracy}
+        ),
     }
-    if bool(cfg["stats"]):
-        prunable = cfg["prunable"]
-        names = [str(n) for n in prunable] if isinstance(prunable, list) else []
-        norms = input_norms(model, names, x)
-        records[STATS_KEY] = ArrayRecord({n: as_array(v.numpy()) for n, v in norms.items()})
     return Message(RecordDict(records), reply_to=msg)

@@ -1,11 +1,13 @@
 """Sparse model updates as Flower ``ArrayRecord``s, and what they cost on the wire.
 
 A masked tensor travels as its kept values (float32, in flattened order) under ``name@values``
-and, when the receiver does not already know the mask, the mask as a packed bitmask (1 bit per
-weight) under ``name@mask``. Downlink carries masks (clients learn them from the server); uplink
-carries values only, since the server knows which mask each client trained under. Unmasked
-tensors (biases) travel dense. Byte counts are ``ArrayRecord.count_bytes()``: the NumPy-serialised
-payload Flower ships, headers and keys included, so dense and sparse are counted the same way.
+and, when the receiver does not already know the mask, the mask as a packed bitmask: one bit per
+weight under ``name@mask``, or one bit per output channel under ``name@rows`` when whole channels
+are kept or dropped (channel pruning). Downlink carries masks (clients learn them from the server);
+uplink carries values only, since the server knows which mask each client trained under. Unmasked
+tensors (biases, except under channel masks) travel dense. Byte counts are
+``ArrayRecord.count_bytes()``: the NumPy-serialised payload Flower ships, headers and keys
+included, so dense and sparse are counted the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 from flwr.app import Array, ArrayRecord
 
 Masks = Mapping[str, torch.Tensor]
-VALUES, MASK = "@values", "@mask"
+VALUES, MASK, ROWS = "@values", "@mask", "@rows"
 
 
 def as_array(values: np.ndarray) -> Array:
@@ -41,8 +43,30 @@ def encode(state: Mapping[str, torch.Tensor], masks: Masks | None, send_masks: b
         keep = mask.reshape(-1).bool()
         record[name + VALUES] = as_array(flat[keep].numpy())
         if send_masks:
-            record[name + MASK] = as_array(np.packbits(keep.numpy()))
+            put_mask(record, name, "", mask)
     return record
+
+
+def put_mask(record: ArrayRecord, name: str, suffix: str, mask: torch.Tensor) -> None:
+    """A bitmask under ``name@rows<suffix>`` (one bit per output channel) when whole channels are kept
+    or dropped, else under ``name@mask<suffix>`` (one bit per weight); both are lossless."""
+    rows = mask.reshape(mask.shape[0], -1).bool() if mask.dim() > 1 else None
+    if rows is not None and bool((rows == rows[:, :1]).all()):
+        record[name + ROWS + suffix] = as_array(np.packbits(rows[:, 0].numpy()))
+    else:
+        record[name + MASK + suffix] = as_array(np.packbits(mask.reshape(-1).bool().numpy()))
+
+
+def get_mask(record: ArrayRecord, name: str, suffix: str, like: torch.Tensor) -> torch.Tensor | None:
+    """The mask :func:`put_mask` stored for ``name`` (shaped like ``like``), or None if there is none."""
+    if name + ROWS + suffix in record:
+        bits = np.unpackbits(record[name + ROWS + suffix].numpy(), count=like.shape[0]).astype(bool)
+        keep = torch.from_numpy(bits).reshape([-1] + [1] * (like.dim() - 1))
+        return keep.expand(like.shape).contiguous()
+    if name + MASK + suffix in record:
+        bits = np.unpackbits(record[name + MASK + suffix].numpy(), count=like.numel()).astype(bool)
+        return torch.from_numpy(bits).reshape(like.shape)
+    return None
 
 
 def decode(
@@ -57,12 +81,10 @@ def decode(
             continue
         if name + VALUES not in record:
             raise KeyError(f"update has no tensor {name!r}")
-        if name + MASK in record:
-            bits = np.unpackbits(record[name + MASK].numpy(), count=like.numel()).astype(bool)
-            mask = torch.from_numpy(bits).reshape(like.shape)
-        elif masks is not None and name in masks:
+        mask = get_mask(record, name, "", like)
+        if mask is None and masks is not None and name in masks:
             mask = masks[name].bool()
-        else:
+        if mask is None:
             raise KeyError(f"update carries values of {name!r} but no mask is known for it")
         values = torch.from_numpy(record[name + VALUES].numpy().copy())
         if int(mask.sum()) != values.numel():
@@ -75,11 +97,11 @@ def decode(
 
 
 def encode_masks(masks: list[Masks]) -> ArrayRecord:
-    """Bitmasks only (``name@i`` for the i-th mask set): the sparser tiers' sub-networks a client also trains."""
+    """Bitmasks only (suffix ``@i`` for the i-th mask set): the sparser tiers' sub-networks a client also trains."""
     record = ArrayRecord()
     for i, tier in enumerate(masks):
         for name, mask in tier.items():
-            record[f"{name}@{i}"] = as_array(np.packbits(mask.reshape(-1).bool().numpy()))
+            put_mask(record, name, f"@{i}", mask)
     return record
 
 
@@ -87,10 +109,12 @@ def decode_masks(record: ArrayRecord, template: Mapping[str, torch.Tensor]) -> l
     """The mask sets of :func:`encode_masks`, in order."""
     out: dict[int, dict[str, torch.Tensor]] = {}
     for key in record:
-        name, _, index = key.rpartition("@")
-        like = template[name]
-        bits = np.unpackbits(record[key].numpy(), count=like.numel()).astype(bool)
-        out.setdefault(int(index), {})[name] = torch.from_numpy(bits).reshape(like.shape)
+        rest, _, index = key.rpartition("@")
+        name = rest.rpartition("@")[0]
+        mask = get_mask(record, name, f"@{index}", template[name])
+        if mask is None:
+            raise KeyError(f"{key!r} is not a mask key")
+        out.setdefault(int(index), {})[name] = mask
     return [out[i] for i in sorted(out)]
 
 

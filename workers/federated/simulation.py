@@ -24,8 +24,10 @@ from prunehive.workers.federated.client_app import app as client_app
 from prunehive.workers.federated.encoding import dense_record
 from prunehive.workers.federated.partition import partition_indices
 from prunehive.workers.federated.plans import MaskPlan
+from prunehive.workers.federated.statistics import Scoring, stats_asked
 from prunehive.workers.federated.strategy import PruningFedAvg, RoundRecord
 from prunehive.workers.layers import find_prunable_layers
+from prunehive.workers.masks import Granularity
 from prunehive.workers.tasks import load_task
 from prunehive.workers.tasks.base import Task, seed_everything
 
@@ -50,6 +52,9 @@ class SimulationSettings:
     seed: int = 0
     task_seed: int = 0
     metric: str = "magnitude"
+    granularity: str = "unstructured"
+    per_row: bool = False
+    calibration_batches: int = 8  # per client, when the metric reads calibration statistics
     allocation: str | dict[str, float] = "uniform"
     ramp_rounds: int | None = None
     min_density: float = 0.01
@@ -90,14 +95,26 @@ def build_strategy(s: SimulationSettings, on_round: Callable[[RoundRecord], None
     partition_indices(task.split("train")[1].numpy(), s.partition_kind, s.partition_value, s.clients, s.seed)
     seed_everything(s.seed)
     model = task.architecture()
-    names = task.prunable_layers(model)
-    layers = find_prunable_layers(model, names, task.example_input())
+    granularity = Granularity.parse(s.granularity, per_row=s.per_row)
+    names = task.channel_prunable_layers(model) if granularity.kind == "channel" else task.prunable_layers(model)
+    # As in a search: N:M leaves dense the layers whose rows do not split into whole groups.
+    layers = [x for x in find_prunable_layers(model, names, task.example_input()) if granularity.supports(x.shape)]
+    if not layers:
+        raise ValueError(f"pruning.granularity: {s.task} has no layer that {granularity.label} pruning can apply to")
+    names = [x.name for x in layers]
     targets = sorted(s.targets)
     if s.plan == "fixed" and isinstance(s.allocation, dict):  # explicit per-layer numbers set the target
         targets = [sum(s.allocation.get(x.name, 0.0) * x.params for x in layers) / sum(x.params for x in layers)]
     space = SearchSpace(layers, target=max(targets), min_density=s.min_density, overrides=dict(s.bounds))
     ramp_rounds = s.ramp_rounds or max(1, s.rounds // 4)
-    plan = MaskPlan(s.plan, targets, space, s.allocation, ramp_rounds)
+    plan = MaskPlan(s.plan, targets, space, s.allocation, ramp_rounds, granularity)
+    scoring = Scoring(
+        s.metric,
+        stats_asked(s.metric, s.allocation),
+        seed=s.seed,
+        calibration_batches=s.calibration_batches,
+        reference_rows=s.calibration_batches * (task.calibration_batch_size or task.batch_size),
+    )
     client_config: dict[str, Any] = {
         "task": s.task,
         "task-seed": s.task_seed,
@@ -115,11 +132,12 @@ def build_strategy(s: SimulationSettings, on_round: Callable[[RoundRecord], None
         plan,
         {n: t.detach().clone() for n, t in model.state_dict().items()},
         client_config,
-        s.metric,
+        scoring,
         _evaluator(task),
         on_round,
         fraction=s.fraction,
         clients=s.clients,
+        timeout=s.round_timeout,
     )
 
 

@@ -1,9 +1,11 @@
 """``PruningFedAvg``: Flower's FedAvg with per-tier masks, sparse messages and byte accounting.
 
-Only ``configure_train`` and ``aggregate_train`` change: the first sends each sampled client its
-tier's masked model (values + bitmasks), the second decodes the replies under the masks that were
-sent, averages each weight over the clients that kept it, counts failures and, when the plan is
-about to change the masks, aggregates the clients' importance scores.
+Only ``configure_train`` and ``aggregate_train`` change. The first, when the plan changes the masks,
+scores the global model with the workers' metrics (asking the round's clients for calibration
+statistics first if the metric reads any: see ``statistics.py``) and derives each tier's masks; then
+it sends each sampled client its tier's masked model (values + bitmasks). The second decodes the
+replies under the masks that were sent, averages each weight over the clients that kept it and
+counts failures. Every byte of both exchanges is counted.
 """
 
 from __future__ import annotations
@@ -21,15 +23,11 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
 from flwr.supercore import log
 
-from prunehive.workers.federated.aggregation import (
-    STATS_KEY,
-    SUBMASKS_KEY,
-    aggregate_scores,
-    collect_updates,
-    masked_average,
-)
+from prunehive.workers.calibration import LayerStats
+from prunehive.workers.federated.aggregation import SUBMASKS_KEY, collect_updates, masked_average
 from prunehive.workers.federated.encoding import Masks, dense_record, encode, encode_masks, record_bytes
-from prunehive.workers.federated.plans import MaskPlan, TierMasks, masked_sparsity
+from prunehive.workers.federated.plans import MaskPlan, TierMasks, masked_sparsity, with_bias_masks
+from prunehive.workers.federated.statistics import STATS_ACTION, PooledStats, Scoring, score_layers, weight_stats
 
 
 @dataclass
@@ -73,23 +71,27 @@ class PruningFedAvg(FedAvg):
         plan: MaskPlan,
         initial: dict[str, torch.Tensor],
         client_config: dict[str, int | float | str | bool | list[str]],
-        metric: str,
+        scoring: Scoring,
         evaluate: Callable[[dict[str, torch.Tensor]], float],
         on_round: Callable[[RoundRecord], None],
         fraction: float = 1.0,
         clients: int = 2,
+        timeout: float = 600.0,
     ) -> None:
         super().__init__(fraction_train=fraction, fraction_evaluate=0.0, min_train_nodes=1, min_available_nodes=clients)
         self.plan = plan
         self.state = {n: t.detach().clone().float() for n, t in initial.items()}
         self.client_config = client_config
-        self.metric = metric
+        self.scoring = scoring
         self.evaluate_model = evaluate
         self.on_round = on_round
+        self.timeout = timeout
         self.prunable = [f"{n}.weight" for n in plan.space.names]
         self.total_prunable = sum(self.state[n].numel() for n in self.prunable)
         self.masks: list[TierMasks] | None = None
+        # The latest scores (by weight name) and pooled statistics (by layer name); |W| until the first scoring.
         self.scores: dict[str, torch.Tensor] = {n: self.state[n].abs() for n in self.prunable}
+        self.stats: dict[str, LayerStats] | None = None
         self.node_tier: dict[int, int] = {}
         self.sent: dict[int, Masks | None] = {}
         self.dense_bytes = record_bytes(dense_record(self.state))
@@ -112,26 +114,69 @@ class PruningFedAvg(FedAvg):
         return None if self.masks is None else self.masks[tier]
 
     def sparsities(self) -> list[float]:
-        return [masked_sparsity(self.tier_masks(t) or {}, self.total_prunable) for t in range(self.plan.tiers)]
+        """Achieved sparsity of the prunable weights, per tier (biases under channel masks do not count)."""
+        out = []
+        for t in range(self.plan.tiers):
+            masks = self.tier_masks(t) or {}
+            out.append(masked_sparsity({n: masks[n] for n in self.prunable if n in masks}, self.total_prunable))
+        return out
+
+    # -- scoring --------------------------------------------------------------------------------
+    def rescore(self, grid: Grid, nodes: list[int], record: RoundRecord) -> None:
+        """Score the global weights by the metric, with the statistics pooled from ``nodes`` if it reads any."""
+        weights = {n: self.state[n] for n in self.prunable}
+        if not self.scoring.asked:
+            self.stats = weight_stats(weights)
+        else:
+            masks = self.tier_masks(0)
+            arrays = encode(self.state, masks, send_masks=True) if masks else dense_record(self.state)
+            cfg = ConfigRecord(
+                {
+                    **self.client_config,
+                    "asked": list(self.scoring.asked),
+                    "calibration-batches": self.scoring.calibration_batches,
+                }
+            )
+            content = RecordDict({"arrays": arrays, "config": cfg})
+            kind = f"{MessageType.QUERY}.{STATS_ACTION}"
+            asks = [Message(content, dst_node_id=n, message_type=kind) for n in nodes]
+            record.bytes_down += len(asks) * record_bytes(arrays)
+            pooled = PooledStats(weights, masks, self.scoring.reference_rows)
+            replies = list(grid.send_and_receive(asks, timeout=self.timeout))
+            record.failures += max(0, len(asks) - len(replies))
+            for reply in replies:
+                if reply.has_error():
+                    self._failed(reply, record, "statistics")
+                    continue
+                record.bytes_up += sum(record_bytes(r) for r in reply.content.array_records.values())
+                pooled.add(reply)
+            self.stats = pooled.layer_stats()
+        self.scores = score_layers(self.scoring.metric, self.stats, self.scoring.seed)
+
+    def _failed(self, msg: Message, record: RoundRecord, what: str) -> None:
+        reason = error_summary(str(msg.error.reason))
+        record.failures += 1
+        record.errors.append(reason)
+        node = msg.metadata.src_node_id
+        log(WARNING, "client on node %s failed (%s) in round %s: %s", node, what, record.round, reason)
 
     # -- training -------------------------------------------------------------------------------
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self._started = time.perf_counter()
-        if self.plan.changes_at(server_round):
-            self.masks = self.plan.masks(server_round, self.scores)
-            self.state = apply_masks(self.state, self.tier_masks(0))  # tier 0 holds every other tier
         sample = max(int(len(list(grid.get_node_ids())) * self.fraction_train), self.min_train_nodes)
         nodes, _ = sample_nodes(grid, self.min_available_nodes, sample)
-        self.current = RoundRecord(server_round, self.sparsities(), sampled=len(nodes))
-        cfg = ConfigRecord(
-            {
-                **self.client_config,
-                "server-round": server_round,
-                "stats": self.metric == "wanda" and self.plan.changes_at(server_round + 1),
-            }
-        )
+        self.current = RoundRecord(server_round, [], sampled=len(nodes))
+        if self.plan.changes_at(server_round):
+            self.rescore(grid, nodes, self.current)
+            masks = self.plan.masks(server_round, self.scores, self.stats)
+            if masks is not None and self.plan.granularity.kind == "channel":
+                masks = with_bias_masks(masks, set(self.state))
+            self.masks = masks
+            self.state = apply_masks(self.state, self.tier_masks(0))  # tier 0 holds every other tier
+        self.current.sparsity = self.sparsities()
+        cfg = ConfigRecord({**self.client_config, "server-round": server_round})
         payloads: dict[int, RecordDict] = {}
         messages = []
         self.sent = {}
@@ -154,8 +199,7 @@ class PruningFedAvg(FedAvg):
             "config": cfg,
         }
         if self.masks is not None and tier + 1 < len(self.masks):
-            sparser = [{n: m[n] for n in self.prunable} for m in self.masks[tier + 1 :]]
-            records[SUBMASKS_KEY] = encode_masks(sparser)
+            records[SUBMASKS_KEY] = encode_masks(self.masks[tier + 1 :])
         return RecordDict(records)
 
     def aggregate_train(
@@ -165,29 +209,16 @@ class PruningFedAvg(FedAvg):
         record = self.current or RoundRecord(server_round, self.sparsities())
         updates, failed = collect_updates(replies, self.sent, self.state)
         record.replies = len(updates)
-        record.failures = len(failed) + max(0, record.sampled - len(replies))  # errors and replies that never came
-        record.errors = [error_summary(str(m.error.reason)) for m in failed]
+        record.failures += max(0, record.sampled - len(replies))  # replies that never came
         for msg in failed:
-            log(
-                WARNING,
-                "client on node %s failed in round %s: %s",
-                msg.metadata.src_node_id,
-                server_round,
-                error_summary(str(msg.error.reason)),
-            )
+            self._failed(msg, record, "training")
         for msg in replies:
             if not msg.has_error():
-                record.bytes_up += sum(
-                    record_bytes(msg.content.array_records[k])
-                    for k in ("arrays", STATS_KEY)
-                    if k in msg.content.array_records
-                )
+                record.bytes_up += record_bytes(msg.content.array_records["arrays"])
         record.dense_bytes_up = self.dense_bytes * len(updates)
         if not updates:
             return dense_record(self.state), None
         self.state = masked_average(updates, self.state)
-        if self.plan.changes_at(server_round + 1):
-            self.scores = aggregate_scores(updates, self.prunable, self.metric)
         total = sum(u.weight for u in updates)
         record.client_accuracy = sum(u.weight * u.metrics.get("accuracy", 0.0) for u in updates) / total
         record.train_loss = sum(u.weight * u.metrics.get("train-loss", 0.0) for u in updates) / total

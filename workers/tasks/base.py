@@ -1,45 +1,43 @@
-"""The Task interface: a dense model, its data splits, and how to score a model on them.
+"""The Task interface: a trained dense model, its data as batches, and how to score a model on them.
 
-A task is built once per worker. ``model()`` returns the trained dense model (trained on first
-use and cached on disk), ``calibration_batches`` feeds the hooks that collect statistics, and
-``evaluate`` returns the task's quality on a split. Searches optimise ``validation`` and report
-``test``.
+A task is built once per worker. It provides a *trained* model (``load_model``: loaded from a checkpoint
+or a Hugging Face directory, or, for the built-in demos, an ``architecture`` trained on first use and
+cached) and its data, either as ``loader(split)``, any iterable of ``(inputs, targets)`` batches (a
+``DataLoader``, a generator; streamed, never required to fit in memory), or as ``split(name)``, whole
+tensors for small in-memory data sets (which federated clients partition). Everything else (calibration
+batches, evaluation for any output type including a Hugging Face ``ModelOutput``, recovery training)
+comes from this class. Searches optimise ``validation`` and report ``test``; ``train`` feeds calibration.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
+import itertools
 import os
-import random
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from prunehive.workers.tasks.spec import TaskError
+from prunehive.workers.tasks.training import (
+    Batch,
+    as_batch,
+    cache_dir,
+    cache_lock,
+    cycled,
+    sampled,
+    seed_everything,
+)
+
 Split = Literal["train", "validation", "test"]
 QualityKind = Literal["accuracy", "perplexity"]
-Batch = tuple[torch.Tensor, torch.Tensor]
 
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch so training and scoring are repeatable."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def cache_dir() -> Path:
-    """Where trained dense models live: PRUNEHIVE_CACHE or ~/.cache/prunehive."""
-    root = os.environ.get("PRUNEHIVE_CACHE") or Path.home() / ".cache" / "prunehive"
-    path = Path(root) / "models"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+__all__ = ["Batch", "Evaluation", "QualityKind", "Split", "Task", "TaskError", "logits_of", "seed_everything"]
 
 
 @dataclass
@@ -50,11 +48,25 @@ class Evaluation:
     loss: float
 
 
-class Task(ABC):
+def logits_of(output: Any) -> torch.Tensor:
+    """The prediction tensor of any model output: a tensor, a Hugging Face ``ModelOutput`` or a tuple."""
+    if isinstance(output, torch.Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(output, dict) and isinstance(output.get("logits"), torch.Tensor):
+        return output["logits"]
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise TypeError(f"cannot find logits in a model output of type {type(output).__name__}")
+
+
+class Task:
     """Base class of every task: built-ins subclass it and so may user factories.
 
-    Subclasses provide data (``split``), an untrained architecture (``architecture``) and a
-    training recipe (``train_steps``, ``lr``, ``batch_size``); everything else is shared.
+    Provide the model (override ``load_model``, or ``architecture`` plus a training recipe to train
+    once and cache) and the data (override ``loader``, or ``split`` for small in-memory tensors).
     """
 
     name: ClassVar[str] = "task"
@@ -71,14 +83,27 @@ class Task(ABC):
         self.seed = seed
         self._model: nn.Module | None = None
 
-    # ---- what a task must define --------------------------------------------------------
-    @abstractmethod
-    def split(self, name: Split) -> Batch:
-        """All inputs and targets of a split, as tensors (small enough to hold in memory)."""
+    # ---- what a task provides: one of each pair --------------------------------------------
+    def load_model(self) -> nn.Module:
+        """The trained dense model. Default: ``architecture()`` trained once and cached on disk."""
+        return self._load_or_train()
 
-    @abstractmethod
     def architecture(self) -> nn.Module:
-        """A freshly initialised, untrained model."""
+        """A freshly initialised, untrained model (for tasks that train their own)."""
+        raise TaskError(f"task {self.name!r} defines neither load_model() nor architecture()")
+
+    def loader(self, name: Split) -> Iterable[Batch]:
+        """The batches of a split, streamed: a DataLoader or any iterable of (inputs, targets)."""
+        raise TaskError(f"task {self.name!r} defines neither loader() nor split()")
+
+    def split(self, name: Split) -> Batch:
+        """All inputs and targets of a split as tensors, for data small enough to hold in memory."""
+        raise TaskError(f"task {self.name!r} has no in-memory split {name!r}; its data is streamed by loader()")
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the data comes as whole tensors (``split``) rather than streamed batches."""
+        return type(self).split is not Task.split
 
     def fingerprint(self) -> str:
         """Changes whenever the cached dense model would differ (architecture, recipe, data)."""
@@ -95,10 +120,14 @@ class Task(ABC):
         """A value to maximise: accuracy, or minus the log-perplexity (the mean loss)."""
         return evaluation.quality if self.higher_is_better else -evaluation.loss
 
-    def loss_fn(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
+    def loss_fn(self, output: Any, target: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over every target; half-precision logits are scored in float32."""
+        logits = logits_of(output)
+        if logits.dtype in (torch.float16, torch.bfloat16):
+            logits = logits.float()
+        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
 
-    def _summed_loss(self, output: torch.Tensor, target: torch.Tensor) -> float:
+    def _summed_loss(self, output: Any, target: torch.Tensor) -> float:
         """``loss_fn`` times the number of targets.
 
         PyTorch's CPU log-softmax is slow over a last dimension narrower than a SIMD vector, such as ten
@@ -106,24 +135,38 @@ class Task(ABC):
         same function and value at about a third of the cost. A task overriding ``loss_fn`` keeps its own.
         """
         n = target.numel()
-        classes = output.shape[-1]
-        if type(self).loss_fn is Task.loss_fn and output.device.type == "cpu" and classes < 16 and n >= 64:
-            logits = output.reshape(-1, classes).t().contiguous().unsqueeze(0)
+        logits = logits_of(output)
+        classes = logits.shape[-1]
+        fast = logits.device.type == "cpu" and logits.dtype == torch.float32 and classes < 16 and n >= 64
+        if type(self).loss_fn is Task.loss_fn and fast:
+            logits = logits.reshape(-1, classes).t().contiguous().unsqueeze(0)
             return float(nn.functional.cross_entropy(logits, target.reshape(1, -1))) * n
         return float(self.loss_fn(output, target)) * n
 
-    def example_input(self) -> torch.Tensor:
-        return self.split("validation")[0][:1]
-
     def batches(self, name: Split, batch_size: int | None = None) -> Iterator[Batch]:
+        """The batches of a split: slices of ``split`` (of ``batch_size`` rows), or the ``loader``'s own."""
+        if not self.in_memory:
+            yield from (as_batch(item) for item in self.loader(name))
+            return
         x, y = self.split(name)
         size = batch_size or self.eval_batch_size
         for start in range(0, len(x), size):
             yield x[start : start + size], y[start : start + size]
 
-    def calibration_batches(self, k: int) -> list[Batch]:
-        """``k`` training batches, the same ones every time for a given seed."""
-        x, y = self.split("train")
+    def example_input(self) -> torch.Tensor:
+        """One input row, for FLOP counting and tracing."""
+        if self.in_memory:
+            return self.split("validation")[0][:1]
+        for x, _ in self.batches("validation"):
+            return x[:1]
+        raise TaskError(f"task {self.name!r}: the validation split has no batches")
+
+    def calibration_batches(self, k: int, data: Batch | None = None) -> list[Batch]:
+        """``k`` training batches, the same ones every time for a given seed (the first ``k`` when streamed);
+        drawn from ``data`` instead when given (a federated client's own rows)."""
+        if data is None and not self.in_memory:
+            return list(itertools.islice(self.batches("train"), k))
+        x, y = self.split("train") if data is None else data
         gen = torch.Generator().manual_seed(self.seed + 1)
         order = torch.randperm(len(x), generator=gen)
         size = self.calibration_batch_size or self.batch_size
@@ -133,25 +176,26 @@ class Task(ABC):
         ]
 
     def evaluate(self, model: nn.Module, split: Split = "validation") -> Evaluation:
+        """Quality and mean loss over a split, one streamed batch at a time."""
         if any(m.training for m in model.modules()):  # about 4x cheaper than an unconditional eval()
             model.eval()
         device = next(model.parameters()).device
-        # Batches are taken outside inference mode, so a split the task caches on first use stays an
-        # ordinary tensor that training may use later; inference mode then skips autograd bookkeeping.
-        batches = list(self.batches(split))
         total_loss, correct, count = 0.0, 0, 0
-        with torch.inference_mode():
-            for x, y in batches:
-                if x.device != device or y.device != device:
-                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        # Each batch is taken outside inference mode, so a split a task caches on first use stays an
+        # ordinary tensor that training may use later; inference mode then skips autograd bookkeeping.
+        for x, y in self.batches(split):
+            if x.device != device or y.device != device:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.inference_mode():
                 out = model(x)
-                n = y.numel()
                 total_loss += self._summed_loss(out, y)
                 if self.quality == "accuracy":
-                    correct += int(out.argmax(-1).eq_(y).sum())
-                count += n
-        loss = total_loss / max(count, 1)
-        quality = correct / max(count, 1) if self.quality == "accuracy" else float(np.exp(min(loss, 50.0)))
+                    correct += int(logits_of(out).argmax(-1).eq_(y).sum())
+            count += y.numel()
+        if count == 0:
+            raise TaskError(f"task {self.name!r}: the {split} split has no batches")
+        loss = total_loss / count
+        quality = correct / count if self.quality == "accuracy" else float(np.exp(min(loss, 50.0)))
         return Evaluation(quality=quality, loss=loss)
 
     def train(
@@ -161,53 +205,73 @@ class Task(ABC):
         lr: float | None = None,
         after_step: Callable[[], None] | None = None,
         seed: int | None = None,
-    ) -> None:
-        """Plain Adam training on the train split; ``after_step`` re-applies pruning masks."""
-        x, y = self.split("train")
+        data: Batch | None = None,
+        batch_size: int | None = None,
+        loss: Callable[[nn.Module, Batch], torch.Tensor] | None = None,
+        cosine: bool = True,
+    ) -> float:
+        """Plain AdamW training; returns the mean loss. ``after_step`` re-applies pruning masks.
+
+        Batches are drawn at random from ``data`` (default: the train split) when the data is in memory,
+        and taken in order from ``loader("train")`` otherwise. A federated client passes its own rows as
+        ``data``, to train nested sub-networks as well a ``loss`` of the model on a batch, and
+        ``cosine=False``: its training goes on next round, so the learning rate stays constant (FedAvg).
+        """
         device = next(model.parameters()).device
-        x, y = x.to(device), y.to(device)
         gen = torch.Generator().manual_seed(self.seed if seed is None else seed)
+        if data is not None or self.in_memory:
+            rows = self.split("train") if data is None else data
+            source = sampled((rows[0].to(device), rows[1].to(device)), batch_size or self.batch_size, gen)
+        else:
+            source = cycled(lambda: self.batches("train"))
         opt = torch.optim.AdamW(model.parameters(), lr=lr or self.lr, weight_decay=0.0)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1)) if cosine else None
+        total = torch.zeros((), device=device)
         model.train()
-        for _ in range(steps):
-            idx = torch.randint(0, len(x), (self.batch_size,), generator=gen).to(device)
+        for x, y in itertools.islice(source, steps):
+            x, y = x.to(device), y.to(device)
             opt.zero_grad(set_to_none=True)
-            loss = self.loss_fn(model(x[idx]), y[idx])
-            loss.backward()
+            value = self.loss_fn(model(x), y) if loss is None else loss(model, (x, y))
+            value.backward()
             opt.step()
-            sched.step()
+            if sched is not None:
+                sched.step()
             if after_step is not None:
                 after_step()
+            total += value.detach()
         model.eval()
+        return float(total) / max(steps, 1)
 
     def model(self) -> nn.Module:
-        """The trained dense model: loaded from the disk cache or trained once and cached."""
+        """The trained dense model, loaded once per task object."""
         if self._model is None:
-            self._model = self._load_or_train()
+            self._model = self.load_model()
+            self._model.eval()
         return self._model
 
     def _load_or_train(self) -> nn.Module:
         path = cache_dir() / f"{self.name}-{self.fingerprint()}.pt"
         model = self.architecture()
-        with open(path.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # two workers starting together train it once
+        with cache_lock(path):
             if path.exists():
                 model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             else:
                 seed_everything(self.seed)
                 model = self.architecture()
-                threads = torch.get_num_threads()
-                torch.set_num_threads(self.train_threads or threads)
-                try:
-                    self.train(model, self.train_steps)
-                finally:
-                    torch.set_num_threads(threads)
+                self._train_dense(model)
                 tmp = path.with_suffix(f".{os.getpid()}.tmp")
                 torch.save(model.state_dict(), tmp)
                 os.replace(tmp, path)
-        model.eval()
         return model
+
+    def _train_dense(self, model: nn.Module) -> None:
+        """``train_steps`` of the task's own recipe, with ``train_threads`` torch threads."""
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.train_threads or threads)
+        try:
+            self.train(model, self.train_steps)
+        finally:
+            torch.set_num_threads(threads)
 
     def prunable_layers(self, model: nn.Module) -> list[str]:
         """Names of the layers whose weights may be pruned (default: every Linear and Conv2d)."""
@@ -216,3 +280,12 @@ class Task(ABC):
     def channel_prunable_layers(self, model: nn.Module) -> list[str]:
         """Layers whose output channels may be removed (default: all prunable but the last)."""
         return self.prunable_layers(model)[:-1]
+
+    def layer_blocks(self, model: nn.Module) -> dict[str, str]:
+        """Each prunable layer's block, so allocations and plots can read per block: the name up to its
+        first numeric part (``model.layers.3`` for ``model.layers.3.mlp.up_proj``), else the layer itself."""
+        out = {}
+        for name in self.prunable_layers(model):
+            match = re.match(r"^(.*?\.\d+)(\.|$)", name)
+            out[name] = match.group(1) if match else name
+        return out

@@ -1,26 +1,49 @@
-"""A byte-level causal transformer language model trained on Python standard-library source.
+"""code-lm: a small Hugging Face Llama trained on Python standard-library source, byte by byte.
 
 The corpus is a fixed list of pure-Python stdlib files read from the local interpreter, so the task
 needs no downloads. Validation and test come from held-out files (not from the training files), so
 they measure how well the model generalises to unseen code, which is what pruning must preserve.
+On first use the model is trained and saved with ``save_pretrained`` (with a byte-level tokenizer)
+under the model cache; it is then loaded exactly as a user's ``task: {hf: DIR}`` Llama is.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import shutil
 import sysconfig
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from prunehive.workers.tasks.base import Batch, QualityKind, Split, Task
+from prunehive.workers.tasks.base import Batch, Split
+from prunehive.workers.tasks.hf_lm import CausalLMBlocks
+from prunehive.workers.tasks.hf_load import quiet_transformers
+from prunehive.workers.tasks.training import cache_dir, cache_lock, seed_everything
 
 CONTEXT = 128  # tokens per input row; windows hold CONTEXT + 1 bytes (inputs and shifted targets)
 TRAIN_STRIDE = 64  # overlapping training windows: more distinct rows for ``Task.train`` to sample
 EVAL_WINDOWS = 128  # 128 x 128 = 16,384 scored tokens in the test split
 VALIDATION_WINDOWS_PER_FILE = 64  # 4 files x 64 x 128 = 32,768 scored tokens of validation
+# A 4-block Llama of about the former byte transformer's size: SwiGLU's three 128x344 matrices hold as
+# many weights as two 128x512 ones; 344 splits into groups of 4, so 2:4 pruning applies to every layer.
+CONFIG: dict[str, Any] = {
+    "vocab_size": 256,
+    "hidden_size": 128,
+    "intermediate_size": 344,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "max_position_embeddings": CONTEXT,
+    "tie_word_embeddings": False,
+    "bos_token_id": None,
+    "eos_token_id": None,
+    "pad_token_id": None,
+}
 
 TRAIN_FILES: tuple[str, ...] = (
     "argparse.py", "ast.py", "dataclasses.py", "enum.py", "functools.py",
@@ -63,87 +86,39 @@ def spread(rows: torch.Tensor, k: int = VALIDATION_WINDOWS_PER_FILE) -> torch.Te
     return rows[torch.linspace(0, len(rows) - 1, k).round().long()].contiguous()
 
 
-class Attention(nn.Module):
-    """Causal multi-head self-attention with separate q/k/v/o projections, each prunable on its own."""
+def byte_tokenizer() -> Any:
+    """A tokenizer whose token ids are the UTF-8 bytes themselves (id 65 is ``A``), saved with the model
+    so that the directory is a complete Hugging Face model any ``AutoTokenizer`` user can run."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
 
-    def __init__(self, dim: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.o = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, d = x.shape
-        q, k, v = (p(x).view(b, t, self.heads, -1).transpose(1, 2) for p in (self.q, self.k, self.v))
-        y = nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.o(y.transpose(1, 2).reshape(b, t, d))
+    alphabet = _byte_alphabet()
+    core = Tokenizer(models.BPE(vocab={alphabet[b]: b for b in range(256)}, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=core, model_max_length=CONTEXT)
 
 
-class MLP(nn.Module):
-    """fc1 -> GELU -> fc2; dropping an fc1 output only drops an fc2 input, never the residual."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(nn.functional.gelu(self.fc1(x)))
-
-
-class Block(nn.Module):
-    """Pre-LayerNorm transformer block (stable to train without warm-up)."""
-
-    def __init__(self, dim: int, heads: int, hidden: int) -> None:
-        super().__init__()
-        self.ln1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads)
-        self.ln2 = nn.LayerNorm(dim)
-        self.mlp = MLP(dim, hidden)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
-        return x + self.mlp(self.ln2(x))
+def _byte_alphabet() -> list[str]:
+    """GPT-2's printable stand-in character for each byte, as the ByteLevel pre-tokenizer emits them."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return [chars[b] for b in range(256)]
 
 
-class ByteTransformer(nn.Module):
-    """Maps byte ids [B, T] to next-byte logits [B, T, 256]."""
-
-    def __init__(
-        self, vocab: int = 256, dim: int = 128, depth: int = 4, heads: int = 4, hidden: int = 512, context: int = 128
-    ) -> None:
-        super().__init__()
-        self.tok = nn.Embedding(vocab, dim)
-        self.pos = nn.Embedding(context, dim)
-        self.blocks = nn.ModuleList(Block(dim, heads, hidden) for _ in range(depth))
-        self.ln_f = nn.LayerNorm(dim)
-        self.lm_head = nn.Linear(dim, vocab)
-        self.apply(self._init)
-
-    @staticmethod
-    def _init(module: nn.Module) -> None:
-        """GPT-2 style small normal init: trains faster than PyTorch's defaults at this size."""
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(x.shape[1], device=x.device)
-        h = self.tok(x) + self.pos(positions)
-        for block in self.blocks:
-            h = block(h)
-        return self.lm_head(self.ln_f(h))
-
-
-class CodeLMTask(Task):
+class CodeLMTask(CausalLMBlocks):
     """Next-byte prediction on Python source; quality is perplexity on held-out files."""
 
     name: ClassVar[str] = "code-lm"
-    quality: ClassVar[QualityKind] = "perplexity"
-    description: ClassVar[str] = "Byte-level 4-block transformer LM on Python stdlib source, scored on held-out files."
+    description: ClassVar[str] = (
+        "Byte-level 4-block Hugging Face Llama on Python stdlib source, scored on held-out files."
+    )
     # Small batches, many steps: per byte trained, batch 8 beat 16 and 32 (val ppl 5.1 vs 6.4 vs 8.3).
     batch_size: int = 8
     eval_batch_size: int = 32
@@ -172,22 +147,35 @@ class CodeLMTask(Task):
         return self._splits[name]
 
     def architecture(self) -> nn.Module:
-        return ByteTransformer()
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        return LlamaForCausalLM(LlamaConfig(**CONFIG))
 
     def fingerprint(self) -> str:
-        """Adds the training bytes: another Python version ships other stdlib files, so another model.
-        Held-out files are left out: changing how the model is scored must not retrain it."""
+        """The configuration, the recipe and the training bytes: another Python version ships other stdlib
+        files, so another model. Held-out files are left out: changing how it is scored must not retrain it."""
         if self._data_digest is None:
             digest = hashlib.sha256()
             for src in read_sources(TRAIN_FILES):
                 digest.update(hashlib.sha256(src).digest())
             self._data_digest = digest.hexdigest()
-        return hashlib.sha256((super().fingerprint() + self._data_digest).encode()).hexdigest()[:12]
+        recipe = f"LlamaForCausalLM|{json.dumps(CONFIG, sort_keys=True)}|{self.train_steps}|{self.lr}|"
+        recipe += f"{self.batch_size}|{self.seed}|{self._data_digest}"
+        return hashlib.sha256(recipe.encode()).hexdigest()[:12]
 
-    def prunable_layers(self, model: nn.Module) -> list[str]:
-        """The 24 Linear layers inside blocks; embeddings and lm_head stay dense, as in LLM pruning work."""
-        return [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.startswith("blocks.")]
-
-    def channel_prunable_layers(self, model: nn.Module) -> list[str]:
-        """Only MLP fc1: its outputs feed fc2 alone, so removing them leaves the residual stream intact."""
-        return [n for n in self.prunable_layers(model) if n.endswith(".mlp.fc1")]
+    def directory(self) -> Path:
+        """The cached ``save_pretrained`` directory, trained and written on first use."""
+        path = cache_dir() / f"{self.name}-{self.fingerprint()}"
+        with cache_lock(path):
+            if not (path / "config.json").is_file():
+                seed_everything(self.seed)
+                model: Any = self.architecture()
+                self._train_dense(model)
+                tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+                shutil.rmtree(tmp, ignore_errors=True)
+                quiet_transformers()
+                model.save_pretrained(tmp)
+                byte_tokenizer().save_pretrained(tmp)
+                shutil.rmtree(path, ignore_errors=True)
+                os.replace(tmp, path)
+        return path

@@ -17,18 +17,16 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from rich.console import Console
 
 from prunehive.platform.jobs.base import JobRun
-from prunehive.platform.jobs.benchmark.report import Cell, aggregate, write_report
+from prunehive.platform.jobs.benchmark.report import Cell, aggregate, target_label, write_report
+from prunehive.platform.jobs.cluster import connect_ray
 from prunehive.platform.jobs.pool import ActorPool
-from prunehive.platform.jobs.search.driver import SearchRun, connect_ray, make_pool, start_job
+from prunehive.platform.jobs.search.driver import SearchRun, make_pool, start_job
 from prunehive.platform.settings import prunehive_home
 from prunehive.platform.spec.job import JobSpec, parse_spec
 from prunehive.platform.store.jobs import JobCancelled, JobStore
+from prunehive.workers.contracts import EvalResult
 
 TAG_BENCHMARK = "prunehive.benchmark_job_id"
-
-
-def _label(sparsity: float | None) -> str:
-    return "flops" if sparsity is None else f"{sparsity:.2f}"
 
 
 def cell_spec(spec: JobSpec, tracking_uri: str, sparsity: float | None, strategy: str, seed: int) -> dict[str, Any]:
@@ -47,7 +45,7 @@ def cell_spec(spec: JobSpec, tracking_uri: str, sparsity: float | None, strategy
     )
     return {
         "kind": "search",
-        "name": f"{spec.display_name}/{strategy}/seed{seed}/{_label(sparsity)}",
+        "name": f"{spec.display_name}/{strategy}/seed{seed}/{target_label(sparsity)}",
         "task": spec.task,
         "seed": spec.seed,
         "pruning": pruning,
@@ -69,7 +67,7 @@ class BenchmarkRun(JobRun):
     def run(self) -> dict[str, Any]:
         spec = self.spec
         started = time.perf_counter()
-        connect_ray(self.ray_address, spec.resources.workers * spec.resources.cpus_per_worker)
+        connect_ray(self.ray_address)
         self.store.set_status(self.job_id, "running")
         with self.ending():
             parent = self.job.mlflow_run_id
@@ -118,7 +116,7 @@ class BenchmarkRun(JobRun):
             "granularity": spec.pruning.granularity,
             "strategies": ",".join(bench.strategies),
             "seeds": ",".join(str(s) for s in bench.seed_list),
-            "sparsities": ",".join(_label(s) for s in bench.sparsities or [None]),
+            "sparsities": ",".join(target_label(s) for s in bench.sparsities or [None]),
             "baselines": ",".join(bench.baselines),
             "budget": spec.search.budget,
             "workers": spec.resources.workers,
@@ -147,7 +145,7 @@ class BenchmarkRun(JobRun):
 
     def _run_cell(self, index: int, total: int, entry: dict[str, Any], parent: str, pool: ActorPool) -> Cell:
         job = self.store.get_job(entry["job_id"])
-        what = f"{entry['strategy']} seed {entry['seed']} at {_label(entry['sparsity'])}"
+        what = f"{entry['strategy']} seed {entry['seed']} at {target_label(entry['sparsity'])}"
         if job.status == "succeeded" and job.summary:
             self.console.print(f"benchmark [{index + 1}/{total}] {what}: done earlier (job {job.id[:8]})")
             summary = job.summary
@@ -159,18 +157,14 @@ class BenchmarkRun(JobRun):
         # Nest the cell's run under the benchmark and give it a readable name and its allocation as params.
         self.tracker.set_tags(run_id, {MLFLOW_PARENT_RUN_ID: parent, TAG_BENCHMARK: self.job_id})
         self.tracker.client.update_run(
-            run_id, name=f"{entry['strategy']}-seed{entry['seed']}-{_label(entry['sparsity'])}"
+            run_id, name=f"{entry['strategy']}-seed{entry['seed']}-{target_label(entry['sparsity'])}"
         )
         self.tracker.log_params(run_id, {f"sparsity.{n}": round(v, 6) for n, v in layers.items()})
         trials = sorted(self.store.trials(job.id), key=lambda t: t.id)  # in the order they were told
         # NSGA-II also explores below the target; only evaluations that reach it count towards the curve.
         floor = -math.inf if entry["sparsity"] is None else entry["sparsity"] - 5e-3
-        curve = [
-            float(t.result["metrics"]["validation"]["objective"])
-            if t.state == "complete" and t.result and t.result["achieved_sparsity"] >= floor
-            else math.nan
-            for t in trials
-        ]
+        results = [EvalResult.from_dict(t.result) if t.state == "complete" and t.result else None for t in trials]
+        curve = [r.objective() if r is not None and r.achieved_sparsity >= floor else math.nan for r in results]
         return Cell(
             sparsity=entry["sparsity"],
             strategy=entry["strategy"],
@@ -187,7 +181,7 @@ def _final_metrics(result: dict[str, Any]) -> dict[str, float]:
     q = result["quality"]
     metrics: dict[str, float] = {}
     for row in result["table"]:
-        key = f"{row['name']}.{_label(row['target'])}"
+        key = f"{row['name']}.{target_label(row['target'])}"
         for split in ("validation", "test"):
             metrics[f"{key}.{split}.{q}.mean"] = row[f"{split}_mean"]
             if row[f"{split}_std"] is not None:

@@ -6,28 +6,29 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+from prunehive.platform.tracking.plots import new_figure, running_best
 
 _STRATEGY_COLORS = ["tab:red", "tab:blue", "tab:green", "tab:purple", "tab:orange", "tab:brown"]
 _HEURISTIC_COLORS = ["tab:gray", "tab:olive", "tab:cyan", "tab:pink", "black"]
 _HEURISTIC_STYLES = ["--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 1))]
 
 
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
+def _axes_text(ax: Axes, title: str, xlabel: str, ylabel: str, higher_is_better: bool, log_scale: bool) -> None:
+    """Title (saying which way is better), axis labels, and a log y axis where asked."""
+    if log_scale:
+        ax.set_yscale("log")
+    ax.set_title(f"{title} ({'higher' if higher_is_better else 'lower'} is better)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
 
 
 def best_so_far_curve(values: Sequence[float], higher_is_better: bool, length: int) -> list[float]:
     """Best value after each evaluation (NaN until the first success), held flat up to ``length``."""
-    best, current = [], math.nan
-    for v in values:
-        if math.isfinite(v) and (math.isnan(current) or (v > current if higher_is_better else v < current)):
-            current = float(v)
-        best.append(current)
-    return best + [current] * (length - len(best))
+    best = running_best(values, higher_is_better)
+    return best + [best[-1] if best else math.nan] * (length - len(best))
 
 
 def best_so_far_spread(
@@ -38,7 +39,7 @@ def best_so_far_spread(
     log_scale: bool = False,
 ) -> Figure:
     """Per strategy: mean best-so-far over seeds (line) and the min-max over seeds (band); baselines flat."""
-    fig = _figure(8, 4.8)
+    fig = new_figure(8, 4.8)
     ax = fig.add_subplot()
     length = max((len(c) for runs in curves.values() for c in runs), default=0)
     steps = np.arange(1, length + 1)
@@ -61,12 +62,7 @@ def best_so_far_spread(
             linewidth=1.3,
             label=f"{name} ({value:.4g})",
         )
-    if log_scale:
-        ax.set_yscale("log")
-    direction = "higher" if higher_is_better else "lower"
-    ax.set_title(f"Best {label} so far; band: min-max over seeds ({direction} is better)")
-    ax.set_xlabel("evaluations")
-    ax.set_ylabel(label)
+    _axes_text(ax, f"Best {label} so far; band: min-max over seeds", "evaluations", label, higher_is_better, log_scale)
     if length:
         ax.set_xlim(1, length)
     ax.grid(True, alpha=0.3)
@@ -83,7 +79,7 @@ def quality_vs_sparsity(
     log_scale: bool = False,
 ) -> Figure:
     """Test quality against achieved sparsity: strategies as mean with a +-std bar, heuristics as lines."""
-    fig = _figure(8, 4.8)
+    fig = new_figure(8, 4.8)
     ax = fig.add_subplot()
     xs = sorted({x for pts in strategies.values() for x, _, _ in pts} | {x for p in heuristics.values() for x, _ in p})
     span = (xs[-1] - xs[0]) if len(xs) > 1 else 0.1
@@ -112,12 +108,7 @@ def quality_vs_sparsity(
             color=_STRATEGY_COLORS[n % len(_STRATEGY_COLORS)],
             label=f"{name} (mean +- std)",
         )
-    if log_scale:
-        ax.set_yscale("log")
-    direction = "higher" if higher_is_better else "lower"
-    ax.set_title(f"Final test {label} vs sparsity ({direction} is better)")
-    ax.set_xlabel("target sparsity")
-    ax.set_ylabel(f"test {label}")
+    _axes_text(ax, f"Final test {label} vs sparsity", "target sparsity", f"test {label}", higher_is_better, log_scale)
     ax.set_xticks(xs)
     ax.set_xticklabels([f"{x:.0%}" if abs(x * 100 - round(x * 100)) < 1e-6 else f"{x:.1%}" for x in xs])
     ax.grid(True, alpha=0.3)
@@ -131,7 +122,7 @@ def allocation_heatmap(layer_names: Sequence[str], rows: dict[str, Sequence[floa
     if data.shape[1] != len(layer_names):
         raise ValueError(f"allocation rows have {data.shape[1]} values for {len(layer_names)} layers")
     width = min(max(6.0, 2.5 + 0.42 * len(layer_names)), 22.0)
-    fig = _figure(width, max(3.0, 1.2 + 0.32 * len(rows)))
+    fig = new_figure(width, max(3.0, 1.2 + 0.32 * len(rows)))
     ax = fig.add_subplot()
     image = ax.imshow(data, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
     ax.set_xticks(range(len(layer_names)))

@@ -31,7 +31,8 @@ class Cell:
     curve: list[float]
 
 
-def _label(target: float | None) -> str:
+def target_label(target: float | None) -> str:
+    """How a target reads in names, keys and file names: ``0.70``, or ``flops`` for a FLOPs budget."""
     return "flops" if target is None else f"{target:.2f}"
 
 
@@ -74,7 +75,7 @@ def aggregate(cells: list[Cell], spec: JobSpec) -> dict[str, Any]:
                 }
             )
         base = here[0].summary["baselines"]
-        baselines[_label(target)] = base
+        baselines[target_label(target)] = base
         for name, entry in base.items():
             if "error" in entry:
                 continue
@@ -127,7 +128,7 @@ def aggregate(cells: list[Cell], spec: JobSpec) -> dict[str, Any]:
         "runs": runs,
         # The best single run at the first target and its heuristics, in a search summary's shape.
         "best": dict(top.summary["best"], strategy=top.strategy, seed=top.seed),
-        "baselines": baselines[_label(targets[0])],
+        "baselines": baselines[target_label(targets[0])],
         "baselines_by_target": baselines,
     }
 
@@ -179,7 +180,7 @@ def write_report(directory: Path, result: dict[str, Any], cells: list[Cell], spe
     layer_names = list(cells[0].summary["best"]["layers"])
     sections = []
     for target in result["targets"]:
-        label = _label(target)
+        label = target_label(target)
         here = [c for c in cells if c.sparsity == target]
         curves: dict[str, list[list[float]]] = {}
         for c in here:
@@ -227,8 +228,8 @@ def write_report(directory: Path, result: dict[str, Any], cells: list[Cell], spe
     runs = ["| target | strategy | seed | job | MLflow run | validation | test |", "|---|---|---:|---|---|---:|---:|"]
     for r in result["runs"]:
         runs.append(
-            f"| {_label(r['target'])} | {r['strategy']} | {r['seed']} | `{r['job_id'][:8]}` | `{r['mlflow_run_id']}` "
-            f"| {_fmt(r['validation'], q)} | {_fmt(r['test'], q)} |"
+            f"| {target_label(r['target'])} | {r['strategy']} | {r['seed']} | `{r['job_id'][:8]}` "
+            f"| `{r['mlflow_run_id']}` | {_fmt(r['validation'], q)} | {_fmt(r['test'], q)} |"
         )
     text = "\n".join([head, *sections, "## Runs\n", *runs, ""])
     path = directory / "report.md"

@@ -16,8 +16,8 @@ from typing import Any
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from prunehive.platform.jobs.base import JobRun
+from prunehive.platform.jobs.cluster import connect_ray
 from prunehive.platform.jobs.federated import report
-from prunehive.platform.jobs.search.driver import connect_ray
 from prunehive.platform.spec.job import JobSpec
 from prunehive.platform.store.jobs import JobStore
 from prunehive.workers.federated.simulation import SimulationResult, SimulationSettings, simulate
@@ -47,6 +47,9 @@ def settings_for(spec: JobSpec, store: JobStore, dense: bool = False) -> Simulat
         seed=fed.seed,
         task_seed=spec.seed,
         metric=pruning.metric,
+        granularity=pruning.granularity,
+        per_row=pruning.per_row,
+        calibration_batches=pruning.calibration_batches,
         allocation=allocation,
         ramp_rounds=fed.ramp_rounds,
         min_density=pruning.min_density,
@@ -112,6 +115,7 @@ class FederatedRun(JobRun):
             "target_sparsity": s.targets[-1],
             "tiers": ",".join(f"{t:g}" for t in s.targets),
             "metric": s.metric,
+            "granularity": s.granularity + (" per row" if s.per_row else ""),
             "allocation": s.allocation if isinstance(s.allocation, str) else "explicit",
             "clients": s.clients,
             "fraction": s.fraction,
@@ -140,7 +144,7 @@ class FederatedRun(JobRun):
             )
             bar.update(label, record, counters["failures"])
 
-        connect_ray(self.ray_address, self.spec.resources.workers * self.spec.resources.cpus_per_worker)
+        connect_ray(self.ray_address)
         result = simulate(s, on_round)
         totals = result.totals()
         self.tracker.log_metrics(run_id, {f"total.{k}": float(v) for k, v in totals.items()})

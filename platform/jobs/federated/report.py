@@ -6,11 +6,11 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from rich.progress import TextColumn
 
 from prunehive.platform.jobs.progress import StderrBar
+from prunehive.platform.tracking.plots import new_figure
 from prunehive.workers.federated.strategy import RoundRecord
 
 
@@ -51,19 +51,13 @@ def round_metrics(record: RoundRecord, cumulative_up: int, failures: int) -> dic
     return {k: float(v) for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
 
 
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def _curves(history: Sequence[RoundRecord], labels: Sequence[str]) -> list[tuple[str, list[float]]]:
     return [(label, [r.test_accuracy[t] for r in history]) for t, label in enumerate(labels)]
 
 
 def accuracy_vs_round(series: dict[str, Sequence[RoundRecord]], tier_labels: dict[str, list[str]]) -> Figure:
     """Global test accuracy per round, one line per run (and per tier)."""
-    fig = _figure(8, 4.5)
+    fig = new_figure(8, 4.5)
     ax = fig.add_subplot()
     for run, history in series.items():
         for label, values in _curves(history, tier_labels[run]):
@@ -78,7 +72,7 @@ def accuracy_vs_round(series: dict[str, Sequence[RoundRecord]], tier_labels: dic
 
 def accuracy_vs_bytes(series: dict[str, Sequence[RoundRecord]], tier_labels: dict[str, list[str]]) -> Figure:
     """Global test accuracy against cumulative uplink megabytes: what each accuracy point cost."""
-    fig = _figure(8, 4.5)
+    fig = new_figure(8, 4.5)
     ax = fig.add_subplot()
     for run, history in series.items():
         cumulative, total = [], 0

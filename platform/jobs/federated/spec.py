@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     from prunehive.platform.spec.job import JobSpec
 
 PARTITION_KINDS = ("iid", "dirichlet", "shards")
-FEDERATED_METRICS = ("magnitude", "wanda")
 PERPLEXITY_TASKS = ("code-lm",)
 
 
@@ -82,12 +81,9 @@ def check_federated(spec: JobSpec) -> None:
         raise ValueError(f"task: federated runs need a classification task; {spec.task} reports perplexity")
     if int(fed.clients * fed.fraction) < 1:
         raise ValueError(f"federated.fraction: {fed.fraction} of {fed.clients} clients samples no client")
-    if pruning.granularity != "unstructured" or pruning.per_row:
-        raise ValueError("pruning.granularity: federated pruning is unstructured (per layer) only")
     if pruning.flops_budget is not None:
         raise ValueError("pruning.flops_budget: federated plans take a parameter sparsity (pruning.sparsity)")
-    if pruning.metric not in FEDERATED_METRICS:
-        raise ValueError(f"pruning.metric: federated plans score with {' or '.join(FEDERATED_METRICS)}")
+    # Every metric and granularity works: clients and server use the workers' pruning stack.
     plan = pruning.plan or "fixed"
     pruning.plan = plan
     if not isinstance(pruning.allocation, str) and plan != "fixed":

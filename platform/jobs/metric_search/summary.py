@@ -8,9 +8,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from prunehive.platform.jobs.search.summary import SPLITS, _entry, _evaluate
-from prunehive.platform.tracking.tracker import plots
+from prunehive.platform.jobs.search.finish import (
+    Named,
+    completed,
+    entries,
+    final_metrics,
+    log_baselines,
+    log_best_so_far,
+    reevaluate,
+)
 from prunehive.search.strategy import Candidate, Strategy
+from prunehive.workers.contracts import EvalReply, EvalResult, WorkerInfo
 from prunehive.workers.metrics import EXPRESSION_PREFIX
 
 if TYPE_CHECKING:
@@ -37,51 +45,36 @@ def top_expressions(strategy: Strategy, k: int = TOP) -> list[Candidate]:
 
 
 def finish_metric_search(
-    run: SearchRun, pool: ActorPool, strategy: Strategy, info: dict[str, Any], parent: str
+    run: SearchRun, pool: ActorPool, strategy: Strategy, info: WorkerInfo, parent: str
 ) -> dict[str, Any]:
-    spec, tracker, q = run.spec, run.tracker, info["quality"]
+    spec, tracker, q = run.spec, run.tracker, info.quality
     allocation = run.allocation or []
     top = top_expressions(strategy)
     if not top:
         raise RuntimeError("no expression evaluated successfully; see the failed trials with `prunehive show`")
-    names = [f"expr-{c.id}" for c in top] + list(spec.search.baselines)
-    metrics: list[str | None] = [f"{EXPRESSION_PREFIX}{c.expression}" for c in top] + list(spec.search.baselines)
-    results = _evaluate(pool, [(n, allocation) for n in names], spec.pruning.recovery_steps, metrics)
+    exprs = [Named(f"expr-{c.id}", c, f"{EXPRESSION_PREFIX}{c.expression}") for c in top]
+    baselines = [Named(b, Candidate(-1, allocation, expression=b), b) for b in spec.search.baselines]
+    replies = reevaluate(pool, exprs + baselines, spec.pruning.recovery_steps)
 
-    board = []
-    for cand in top:
-        res = results[f"expr-{cand.id}"]
-        if "error" not in res:
-            board.append({"expression": cand.expression, "candidate_id": cand.id, **_entry(res)})
+    board: list[tuple[Candidate, EvalResult]] = []
+    for e in exprs:
+        result = replies[e.name].result
+        if result is not None:
+            board.append((e.candidate, result))
     if not board:
         raise RuntimeError("re-evaluating the best expressions failed")
-    baselines = {b: (_entry(results[b]) if "error" not in results[b] else results[b]) for b in spec.search.baselines}
-    for name, entry in baselines.items():
-        if "error" in entry:
-            continue
-        params, child_metrics, tags = run._child(Candidate(-1, allocation, expression=name), results[name], None)
-        params["candidate_id"] = name
-        tracker.log_child(parent, f"baseline-{name}", params, child_metrics, {**tags, "prunehive.kind": "baseline"})
+    base_replies = {b.name: replies[b.name] for b in baselines}
+    log_baselines(run, parent, baselines, base_replies)
+    base_results = completed(base_replies)
 
-    best = board[0]
-    final = {f"best.{s}.{k}": float(v) for s in SPLITS for k, v in best["metrics"][s].items()}
-    for name, entry in baselines.items():
-        if "error" not in entry:
-            final.update({f"baseline.{name}.{s}.{q}": float(entry["metrics"][s][q]) for s in SPLITS})
-    tracker.log_metrics(parent, final)
-    tracker.log_dict(parent, {"leaderboard": board, "baselines": baselines}, "leaderboard.json")
-    tracker.log_text(parent, leaderboard_markdown(board, baselines, q), "leaderboard.md")
-    values = [o.values[0] for _, o in strategy.history if o.state == "complete"]
-    higher = q == "accuracy"
-    shown = [v if higher else -v for v in values]
-    base_val = {
-        n: e["metrics"]["validation"]["objective"] * (1 if higher else -1)
-        for n, e in baselines.items()
-        if "error" not in e
-    }
-    label = f"validation {q}" if higher else "validation loss (log-perplexity)"
-    tracker.log_figure(parent, plots.best_so_far(shown, higher, base_val, label), "plots/best_so_far.png")
-    model = pool.call_one("export", allocation, f"{EXPRESSION_PREFIX}{best['expression']}")
+    best_cand, best = board[0]
+    tracker.log_metrics(parent, final_metrics(best, base_results, q))
+    board_entries = [{"expression": c.expression, "candidate_id": c.id, **r.entry()} for c, r in board]
+    base_entries = entries(base_replies)
+    tracker.log_dict(parent, {"leaderboard": board_entries, "baselines": base_entries}, "leaderboard.json")
+    tracker.log_text(parent, leaderboard_markdown(board, base_replies, q), "leaderboard.md")
+    log_best_so_far(run, parent, strategy, base_results, q)
+    model = pool.call_one("export", allocation, f"{EXPRESSION_PREFIX}{best_cand.expression}")
     tracker.log_model(parent, model, name="pruned_model")
     return {
         "job_id": run.job_id,
@@ -89,23 +82,22 @@ def finish_metric_search(
         "kind": "metric-search",
         "trials": run.store.count_trials(run.job_id),
         "quality": q,
-        "best": best,
-        "leaderboard": board,
-        "baselines": baselines,
+        "best": board_entries[0],
+        "leaderboard": board_entries,
+        "baselines": base_entries,
         "mlflow_run_id": parent,
         "tracking_uri": run.tracking_uri,
     }
 
 
-def leaderboard_markdown(board: list[dict[str, Any]], baselines: dict[str, dict[str, Any]], quality: str) -> str:
-    lines = [f"| metric | validation {quality} | test {quality} |", "|---|---:|---:|"]
-    for entry in board:
-        m = entry["metrics"]
-        lines.append(f"| `{entry['expression']}` | {m['validation'][quality]:.4f} | {m['test'][quality]:.4f} |")
-    for name, entry in baselines.items():
-        if "error" in entry:
-            lines.append(f"| {name} | failed | {entry['error']} |")
+def leaderboard_markdown(board: list[tuple[Candidate, EvalResult]], baselines: dict[str, EvalReply], q: str) -> str:
+    lines = [f"| metric | validation {q} | test {q} |", "|---|---:|---:|"]
+    for cand, r in board:
+        lines.append(f"| `{cand.expression}` | {r.quality('validation'):.4f} | {r.quality('test'):.4f} |")
+    for name, reply in baselines.items():
+        if reply.result is None:
+            lines.append(f"| {name} | failed | {reply.error} |")
         else:
-            m = entry["metrics"]
-            lines.append(f"| {name} | {m['validation'][quality]:.4f} | {m['test'][quality]:.4f} |")
+            r = reply.result
+            lines.append(f"| {name} | {r.quality('validation'):.4f} | {r.quality('test'):.4f} |")
     return "\n".join(lines) + "\n"

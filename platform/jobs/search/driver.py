@@ -6,42 +6,27 @@ strategy's state, so a resumed job re-sends exactly the candidates that had no t
 
 from __future__ import annotations
 
-import logging
 import math
-import os
 import time
 from typing import Any
 
 import ray
 
 from prunehive.platform.jobs.base import JobRun
+from prunehive.platform.jobs.cluster import connect_ray
 from prunehive.platform.jobs.pool import ActorPool
 from prunehive.platform.jobs.progress import SearchProgress
+from prunehive.platform.jobs.search.trials import ChildRun, child_run, objective_values, request, trial_row
 from prunehive.platform.spec.job import JobSpec, parse_spec
 from prunehive.platform.store.jobs import JobCancelled, JobStore
 from prunehive.search.registry import make_strategy
 from prunehive.search.space import Layer, SearchSpace
 from prunehive.search.strategy import Candidate, Outcome, Strategy
 from prunehive.workers.actor import EvalWorker
-from prunehive.workers.metrics import EXPRESSION_PREFIX
+from prunehive.workers.contracts import EvalResult, WorkerInfo
 
 WARM_STARTABLE = ("evolution", "bayesian")  # strategies that take ``initial`` vectors
 CANCEL_CHECK_SECONDS = 2.0  # how often a running search looks at its job's cancel flag
-
-
-def connect_ray(address: str | None, cpus_needed: float, num_cpus: int | None = None) -> None:
-    """Attach to RAY_ADDRESS / ``address``, or start a local Ray big enough for the workers (or of ``num_cpus``)."""
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # Ray 2.55's FutureWarning otherwise
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-    else:
-        cpus = num_cpus or max(os.cpu_count() or 1, math.ceil(cpus_needed))
-        ray.init(  # "local": a new instance even where `ray start` left a cluster that ray.init would join
-            address="local", num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False
-        )
 
 
 def auto_batch(seconds: float, budget: int, workers: int, depth: int) -> int:
@@ -74,13 +59,13 @@ def make_pool(spec: JobSpec) -> ActorPool:
             True if spec.kind == "metric-search" else None,  # evolved expressions may read G
         )
 
-    return ActorPool(factory, res.workers, eval_timeout=spec.search.eval_timeout)
+    return ActorPool(factory, res.workers, eval_timeout=spec.search.eval_timeout, resources=res)
 
 
-def build_space(spec: JobSpec, layers: list[dict[str, Any]]) -> SearchSpace:
+def build_space(spec: JobSpec, layers: list[Layer]) -> SearchSpace:
     p = spec.pruning
     return SearchSpace(
-        [Layer.from_dict(d) for d in layers],
+        list(layers),
         target=p.target,
         budget=p.budget,
         min_density=p.min_density,
@@ -118,21 +103,6 @@ def build_strategy(
     return make_strategy(spec.strategy, space, spec.search.budget, spec.search.seed, **options)
 
 
-def item(cand: Candidate) -> tuple[Any, ...]:
-    """What an actor evaluates: id and sparsities, plus the metric when the candidate is one."""
-    if cand.expression:
-        return (cand.id, cand.sparsity, f"{EXPRESSION_PREFIX}{cand.expression}")
-    return (cand.id, cand.sparsity)
-
-
-def objective_values(spec: JobSpec, result: dict[str, Any], dense_flops: int) -> tuple[float, ...]:
-    """What strategies maximise: the validation objective, plus sparsity or FLOPs saved (NSGA-II)."""
-    values = [float(result["metrics"]["validation"]["objective"])]
-    for extra in spec.search.objectives[1:]:
-        values.append(result["achieved_sparsity"] if extra == "sparsity" else 1.0 - result["flops"] / dense_flops)
-    return tuple(values)
-
-
 class SearchRun(JobRun):
     """One search or metric-search job's driver loop; ``run()`` returns the summary (see ``summary.finish``)."""
 
@@ -153,13 +123,13 @@ class SearchRun(JobRun):
 
         spec = self.spec
         started = time.perf_counter()
-        connect_ray(self.ray_address, spec.resources.workers * spec.resources.cpus_per_worker)
+        connect_ray(self.ray_address)
         self.store.set_status(self.job_id, "running")
         pool = self.pool or make_pool(spec)
         try:
             with self.ending():
                 info = pool.start()[0]
-                self.space = build_space(spec, info["layers"])
+                self.space = build_space(spec, info.layers)
                 self.allocation = fixed_allocation(spec, self.space, pool) if spec.kind == "metric-search" else None
                 warm = None
                 if spec.strategy in WARM_STARTABLE and spec.search.warm_start:
@@ -168,7 +138,7 @@ class SearchRun(JobRun):
                 strategy = build_strategy(spec, self.space, self.job_id, self.store.url, self.allocation, warm)
                 parent = self._open_parent(strategy, info)
                 if self.job.strategy_state:
-                    strategy.load_state_dict(self.job.strategy_state)
+                    strategy.load_state_dict(self.job.strategy_state, self.store.history(self.job_id))
                 logger = self.tracker.background(parent)
                 searching = time.perf_counter()
                 self._search(pool, strategy, info, parent, logger)
@@ -190,7 +160,7 @@ class SearchRun(JobRun):
             if self.pool is None:
                 pool.shutdown()
 
-    def _open_parent(self, strategy: Strategy, info: dict[str, Any]) -> str:
+    def _open_parent(self, strategy: Strategy, info: WorkerInfo) -> str:
         """A new parent run, or (resuming) the old one swept of runs the crash left behind."""
         run_id = self.job.mlflow_run_id
         if run_id is None:
@@ -214,41 +184,24 @@ class SearchRun(JobRun):
             self.tracker.sweep(run_id, keep)
         return run_id
 
-    def _child(self, cand: Candidate, result: dict[str, Any] | None, error: str | None) -> tuple[dict, dict, dict]:
-        params: dict[str, Any] = {
-            f"sparsity.{n}": round(v, 6) for n, v in zip(self.space.names, cand.sparsity, strict=True)
-        }
-        params.update({"candidate_id": cand.id, "strategy": self.spec.strategy})
-        if cand.expression:
-            params["expression"] = cand.expression
-        metrics: dict[str, float] = {}
-        if result is not None:
-            metrics = {f"{split}.{k}": float(v) for split, m in result["metrics"].items() for k, v in m.items()}
-            metrics.update(
-                achieved_sparsity=result["achieved_sparsity"], params=result["params"], flops=result["flops"]
-            )
-            metrics["seconds"] = result["seconds"]
-        tags = {
-            "prunehive.kind": "trial",
-            "prunehive.candidate_id": str(cand.id),
-            "prunehive.state": "failed" if error else "complete",
-        }
-        return params, metrics, tags
+    def _child(self, cand: Candidate, result: EvalResult | None) -> ChildRun:
+        return child_run(self.space.names, self.spec.strategy, cand, result)
 
-    def _search(self, pool: ActorPool, strategy: Strategy, info: dict[str, Any], parent: str, logger: Any) -> None:
+    def _search(self, pool: ActorPool, strategy: Strategy, info: WorkerInfo, parent: str, logger: Any) -> None:
         spec = self.spec
         recorded = {t.candidate_id for t in self.store.trials(self.job_id)}
         # Trials left without a child run by a crash get one now; pending candidates are re-sent.
         for t in self.store.trials_missing_mlflow(self.job_id):
             cand = Candidate.from_dict(t.params)
-            logger.submit(t.candidate_id, f"trial-{t.candidate_id}", *self._child(cand, t.result, t.error))
+            result = EvalResult.from_dict(t.result) if t.result else None
+            logger.submit(t.candidate_id, f"trial-{t.candidate_id}", *self._child(cand, result))
         queue = [c for c in strategy.pending.values() if c.id not in recorded]
         deadline = time.monotonic() + spec.search.minutes * 60 if spec.search.minutes else math.inf
         batch = spec.resources.batch or 1
         candidates: dict[int, Candidate] = {c.id: c for c in queue}
         best = max((o.values[0] for _, o in strategy.history if o.state == "complete"), default=None)
         next_cancel_check = time.monotonic()
-        with SearchProgress(spec.search.budget, strategy.told, info["quality"], enabled=self.show_progress) as bar:
+        with SearchProgress(spec.search.budget, strategy.told, info.quality, enabled=self.show_progress) as bar:
             while True:
                 if time.monotonic() >= next_cancel_check:  # the service cancels a job by flagging its row
                     next_cancel_check = time.monotonic() + CANCEL_CHECK_SECONDS
@@ -261,34 +214,22 @@ class SearchRun(JobRun):
                     if not items:
                         break
                     candidates.update({c.id: c for c in items})
-                    pool.submit(slot, [item(c) for c in items], recovery_steps=spec.pruning.recovery_steps)
+                    pool.submit(slot, [request(c, spec.pruning.recovery_steps) for c in items])
                 if pool.idle:
                     break
                 rows = []
-                for _items, replies in pool.wait(timeout=0.5):
-                    for reply in replies:
-                        cand = candidates.pop(reply["id"])
-                        result, error = reply.get("result"), reply.get("error")
-                        if result is not None:
-                            outcome = Outcome(objective_values(spec, result, info["dense_flops"]))
-                            best = outcome.values[0] if best is None else max(best, outcome.values[0])
-                        else:
-                            outcome = Outcome.failed()
-                        strategy.tell(cand.id, outcome)
-                        rows.append(
-                            {
-                                "candidate_id": cand.id,
-                                "state": outcome.state,
-                                "params": cand.to_dict(),
-                                "result": result,
-                                "error": error,
-                                "worker": reply.get("worker"),
-                                "seconds": result["seconds"] if result else None,
-                            }
-                        )
-                        logger.submit(cand.id, f"trial-{cand.id}", *self._child(cand, result, error))
-                        if spec.resources.batch == 0 and result is not None:
-                            batch = auto_batch(result["seconds"], spec.search.budget, len(pool.actors), pool.depth)
+                for reply in pool.wait(timeout=0.5):
+                    cand, result = candidates.pop(reply.candidate_id), reply.result
+                    if result is not None:
+                        outcome = Outcome(objective_values(spec.search.objectives, result, info.dense_flops))
+                        best = outcome.values[0] if best is None else max(best, outcome.values[0])
+                    else:
+                        outcome = Outcome.failed()
+                    strategy.tell(cand.id, outcome)
+                    rows.append(trial_row(cand, reply, outcome) | {"outcome": list(outcome.values)})
+                    logger.submit(cand.id, f"trial-{cand.id}", *self._child(cand, result))
+                    if spec.resources.batch == 0 and result is not None:
+                        batch = auto_batch(result.seconds, spec.search.budget, len(pool.actors), pool.depth)
                 if rows:
                     self.store.record_trials(self.job_id, rows, strategy.state_dict())
                     bar.update(len(rows), best)

@@ -1,0 +1,83 @@
+"""What the ends of a search and of a metric search share: re-evaluating named candidates on
+validation and test, the baselines' child runs and summary entries, the parent run's final
+metrics, and the best-so-far plot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from prunehive.platform.jobs.search.trials import child_run
+from prunehive.platform.tracking import plots
+from prunehive.search.strategy import Candidate, Strategy
+from prunehive.workers.contracts import EvalReply, EvalRequest, EvalResult
+
+if TYPE_CHECKING:
+    from prunehive.platform.jobs.pool import ActorPool
+    from prunehive.platform.jobs.search.driver import SearchRun
+
+SPLITS = ("validation", "test")
+
+
+@dataclass(frozen=True)
+class Named:
+    """A candidate to re-evaluate at the end, under the name it is reported by."""
+
+    name: str
+    candidate: Candidate
+    metric: str | None = None  # the importance metric to rank by, where it is not the worker's own
+
+
+def reevaluate(pool: ActorPool, named: list[Named], recovery_steps: int) -> dict[str, EvalReply]:
+    """Each named candidate evaluated on validation and test, spread over the workers."""
+    for i, n in enumerate(named):
+        req = EvalRequest(i, list(n.candidate.sparsity), n.metric, SPLITS, recovery_steps)
+        pool.submit(i % len(pool.actors), [req])
+    out: dict[str, EvalReply] = {}
+    while not pool.idle:
+        for reply in pool.wait(timeout=1.0):
+            out[named[reply.candidate_id].name] = reply
+    return out
+
+
+def entries(replies: dict[str, EvalReply]) -> dict[str, dict[str, Any]]:
+    """Summary entries by name; one the task could not evaluate is reported with its error, not dropped."""
+    return {n: r.result.entry() if r.result else {"error": r.error} for n, r in replies.items()}
+
+
+def completed(replies: dict[str, EvalReply]) -> dict[str, EvalResult]:
+    return {n: r.result for n, r in replies.items() if r.result is not None}
+
+
+def log_baselines(run: SearchRun, parent: str, baselines: list[Named], replies: dict[str, EvalReply]) -> None:
+    """A child run per evaluated baseline, named like the trials' runs so MLflow compares them."""
+    for b in baselines:
+        result = replies[b.name].result
+        if result is None:
+            continue
+        params, metrics, tags = child_run(run.space.names, run.spec.strategy, b.candidate, result)
+        params["candidate_id"] = b.name
+        tags["prunehive.kind"] = "baseline"
+        run.tracker.log_child(parent, f"baseline-{b.name}", params, metrics, tags)
+
+
+def final_metrics(best: EvalResult, baselines: dict[str, EvalResult], quality: str) -> dict[str, float]:
+    """The parent run's metrics: every score of the best on both splits, the baselines' quality."""
+    final = {f"best.{s}.{k}": float(v) for s in SPLITS for k, v in best.metrics[s].to_dict().items()}
+    for name, result in baselines.items():
+        final.update({f"baseline.{name}.{s}.{quality}": result.quality(s) for s in SPLITS})
+    return final
+
+
+def log_best_so_far(
+    run: SearchRun, parent: str, strategy: Strategy, baselines: dict[str, EvalResult], quality: str
+) -> None:
+    """The best validation score after each trial, on the task's own scale where it can be, with the
+    baselines as horizontal lines."""
+    higher = quality == "accuracy"
+    sign = 1.0 if higher else -1.0
+    shown = [sign * o.values[0] for _, o in strategy.history if o.state == "complete"]
+    lines = {n: sign * r.objective() for n, r in baselines.items()}
+    label = f"validation {quality}" if higher else "validation loss (log-perplexity)"
+    run.tracker.log_figure(parent, plots.best_so_far(shown, higher, lines, label), "plots/best_so_far.png")

@@ -1,0 +1,65 @@
+"""One trial of a search as it leaves the driver: the actor's request, the strategy's objective values,
+the job store's row and the MLflow child run's params, metrics and tags.
+
+Results stay typed until here; this is where they become JSON for the store and MLflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from prunehive.search.strategy import Candidate, Outcome
+from prunehive.workers.contracts import EvalReply, EvalRequest, EvalResult
+from prunehive.workers.metrics import EXPRESSION_PREFIX
+
+ChildRun = tuple[dict[str, Any], dict[str, float], dict[str, str]]
+
+
+def request(cand: Candidate, recovery_steps: int = 0) -> EvalRequest:
+    """What an actor evaluates: the id and sparsities, plus the metric when the candidate is one."""
+    metric = f"{EXPRESSION_PREFIX}{cand.expression}" if cand.expression else None
+    return EvalRequest(cand.id, list(cand.sparsity), metric, recovery_steps=recovery_steps)
+
+
+def objective_values(objectives: Sequence[str], result: EvalResult, dense_flops: int) -> tuple[float, ...]:
+    """What strategies maximise: the validation objective, plus sparsity or FLOPs saved (NSGA-II)."""
+    values = [result.objective("validation")]
+    for extra in objectives[1:]:
+        values.append(result.achieved_sparsity if extra == "sparsity" else 1.0 - result.flops / dense_flops)
+    return tuple(values)
+
+
+def trial_row(cand: Candidate, reply: EvalReply, outcome: Outcome) -> dict[str, Any]:
+    """The job store's row of a told candidate."""
+    result = reply.result
+    return {
+        "candidate_id": cand.id,
+        "state": outcome.state,
+        "params": cand.to_dict(),
+        "result": result.to_dict() if result else None,
+        "error": reply.error,
+        "worker": reply.worker,
+        "seconds": result.seconds if result else None,
+    }
+
+
+def child_run(layers: Sequence[str], strategy: str, cand: Candidate, result: EvalResult | None) -> ChildRun:
+    """An MLflow child run's params, metrics and tags: the same names for every trial and baseline,
+    so MLflow's compare views line them up."""
+    params: dict[str, Any] = {f"sparsity.{n}": round(v, 6) for n, v in zip(layers, cand.sparsity, strict=True)}
+    params.update({"candidate_id": cand.id, "strategy": strategy})
+    if cand.expression:
+        params["expression"] = cand.expression
+    metrics: dict[str, float] = {}
+    if result is not None:
+        for split, m in result.metrics.items():
+            metrics.update({f"{split}.{k}": float(v) for k, v in m.to_dict().items()})
+        metrics.update(achieved_sparsity=result.achieved_sparsity, params=result.params, flops=result.flops)
+        metrics["seconds"] = result.seconds
+    tags = {
+        "prunehive.kind": "trial",
+        "prunehive.candidate_id": str(cand.id),
+        "prunehive.state": "complete" if result is not None else "failed",
+    }
+    return params, metrics, tags

@@ -1,0 +1,77 @@
+"""The ``pruning:`` section of a job spec: target, metric, granularity, allocation, per-layer bounds.
+
+Checked without torch: metric names and formulas through ``workers.metric_names``, granularities through
+``workers.granularity``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from prunehive.platform.spec.fields import Strict, one_of
+from prunehive.search.allocations import ALLOCATIONS
+from prunehive.workers.granularity import Granularity
+from prunehive.workers.metric_names import check_metric_name
+
+
+class PruningSpec(Strict):
+    sparsity: float | None = Field(None, ge=0.0, lt=1.0, description="Target sparsity (parameter-weighted).")
+    flops_budget: float | None = Field(None, gt=0.0, le=1.0, description="Keep this fraction of the FLOPs instead.")
+    metric: str = "magnitude"
+    granularity: str = "unstructured"
+    per_row: bool = False
+    min_density: float = Field(0.01, ge=0.0, lt=1.0, description="Every layer keeps at least this fraction.")
+    bounds: dict[str, tuple[float, float]] = Field(default_factory=dict, description="Per-layer (min, max) sparsity.")
+    allocation: str | dict[str, float] = Field(
+        "uniform", description="metric-search: the fixed allocation, a heuristic name or per-layer sparsities."
+    )
+    recovery_steps: int = Field(0, ge=0)
+    calibration_batches: int = Field(8, ge=1)
+    plan: Literal["fixed", "progressive", "heterogeneous"] | None = Field(
+        None, description="federated: fixed masks, a sparsity ramp, or nested client tiers (default fixed)."
+    )
+    from_job: str | None = Field(
+        None, description="federated plan fixed: use the best allocation of this finished search job (id or prefix)."
+    )
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v: str) -> str:
+        return check_metric_name(v)  # a formula's error points at the offending token
+
+    @field_validator("allocation")
+    @classmethod
+    def _allocation(cls, v: str | dict[str, float]) -> str | dict[str, float]:
+        if isinstance(v, str):
+            return one_of(v, ALLOCATIONS)
+        for name, value in v.items():
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"sparsity of layer {name!r} is {value}, outside [0, 1)")
+        return v
+
+    @field_validator("granularity")
+    @classmethod
+    def _granularity(cls, v: str) -> str:
+        Granularity.parse(v)
+        return v
+
+    @model_validator(mode="after")
+    def _budget(self) -> PruningSpec:
+        if self.from_job is not None and self.plan not in (None, "fixed"):
+            raise ValueError(f"from_job gives a fixed allocation; it does not combine with plan {self.plan!r}")
+        if self.sparsity is not None and self.flops_budget is not None:
+            raise ValueError("give either sparsity or flops_budget, not both")
+        if self.sparsity is None and self.flops_budget is None:
+            default = Granularity.parse(self.granularity).default_sparsity
+            self.sparsity = default if default is not None else 0.5
+        return self
+
+    @property
+    def budget(self) -> Literal["params", "flops"]:
+        return "flops" if self.flops_budget is not None else "params"
+
+    @property
+    def target(self) -> float:
+        return 1.0 - self.flops_budget if self.flops_budget is not None else float(self.sparsity or 0.0)

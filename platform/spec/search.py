@@ -1,0 +1,95 @@
+"""The ``search:`` section of a job spec, and the rules of the two search kinds.
+
+Every kind reads ``search:`` (a benchmark takes its budget from it, a federated job its seed-free
+defaults), so the section lives here; :func:`check_search` and :func:`check_metric_search` are the
+cross-field rules the job-kind registry runs for ``search`` and ``metric-search``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field, field_validator, model_validator
+
+from prunehive.platform.spec.fields import Strict, one_of
+from prunehive.search.allocations import ALLOCATIONS
+from prunehive.search.registry import STRATEGIES
+
+if TYPE_CHECKING:
+    from prunehive.platform.spec.job import JobSpec
+
+METRIC_BASELINES = ("magnitude", "wanda", "snip")  # what a metric search is compared with
+
+
+class SearchOptions(Strict):
+    strategy: str | None = Field(None, description="Default: evolution (search), gp-metric (metric-search).")
+    budget: int = Field(100, ge=1, description="Evaluations.")
+    minutes: float | None = Field(None, gt=0, description="Wall-clock limit; the search stops asking after it.")
+    seed: int = 0
+    objectives: list[str] = Field(
+        default_factory=lambda: ["quality"], description="quality, and for nsga2 sparsity or flops."
+    )
+    options: dict[str, Any] = Field(default_factory=dict, description="The strategy's own keyword arguments.")
+    baselines: list[str] = Field(default_factory=lambda: list(ALLOCATIONS))
+    eval_timeout: float | None = Field(
+        None, gt=0, description="Seconds per candidate; a slower evaluation fails (metric-search default: 120)."
+    )
+    warm_start: bool = Field(True, description="evolution and bayesian start from the baselines' allocations.")
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, v: str | None) -> str | None:
+        return None if v is None else one_of(v, STRATEGIES)
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, v: list[str]) -> list[str]:
+        for item in v:
+            one_of(item, ["quality", "sparsity", "flops"])
+        if not v or v[0] != "quality":
+            raise ValueError("the first objective must be 'quality'")
+        return v
+
+    @field_validator("baselines")
+    @classmethod
+    def _baselines(cls, v: list[str]) -> list[str]:
+        for item in v:
+            one_of(item, [*ALLOCATIONS, *METRIC_BASELINES])
+        return v
+
+    @model_validator(mode="after")
+    def _nsga2(self) -> SearchOptions:
+        if self.strategy == "nsga2" and len(self.objectives) == 1:
+            self.objectives = ["quality", "sparsity"]
+        if self.strategy != "nsga2" and len(self.objectives) > 1:
+            raise ValueError(f"strategy {self.strategy!r} optimises one objective; use nsga2 for two")
+        return self
+
+
+def _baselines_within(spec: JobSpec, allowed: tuple[str, ...]) -> None:
+    for item in spec.search.baselines:
+        if item not in allowed:
+            raise ValueError(f"search.baselines: {item!r} is not one of {', '.join(allowed)} for kind {spec.kind}")
+
+
+def check_search(spec: JobSpec) -> None:
+    """A search of per-layer sparsities (also what federated and benchmark jobs default to): evolution
+    unless named, never the metric search's gp-metric, heuristic allocations as baselines."""
+    if spec.search.strategy == "gp-metric":
+        raise ValueError("search.strategy: gp-metric searches metrics; use kind: metric-search")
+    if spec.search.strategy is None:
+        spec.search.strategy = "evolution"
+    _baselines_within(spec, tuple(ALLOCATIONS))
+
+
+def check_metric_search(spec: JobSpec) -> None:
+    """A metric search runs gp-metric, with a per-candidate timeout, against the built-in metrics."""
+    search = spec.search
+    if search.strategy not in (None, "gp-metric"):
+        raise ValueError(f"search.strategy: metric-search uses gp-metric, not {search.strategy!r}")
+    search.strategy = "gp-metric"
+    if search.eval_timeout is None:
+        search.eval_timeout = 120.0
+    if search.baselines == list(ALLOCATIONS):
+        search.baselines = list(METRIC_BASELINES)
+    _baselines_within(spec, METRIC_BASELINES)

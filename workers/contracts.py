@@ -1,0 +1,133 @@
+"""What crosses the actor boundary: evaluation requests, results, replies and a worker's description.
+
+Plain dataclasses with no torch import, so the driver, the store, the summaries and the API can use
+them without loading a model stack. Ray pickles them as they are; ``to_dict``/``from_dict`` are used
+only where they leave Python: the job store's JSON columns, MLflow and ``--json`` output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from prunehive.search.space import Layer
+
+if TYPE_CHECKING:
+    from prunehive.workers.tasks.base import Split
+
+NOT_QUALITY = ("loss", "objective")  # the other keys of one split's metrics
+
+
+@dataclass(frozen=True)
+class SplitMetrics:
+    """One split's scores: the task's own quality (named ``quality_name``: accuracy, perplexity, ...),
+    its loss, and the objective strategies maximise."""
+
+    quality_name: str
+    quality: float
+    loss: float
+    objective: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {self.quality_name: self.quality, "loss": self.loss, "objective": self.objective}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SplitMetrics:
+        names = [k for k in data if k not in NOT_QUALITY]
+        if len(names) != 1:
+            raise ValueError(f"split metrics need exactly one quality besides loss and objective, got {sorted(data)}")
+        name = names[0]
+        return cls(name, float(data[name]), float(data["loss"]), float(data["objective"]))
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """One candidate for an actor: per-layer sparsities in layer order, and optionally the importance
+    metric (a metric search's ``expr:`` candidate) to rank weights by instead of the worker's own."""
+
+    candidate_id: int
+    sparsity: list[float]
+    metric: str | None = None
+    splits: tuple[Split, ...] = ("validation",)
+    recovery_steps: int = 0
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What one candidate gave: per-split scores, achieved sparsity (overall and per layer), nonzero
+    parameters, forward FLOPs on the task's example input (see ``PruningEngine._measure``), wall time."""
+
+    metrics: dict[str, SplitMetrics]
+    achieved_sparsity: float
+    layers: dict[str, float]
+    params: int
+    flops: int
+    seconds: float
+
+    def objective(self, split: str = "validation") -> float:
+        return self.metrics[split].objective
+
+    def quality(self, split: str = "validation") -> float:
+        return self.metrics[split].quality
+
+    def entry(self) -> dict[str, Any]:
+        """The shape of a summary's ``best``/``baselines`` entries (a trial's row has ``seconds`` too)."""
+        return {
+            "layers": dict(self.layers),
+            "achieved_sparsity": self.achieved_sparsity,
+            "metrics": {s: m.to_dict() for s, m in self.metrics.items()},
+            "params": self.params,
+            "flops": self.flops,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metrics": {s: m.to_dict() for s, m in self.metrics.items()},
+            "achieved_sparsity": self.achieved_sparsity,
+            "layers": dict(self.layers),
+            "params": self.params,
+            "flops": self.flops,
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvalResult:
+        return cls(
+            metrics={s: SplitMetrics.from_dict(m) for s, m in data["metrics"].items()},
+            achieved_sparsity=float(data["achieved_sparsity"]),
+            layers={str(k): float(v) for k, v in data["layers"].items()},
+            params=int(data["params"]),
+            flops=int(data["flops"]),
+            seconds=float(data["seconds"]),
+        )
+
+
+@dataclass(frozen=True)
+class EvalReply:
+    """An actor's answer for one candidate: a result, or the one-line error (and a short trace) of the
+    exception that failed it; a time-out or a dead worker is an error too."""
+
+    candidate_id: int
+    result: EvalResult | None = None
+    error: str | None = None
+    worker: str | None = None
+    trace: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.result is None) == (self.error is None):
+            raise ValueError("an evaluation reply holds either a result or an error")
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """What the driver needs from a built worker to set up the search, without loading any model."""
+
+    layers: list[Layer]
+    skipped: list[str]
+    quality: str
+    higher_is_better: bool
+    dense_params: int
+    dense_flops: int
+    worker: str
+    build_seconds: float
+    device: str

@@ -1,0 +1,49 @@
+"""How weights compete for survival, parsed from a spec's ``granularity``. Pure Python: spec validation
+imports this without torch (the masks built from it live in ``workers/masks.py``)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+GroupKind = Literal["layer", "row", "nm", "channel"]
+
+
+@dataclass(frozen=True)
+class Granularity:
+    """How weights compete: ``unstructured`` (per layer or per row), ``N:M``, or ``channel``."""
+
+    kind: GroupKind
+    n: int = 0
+    m: int = 0
+
+    @classmethod
+    def parse(cls, text: str, per_row: bool = False) -> Granularity:
+        if text == "unstructured":
+            return cls("row" if per_row else "layer")
+        if text == "channel":
+            return cls("channel")
+        match = re.fullmatch(r"(\d+):(\d+)", text)
+        if match and 0 < int(match[1]) < int(match[2]):
+            return cls("nm", int(match[1]), int(match[2]))
+        raise ValueError(f"unknown granularity {text!r}; choose unstructured, channel or N:M such as 2:4 or 4:8")
+
+    @property
+    def label(self) -> str:
+        return {"layer": "unstructured", "row": "unstructured", "channel": "channel"}.get(
+            self.kind, f"{self.n}:{self.m}"
+        )
+
+    @property
+    def default_sparsity(self) -> float | None:
+        return 1.0 - self.n / self.m if self.kind == "nm" else None
+
+    def supports(self, weight_shape: tuple[int, ...]) -> bool:
+        """N:M needs each row to split into whole groups of M."""
+        if self.kind != "nm":
+            return True
+        cols = 1
+        for d in weight_shape[1:]:
+            cols *= d
+        return cols % self.m == 0
