@@ -2,7 +2,9 @@
 
 ``eval`` (``eval_cost.py``): a candidate's evaluation against a bare forward pass. ``throughput``
 (``throughput.py``): real search jobs at 1 and 2 workers against a bare loop. ``quality`` (``quality.py``):
-the benchmark job kind on the built-in tasks. Each suite's module is imported when it runs, so the CLI
+the benchmark job kind on the built-in tasks. ``speedup`` (``speedup.py``): measured latency of channel-pruned
+models next to their FLOPs. ``memory`` (``memory.py``): what an evaluation worker holds beyond its model.
+Each suite's module is imported when it runs, so the CLI
 checks a suite's name without loading torch.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-SUITES = ("eval", "throughput", "quality")
+SUITES = ("eval", "throughput", "quality", "speedup", "memory")
 
 
 def run_suite(
@@ -37,4 +39,12 @@ def run_suite(
         from prunehive.bench.quality import quality_suite
 
         return quality_suite(tasks, budget=budget, seeds=seeds, strategies=strategies)
+    if suite == "memory":
+        from prunehive.bench.memory import memory_suite
+
+        return memory_suite(tasks)
+    if suite == "speedup":
+        from prunehive.bench.speedup import speedup_suite
+
+        return speedup_suite(tasks, repeats=repeats, warmup=warmup, threads=threads)
     raise ValueError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")

@@ -15,7 +15,10 @@ import numpy.typing as npt
 
 from prunehive.search.space import SearchSpace
 
-ALLOCATIONS = ("uniform", "global", "erk", "owl")
+ALLOCATIONS = ("uniform", "global", "erk", "owl")  # the default baselines of a search
+TUNED = ("atp",)  # heuristics with a hyper-parameter the worker picks on validation
+HEURISTICS = (*ALLOCATIONS, *TUNED)  # every name ``search.baselines`` accepts
+ATP_GRID = 6  # slopes tried by the atp baseline, from uniform (0) to the steepest feasible
 
 
 def uniform(space: SearchSpace) -> np.ndarray:
@@ -96,6 +99,42 @@ def owl(space: SearchSpace, outlier_ratios: Sequence[float], lam: float = 0.08) 
     return space.repair(1.0 - density)
 
 
+def depths(space: SearchSpace) -> np.ndarray:
+    """Each layer's depth: layers named ``<prefix>.<k>.<...>`` share the block ``<prefix>.<k>`` (a
+    transformer block's projections prune together, as in ATP); others each stand alone. Depths
+    count blocks in the space's (the model's) order."""
+    keys: list[str] = []
+    for layer in space.layers:
+        parts = layer.name.split(".")
+        block = next((i for i, p in enumerate(parts) if p.isdigit()), None)
+        keys.append(".".join(parts[: block + 1]) if block is not None else f"#{layer.name}")
+    order = list(dict.fromkeys(keys))
+    return np.array([order.index(k) for k in keys], dtype=np.float64)
+
+
+def atp_slopes(space: SearchSpace, points: int = ATP_GRID) -> list[float]:
+    """ATP's grid of common differences: 0 (uniform) up to the steepest progression whose first and
+    last blocks stay inside [min sparsity, 1 - min density] around the target."""
+    d = depths(space)
+    span = float(d.max())
+    if span <= 0 or points < 2:
+        return [0.0]
+    room = min(space.target - space.min_sparsity, 1.0 - space.min_density - space.target)
+    steepest = max(0.0, 2.0 * room / span)
+    return [steepest * k / (points - 1) for k in range(points)]
+
+
+def atp(space: SearchSpace, slope: float | None = None) -> np.ndarray:
+    """ATP (Huang et al., ICML 2025): sparsity rising linearly with depth, s_d = target + slope *
+    (d - mean depth), so deep blocks are pruned more. ATP picks the slope on a small grid by
+    validation (:func:`atp_slopes`; the worker does that, see ``workers/baselines.py``); without
+    evaluations the slope is fixed to half the steepest feasible one (the middle of that range)."""
+    d = depths(space)
+    if slope is None:
+        slope = 0.5 * max(atp_slopes(space))
+    return space.repair(space.target + float(slope) * (d - d.mean()))
+
+
 def outlier_ratio(scores: npt.ArrayLike, m: float = 5.0) -> float:
     """OWL's D_l: the fraction of a layer's (Wanda) scores above m times their mean."""
     s = np.asarray(scores, dtype=np.float64).ravel()
@@ -120,6 +159,8 @@ def allocate(
         return global_threshold(space, scores)
     if name == "erk":
         return erk(space)
+    if name == "atp":
+        return atp(space)
     if name == "owl":
         if outlier_ratios is None:
             raise ValueError("the owl allocation needs per-layer outlier ratios (outlier_ratios=...)")

@@ -23,6 +23,7 @@ import deap.tools.selection as _deap_selection
 import numpy as np
 from deap import base, tools
 
+from prunehive.search.levels import level_switch, settle
 from prunehive.search.space import SearchSpace
 from prunehive.search.strategy import Candidate, Outcome, Strategy
 
@@ -96,6 +97,8 @@ class EvolutionStrategy(Strategy):
       alpha: cxBlend's extrapolation range.
       tournsize: tournament size for picking parents and, reversed, the member a child replaces.
       elitism: the best ``elitism`` pool members are never replaced.
+      mutation: ``gaussian`` (per-layer noise, then repair) or ``switch`` (EvoPress's level switch: one
+        layer a level up, another down, so the budget holds); default: switch in a discrete space.
     """
 
     name = "evolution"
@@ -116,6 +119,7 @@ class EvolutionStrategy(Strategy):
         tournsize: int = 3,
         elitism: int = 2,
         initial: list[list[float]] | None = None,
+        mutation: str | None = None,
     ) -> None:
         super().__init__(space, budget, seed)
         if population < 1 or tournsize < 1 or elitism < 0:
@@ -125,6 +129,9 @@ class EvolutionStrategy(Strategy):
                 raise ValueError(f"{label} must be a probability, got {p}")
         if sigma <= 0:
             raise ValueError("sigma must be positive")
+        self.mutation = mutation or ("switch" if space.discrete else "gaussian")
+        if self.mutation not in ("gaussian", "switch") or (self.mutation == "switch" and not space.discrete):
+            raise ValueError(f"mutation must be 'gaussian', or 'switch' over levels; got {mutation!r}")
         self.population = min(population, budget)
         self.cxpb = float(cxpb)
         self.mutpb = float(mutpb)
@@ -173,11 +180,30 @@ class EvolutionStrategy(Strategy):
             if not crossed or r.random() < self.mutpb:
                 before = list(child)
                 for _ in range(32):  # a mutation that touches no layer would re-evaluate a parent
-                    (child,) = tools.mutGaussian(child, 0.0, self.sigma, self.indpb)
+                    child = self._mutate(child)
                     if child != before:
                         break
         parents = [pa.ident] if not crossed else [pa.ident, pb.ident]
         return np.asarray(child, dtype=np.float64), {"origin": "offspring", "parents": parents}
+
+    def _mutate(self, genes: list[float]) -> list[float]:
+        if self.mutation == "gaussian":
+            (child,) = tools.mutGaussian(genes, 0.0, self.sigma, self.indpb)
+            return list(child)
+        w, allowed = self.space.weights(), self.space.allowed()
+        x = genes if self.space.on_grid(genes) else self.space.repair(np.asarray(genes))  # a blend is off-grid
+        child, inexact = level_switch(np.asarray(x, dtype=np.float64), w, allowed, self.rng)
+        if inexact:
+            child = settle(child, w, allowed, self.space.target, frozen=inexact)
+        return [float(v) for v in child]
+
+    def _candidate(self, ident: int, vector: np.ndarray, meta: dict[str, Any]) -> Candidate:
+        """A level switch already meets the budget; repairing it again could undo it."""
+        if not self.space.on_grid(vector):
+            vector = self.space.repair(vector)
+        if self.space.discrete:
+            meta = {**meta, "levels": self.space.level_indices(vector)}
+        return Candidate(ident, [float(x) for x in vector], meta=meta)
 
     # ---- feedback ------------------------------------------------------------------------
     def _observe(self, candidate: Candidate, outcome: Outcome) -> None:

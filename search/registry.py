@@ -14,6 +14,7 @@ STRATEGIES: dict[str, str] = {
     "bayesian": "prunehive.search.bayesian:BayesianStrategy",
     "rl": "prunehive.search.rl:RLStrategy",
     "random": "prunehive.search.random_search:RandomStrategy",
+    "evopress": "prunehive.search.evopress:EvoPressStrategy",
     "gp-metric": "prunehive.search.gp:GPMetricStrategy",
 }
 

@@ -1,7 +1,9 @@
 """The search space: prunable layers, per-layer bounds, a global budget, and an exact repair.
 
 Every strategy proposes raw per-layer sparsity vectors; ``repair`` projects them onto the
-feasible set so that every candidate meets the budget exactly and no layer collapses.
+feasible set so that every candidate meets the budget exactly and no layer collapses. With
+``levels`` (a level-based solver's grid) the space is discrete: repair then lands on one level per
+layer, as close to the budget as the grid allows (``search/levels.py`` says what that means).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+
+from prunehive.search.levels import allowed_levels, budget_slack, check_levels, round_to_levels, settle
 
 Budget = Literal["params", "flops"]
 
@@ -48,7 +52,8 @@ class SearchSpace:
     """Per-layer sparsity vectors whose budget-weighted mean equals ``target``.
 
     ``min_density`` keeps at least that fraction of every layer (so no layer collapses);
-    ``max_sparsity``/``min_sparsity`` may be overridden per layer by name.
+    ``max_sparsity``/``min_sparsity`` may be overridden per layer by name. ``levels`` (sorted
+    sparsities) makes the space discrete: every layer takes one of the levels inside its bounds.
     """
 
     layers: list[Layer]
@@ -57,8 +62,11 @@ class SearchSpace:
     min_density: float = 0.01
     min_sparsity: float = 0.0
     overrides: dict[str, tuple[float, float]] = field(default_factory=dict)
+    levels: list[float] | None = None
 
     def __post_init__(self) -> None:
+        if self.levels is not None:
+            self.levels = check_levels(self.levels)
         if not self.layers:
             raise ValueError("the search space has no prunable layers")
         if not 0.0 <= self.target < 1.0:
@@ -102,13 +110,65 @@ class SearchSpace:
             raise ValueError("a per-layer lower bound exceeds its upper bound")
         if np.any(lo < 0.0) or np.any(hi > 1.0):
             raise ValueError("per-layer sparsity bounds must lie within [0, 1]")
+        if self.levels is not None:  # a discrete layer reaches only from its lowest to its highest level
+            allowed = allowed_levels(self.levels, lo, hi, self.names)
+            lo = np.array([a.min() for a in allowed])
+            hi = np.array([a.max() for a in allowed])
         return lo, hi
+
+    @property
+    def discrete(self) -> bool:
+        return self.levels is not None
+
+    def allowed(self) -> list[np.ndarray]:
+        """Each layer's levels inside its bounds (discrete spaces only)."""
+        if self.levels is None:
+            raise ValueError("the search space has no levels")
+        lo, hi = self.bounds()
+        return allowed_levels(self.levels, lo, hi, self.names)
+
+    def level_indices(self, vector: npt.ArrayLike) -> list[int]:
+        """Each layer's index into ``levels`` (the level database's key) for an on-grid vector."""
+        if self.levels is None:
+            raise ValueError("the search space has no levels")
+        grid = np.asarray(self.levels)
+        return [int(np.argmin(np.abs(grid - v))) for v in np.asarray(vector, dtype=np.float64)]
+
+    def settle(self, vector: npt.ArrayLike) -> np.ndarray:
+        """An on-grid vector moved level by level until no single move brings the budget closer."""
+        return settle(np.asarray(vector, dtype=np.float64), self.weights(), self.allowed(), self.target)
+
+    def on_grid(self, vector: npt.ArrayLike) -> bool:
+        """Whether a discrete space's vector already is one level per layer, meeting the budget."""
+        x = np.asarray(vector, dtype=np.float64)
+        if self.levels is None or x.shape != (self.dim,):
+            return False
+        levels = all(np.any(np.abs(a - v) <= 1e-12) for a, v in zip(self.allowed(), x, strict=True))
+        return levels and abs(self.achieved(x) - self.target) <= self.tolerance(x)
+
+    def tolerance(self, vector: npt.ArrayLike) -> float:
+        """How far ``vector`` may miss the target and still count as exact: rounding for a continuous
+        space; half the finest level step towards the target for a discrete one."""
+        if self.levels is None:
+            return 1e-6
+        x = np.asarray(vector, dtype=np.float64)
+        return budget_slack(x, self.weights(), self.allowed(), self.target)
 
     def achieved(self, vector: npt.ArrayLike) -> float:
         """Budget-weighted sparsity of a per-layer vector."""
         return float(self.weights() @ np.asarray(vector, dtype=np.float64))
 
     def repair(self, vector: npt.ArrayLike) -> np.ndarray:
+        """The feasible point closest to ``vector``: its projection, which a discrete space then rounds
+        to levels (heaviest layers first, carrying the error to lighter ones) and settles."""
+        x = self._project(vector)
+        if self.levels is None:
+            return x
+        w = self.weights()
+        allowed = self.allowed()
+        return settle(round_to_levels(x, w, allowed), w, allowed, self.target)
+
+    def _project(self, vector: npt.ArrayLike) -> np.ndarray:
         """Euclidean projection of ``vector`` onto {lo <= x <= hi, weights . x = target}.
 
         The solution is x_i = clip(v_i + lam * w_i, lo_i, hi_i) for the lam that meets the budget.
@@ -174,11 +234,15 @@ class SearchSpace:
         """A copy aimed at another global target (NSGA-II varies it per individual)."""
         return replace(self, target=float(target))
 
+    def with_levels(self, levels: list[float] | None) -> SearchSpace:
+        """A copy over a level grid (a level-based solver's), or continuous again with ``None``."""
+        return replace(self, levels=None if levels is None else list(levels))
+
     def uniform(self) -> np.ndarray:
         return self.repair(np.full(self.dim, self.target))
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        data: dict[str, object] = {
             "layers": [layer.to_dict() for layer in self.layers],
             "target": self.target,
             "budget": self.budget,
@@ -186,6 +250,9 @@ class SearchSpace:
             "min_sparsity": self.min_sparsity,
             "overrides": {k: list(v) for k, v in self.overrides.items()},
         }
+        if self.levels is not None:
+            data["levels"] = list(self.levels)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> SearchSpace:
@@ -198,4 +265,5 @@ class SearchSpace:
             min_density=float(data.get("min_density", 0.01)),  # type: ignore[arg-type]
             min_sparsity=float(data.get("min_sparsity", 0.0)),  # type: ignore[arg-type]
             overrides=overrides,
+            levels=[float(v) for v in data["levels"]] if data.get("levels") is not None else None,  # type: ignore[attr-defined]
         )

@@ -16,8 +16,11 @@ import torch
 
 from prunehive.search.space import SearchSpace
 from prunehive.workers.baselines import baseline_allocation
-from prunehive.workers.contracts import EvalReply, EvalRequest, WorkerInfo
+from prunehive.workers.contracts import EvalReply, EvalRequest, LatencyRequest, WorkerInfo
 from prunehive.workers.engine import PruningEngine
+from prunehive.workers.latency import LatencyMeter
+from prunehive.workers.solvers.level_db import DEFAULT_LEVELS
+from prunehive.workers.solvers.level_engine import LevelEngine, open_database
 from prunehive.workers.tasks import load_task
 from prunehive.workers.tasks.base import seed_everything
 
@@ -36,7 +39,12 @@ class EvalWorker:
         threads: int | None = None,
         gpus: float = 0.0,
         with_grads: bool | None = None,
+        latency: LatencyRequest | None = None,
+        solver: str = "mask",
+        levels: list[float] | None = None,
     ) -> None:
+        """``latency``: time every candidate against the dense model (only jobs that ask pay for it).
+        ``solver`` sparsegpt: candidates are read from the node's level database (built on first use)."""
         if threads:
             torch.set_num_threads(threads)
         device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
@@ -53,6 +61,11 @@ class EvalWorker:
             device=device,
             with_grads=with_grads,
         )
+        self.levels: LevelEngine | None = None
+        if solver != "mask":
+            database = open_database(self.engine, solver, levels or DEFAULT_LEVELS, calibration_batches)
+            self.levels = LevelEngine(self.engine, database)
+        self.latency = LatencyMeter(self.engine, latency) if latency is not None else None
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.build_seconds = time.perf_counter() - start
 
@@ -84,7 +97,10 @@ class EvalWorker:
             try:
                 if req.metric:  # a metric search's candidate carries its own importance metric
                     self.engine.use_metric(req.metric)
-                result = self.engine.evaluate(req.sparsity, splits=req.splits, recovery_steps=req.recovery_steps)
+                evaluator = self.levels if self.levels is not None and not req.metric else self.engine
+                result = evaluator.evaluate(req.sparsity, splits=req.splits, recovery_steps=req.recovery_steps)
+                if self.latency is not None:
+                    result = self.latency.attach(result, req.sparsity)
                 out.append(EvalReply(req.candidate_id, result, worker=self.worker_id))
             except Exception as exc:  # noqa: BLE001 - reported per candidate, never swallowed
                 line = f"{type(exc).__name__}: {exc}"
@@ -96,4 +112,8 @@ class EvalWorker:
         """The pruned model of a candidate (physically smaller for channel granularity)."""
         if metric:
             self.engine.use_metric(metric)
-        return self.engine.export(vector)
+        return self.levels.export(vector) if self.levels is not None and not metric else self.engine.export(vector)
+
+    def level_database(self) -> dict[str, Any] | None:
+        """The level database's path, build time, size and levels, for the job summary (None: solver mask)."""
+        return self.levels.describe() if self.levels is not None else None

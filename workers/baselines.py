@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from prunehive.search.allocations import ALLOCATIONS, allocate, outlier_ratio
+from prunehive.search.allocations import HEURISTICS, allocate, atp, atp_slopes, outlier_ratio
 from prunehive.search.space import SearchSpace
 from prunehive.workers.calibration import LayerStats
 from prunehive.workers.masks import Granularity
@@ -30,10 +30,11 @@ def heuristic_allocation(
 
     ``global`` thresholds the metric's ``scores`` across layers (Global MP when the metric is
     magnitude; magnitudes for structured granularities, whose scores rank groups, not weights);
-    ``owl`` uses each layer's share of Wanda outliers, from its statistics.
+    ``owl`` uses each layer's share of Wanda outliers, from its statistics; ``atp`` here has no
+    evaluations to pick its slope with, so it takes the fixed one (see ``allocations.atp``).
     """
-    if name not in ALLOCATIONS:
-        raise ValueError(f"unknown allocation {name!r}; choose one of {', '.join(ALLOCATIONS)}")
+    if name not in HEURISTICS:
+        raise ValueError(f"unknown allocation {name!r}; choose one of {', '.join(HEURISTICS)}")
     if name == "global":
         score = scores if granularity.kind in ("layer", "row") else (lambda n: magnitude(stats(n)))
         return allocate(name, space, scores=[score(n).detach().double().flatten().numpy() for n in space.names])
@@ -44,5 +45,11 @@ def heuristic_allocation(
 
 
 def baseline_allocation(engine: PruningEngine, space: SearchSpace, name: str) -> np.ndarray:
-    """A heuristic's per-layer sparsities from a loaded engine (its statistics and its metric's scores)."""
+    """A heuristic's per-layer sparsities from a loaded engine (its statistics and its metric's scores).
+
+    ``atp`` evaluates its grid of slopes on validation and keeps the best, as the ATP paper does."""
+    if name == "atp":
+        grid = [atp(space, slope) for slope in atp_slopes(space)]
+        scores = [engine.evaluate([float(v) for v in x], splits=("validation",)).objective() for x in grid]
+        return grid[int(np.argmax(scores))]
     return heuristic_allocation(name, space, engine.granularity, engine.stats.__getitem__, engine.scores)

@@ -53,9 +53,21 @@ class EvalRequest:
 
 
 @dataclass(frozen=True)
+class LatencyRequest:
+    """How a worker times a candidate (``search.latency``): median of ``repeats`` forward passes on a
+    batch of ``batch`` rows after ``warmup`` untimed ones, interleaved with the dense model's."""
+
+    batch: int = 1
+    repeats: int = 30
+    warmup: int = 3
+
+
+@dataclass(frozen=True)
 class EvalResult:
     """What one candidate gave: per-split scores, achieved sparsity (overall and per layer), nonzero
-    parameters, forward FLOPs on the task's example input (see ``PruningEngine._measure``), wall time."""
+    parameters, forward FLOPs on the task's example input (see ``PruningEngine._measure``), wall time;
+    where latency was asked for, the pruned model's milliseconds per forward pass and its speedup over the
+    dense model timed in the same process (``workers/latency.py``)."""
 
     metrics: dict[str, SplitMetrics]
     achieved_sparsity: float
@@ -63,6 +75,14 @@ class EvalResult:
     params: int
     flops: int
     seconds: float
+    latency_ms: float | None = None
+    speedup: float | None = None
+
+    def _latency(self) -> dict[str, float]:
+        """The latency keys, only where they were measured (the JSON of other results is unchanged)."""
+        if self.latency_ms is None or self.speedup is None:
+            return {}
+        return {"latency_ms": self.latency_ms, "speedup": self.speedup}
 
     def objective(self, split: str = "validation") -> float:
         return self.metrics[split].objective
@@ -78,6 +98,7 @@ class EvalResult:
             "metrics": {s: m.to_dict() for s, m in self.metrics.items()},
             "params": self.params,
             "flops": self.flops,
+            **self._latency(),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,6 +109,7 @@ class EvalResult:
             "params": self.params,
             "flops": self.flops,
             "seconds": self.seconds,
+            **self._latency(),
         }
 
     @classmethod
@@ -99,6 +121,8 @@ class EvalResult:
             params=int(data["params"]),
             flops=int(data["flops"]),
             seconds=float(data["seconds"]),
+            latency_ms=None if data.get("latency_ms") is None else float(data["latency_ms"]),
+            speedup=None if data.get("speedup") is None else float(data["speedup"]),
         )
 
 

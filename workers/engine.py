@@ -1,41 +1,34 @@
 """The pruning engine: a loaded task, its statistics and rankings, and fast candidate evaluation.
 
-Built once per worker. ``evaluate`` applies a per-layer sparsity vector by slicing the cached
-rankings (no re-scoring, no model reload), scores the model, optionally fine-tunes for a few
-steps, and restores the dense weights afterwards.
+Built once per worker, it holds the model once. ``evaluate`` applies a per-layer sparsity vector from
+the rankings (no re-scoring of small layers, no model reload) while the task scores the model: each
+layer's weight is swapped for its pruned version only inside that layer's own forward pass, so at most
+one layer's pruned copy exists at a time and the parameters never stop holding the dense weights.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import time
-from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from prunehive.search.space import Layer
-from prunehive.workers.calibration import collect_stats
+from prunehive.workers.calibration import ALL, Statistics
 from prunehive.workers.contracts import EvalResult, SplitMetrics
 from prunehive.workers.flops import ChannelFlops
 from prunehive.workers.layers import count_flops, count_params, find_prunable_layers
 from prunehive.workers.masks import Granularity, Ranking
-from prunehive.workers.metrics import Metric, get_metric, needs_gradients
+from prunehive.workers.metrics import Metric, get_metric, statistics_read
 from prunehive.workers.tasks.base import Split, Task
 
-
-def _packed(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-    """Copies of ``tensors`` as views of one flat tensor (returned too), so that one call can update them
-    all; separate copies and None where their dtypes or devices differ."""
-    if len({(t.dtype, t.device) for t in tensors.values()}) != 1:
-        return {n: t.clone() for n, t in tensors.items()}, None
-    flat = torch.cat([t.reshape(-1) for t in tensors.values()])
-    views, offset = {}, 0
-    for n, t in tensors.items():
-        views[n] = flat[offset : offset + t.numel()].view(t.shape)
-        offset += t.numel()
-    return views, flat
+Swapped = list[tuple[torch.Tensor, torch.Tensor]]
 
 
 class PruningEngine:
@@ -52,14 +45,15 @@ class PruningEngine:
         device: str = "cpu",
         with_grads: bool | None = None,
     ) -> None:
+        """``with_grads``: collect G and F whatever the metric (a metric search's formulas may read G);
+        None collects exactly what ``metric`` reads."""
         self.task = task
         self.device = torch.device(device)
         self.metric_name = metric
         self.metric: Metric = get_metric(metric)
-        self.with_grads = needs_gradients(metric) if with_grads is None else with_grads
         self.granularity = Granularity.parse(granularity, per_row=per_row)
         self.seed = seed
-        self.model = task.model().to(self.device)
+        self.model = task.model().to(self.device)  # on a GPU too, in the dtype it was loaded in
         self.example = task.example_input().to(self.device)
         names = (
             task.channel_prunable_layers(self.model)
@@ -74,50 +68,58 @@ class PruningEngine:
             raise ValueError(f"task {task.name!r} has no layer that {self.granularity.label} pruning can apply to")
         modules = dict(self.model.named_modules())
         self.modules: dict[str, nn.Linear | nn.Conv2d] = {lay.name: modules[lay.name] for lay in self.layers}  # type: ignore[misc]
-        self.dense, self._dense_flat = _packed({n: m.weight.detach() for n, m in self.modules.items()})
-        self.dense_bias = {n: m.bias.detach().clone() for n, m in self.modules.items() if m.bias is not None}
         self.total_flops, _ = count_flops(self.model, self.example)
         self.total_params = count_params(self.model)
         channel = self.granularity.kind == "channel"
         self.channel_flops = ChannelFlops(self.model, self.names, self.example) if channel else None
-        self.stats = collect_stats(
-            task, self.model, self.names, batches=calibration_batches, with_grads=self.with_grads
-        )
-        self.rankings = {n: Ranking.build(self.scores(n), self.granularity) for n in self.names}
-        self._ranking_cache: OrderedDict[str, dict[str, Ranking]] = OrderedDict({metric: self.rankings})
-        # ``evaluate`` writes each candidate's weights here and points the parameters at them (see ``_prune``).
-        self._pruned, self._pruned_flat = _packed(self.dense)
-        self._pruned_bias = (
-            {n: torch.empty_like(b) for n, b in self.dense_bias.items()} if self.granularity.kind == "channel" else {}
-        )
-        self._swapped: list[tuple[torch.Tensor, torch.Tensor]] = []
+        reads = statistics_read(metric) | (ALL if with_grads else frozenset())
+        if with_grads is False:
+            reads -= {"G", "F"}
+        self.stats = Statistics(task, self.model, self.names, calibration_batches, reads)
+        self.rankings = self._rank()
 
     @property
     def names(self) -> list[str]:
         return [lay.name for lay in self.layers]
 
+    @property
+    def dense(self) -> dict[str, torch.Tensor]:
+        """The prunable layers' dense weights: the parameters themselves (no copy is kept)."""
+        return {n: m.weight.detach() for n, m in self.modules.items()}
+
     def scores(self, name: str, metric: Metric | None = None) -> torch.Tensor:
-        s = self.stats[name]
-        if metric is None and self.metric_name == "random":
+        if metric is not None:
+            return metric(self.stats.layer(name, ALL - {"G", "F"} | self.stats.gradients))
+        return self._score(name, self.metric_name, self.metric)
+
+    def _score(self, name: str, metric_name: str, metric: Metric) -> torch.Tensor:
+        """Scores of one layer by one metric, reading only the statistics it reads."""
+        stats = self.stats.layer(name, statistics_read(metric_name))
+        if metric_name == "random":
             from prunehive.workers.metrics import random_metric
 
-            return random_metric(s, seed=self.seed + self.names.index(name))
-        return (metric or self.metric)(s)
+            return random_metric(stats, seed=self.seed + self.names.index(name))
+        return metric(stats)
+
+    def _rank(self) -> dict[str, Ranking]:
+        """The current metric's rankings; each recomputes its scores from the statistics when it keeps no rank."""
+        out = {}
+        for n, module in self.modules.items():
+            scores = functools.partial(self._score, n, self.metric_name, self.metric)
+            out[n] = Ranking.build(scores, self.granularity, module.weight.element_size())
+        return out
 
     def use_metric(self, name: str) -> None:
-        """Rank by another metric (a metric search's candidate expression); the last few
-        metrics' rankings are kept, so switching back costs nothing."""
+        """Rank by another metric (a metric search's candidate expression). Only the current metric's
+        rankings are kept: re-ranking costs a sort of the small layers, keeping more would cost memory."""
         if name == self.metric_name:
             return
         metric = get_metric(name)
-        if needs_gradients(name) and not self.with_grads:
+        missing = statistics_read(name) & {"G", "F"} - self.stats.gradients
+        if missing:
             raise ValueError(f"metric {name!r} needs gradients; build the engine with with_grads=True")
-        if name not in self._ranking_cache:
-            self._ranking_cache[name] = {n: Ranking.build(metric(self.stats[n]), self.granularity) for n in self.names}
-            while len(self._ranking_cache) > 8:
-                self._ranking_cache.popitem(last=False)
-        self._ranking_cache.move_to_end(name)
-        self.metric_name, self.metric, self.rankings = name, metric, self._ranking_cache[name]
+        self.metric_name, self.metric = name, metric
+        self.rankings = self._rank()
 
     def outlier_ratios(self, m: float = 5.0) -> list[float]:
         """OWL's per-layer share of Wanda scores above ``m`` times the layer mean."""
@@ -150,24 +152,51 @@ class PruningEngine:
     def masks(self, sparsity: Mapping[str, float] | Iterable[float]) -> dict[str, torch.Tensor]:
         return {n: self.rankings[n].mask(s) for n, s in self.as_dict(sparsity).items()}
 
-    def _apply(self, masks: Mapping[str, torch.Tensor]) -> None:
-        with torch.no_grad():
-            for n, mask in masks.items():
-                module = self.modules[n]
-                torch.mul(self.dense[n], mask, out=module.weight.data)
-                if self.granularity.kind == "channel" and module.bias is not None:
-                    torch.mul(self.dense_bias[n], mask.reshape(mask.shape[0], -1)[:, 0], out=module.bias.data)
-
-    def restore(self) -> None:
-        with torch.no_grad():
-            for n, module in self.modules.items():
-                module.weight.data.copy_(self.dense[n])
-                if module.bias is not None:
-                    module.bias.data.copy_(self.dense_bias[n])
-
     def pruned_counts(self, sparsity: Mapping[str, float]) -> dict[str, int]:
         """Weights each layer loses at ``sparsity``: from the rankings alone, equal to counting the masks."""
         return {n: self.rankings[n].pruned_weights(s) for n, s in sparsity.items()}
+
+    @contextlib.contextmanager
+    def pruned(self, sparsity: Mapping[str, float] | Iterable[float]) -> Iterator[nn.Module]:
+        """The model computing as if pruned to ``sparsity`` while the block runs (forward passes only).
+
+        Hooks swap each pruned layer's weight for dense x keep-mask around its own forward and put the
+        parameter's own tensor back right after, so the dense weights are never written and come back
+        bit for bit. Layers kept dense get no hook.
+        """
+        swapped: Swapped = []
+        handles: list[RemovableHandle] = []
+        try:
+            for n, s in self.as_dict(sparsity).items():
+                if self.rankings[n].pruned_count(s) > 0:
+                    handles += self._hook(self.modules[n], self.rankings[n], s, swapped)
+            yield self.model
+        finally:
+            for handle in handles:
+                handle.remove()
+            while swapped:
+                param, tensor = swapped.pop()
+                param.data = tensor
+
+    def _hook(self, module: nn.Module, ranking: Ranking, s: float, swapped: Swapped) -> list[RemovableHandle]:
+        prune = ranking.pruner(s)
+        bias_keep = ranking.channels_kept(s) if self.granularity.kind == "channel" and module.bias is not None else None
+
+        def pre(mod: nn.Module, _args: Any) -> None:
+            weight: torch.Tensor = mod.weight  # type: ignore[assignment]
+            swapped.append((weight, weight.data))
+            weight.data = prune(weight.data)
+            if bias_keep is not None:  # channel: removed outputs lose their bias
+                bias: torch.Tensor = mod.bias  # type: ignore[assignment]
+                swapped.append((bias, bias.data))
+                bias.data = bias.data * bias_keep
+
+        def post(_mod: nn.Module, _args: Any, _out: Any) -> None:
+            for _ in range(1 if bias_keep is None else 2):
+                param, tensor = swapped.pop()
+                param.data = tensor
+
+        return [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
 
     # ---- evaluation ---------------------------------------------------------------------
     def evaluate(
@@ -179,67 +208,41 @@ class PruningEngine:
         """Prune to ``sparsity``, (optionally fine-tune), score on ``splits``, restore dense."""
         start = time.perf_counter()
         values = self.as_dict(sparsity)
-        masks = self.masks(values) if recovery_steps > 0 else None
-        snapshot = copy.deepcopy(self.model.state_dict()) if recovery_steps > 0 else None
-        try:
-            if masks is not None:
-                self._apply(masks)
-                self.task.train(
-                    self.model, recovery_steps, lr=self.task.lr * 0.1, after_step=lambda: self._reapply(masks)
-                )
-            else:
-                self._prune(values)
-            metrics = {}
-            for split in splits:
-                ev = self.task.evaluate(self.model, split)
-                metrics[split] = SplitMetrics(self.task.quality, ev.quality, ev.loss, self.task.objective(ev))
-        finally:
-            self._unprune()
-            if snapshot is not None:
-                self.model.load_state_dict(snapshot)
-                self.restore()
+        if recovery_steps > 0:
+            metrics = self._finetuned(values, splits, recovery_steps)
+        else:
+            with self.pruned(values):
+                metrics = self._score_splits(splits)
         achieved, per_layer, params, flops = self._measure(values)
         return EvalResult(metrics, achieved, per_layer, params, flops, time.perf_counter() - start)
 
-    def _prune(self, sparsity: Mapping[str, float]) -> None:
-        """Point each layer's weight at a buffer holding dense x keep-mask, until ``_unprune``.
+    def _score_splits(self, splits: tuple[Split, ...]) -> dict[str, SplitMetrics]:
+        metrics = {}
+        for split in splits:
+            ev = self.task.evaluate(self.model, split)
+            metrics[split] = SplitMetrics(self.task.quality, ev.quality, ev.loss, self.task.objective(ev))
+        return metrics
 
-        ``sparsity`` names every layer (as ``as_dict`` returns it). The keep-masks are written straight
-        into the buffers as 0/1 floats and multiplied by the dense weights in place, all layers in one
-        call where the buffers are packed. The parameters' own tensors are never written, so putting
-        them back restores the dense model without a copy.
-        """
-        for n, s in sparsity.items():
-            self.rankings[n].keep_into(s, self._pruned[n])
-        if self._pruned_flat is not None and self._dense_flat is not None:
-            self._pruned_flat.mul_(self._dense_flat)
-        else:
-            for n in sparsity:
-                self._pruned[n].mul_(self.dense[n])
-        swapped = self._swapped
-        for n, s in sparsity.items():
-            module = self.modules[n]
-            weight = module.weight
-            swapped.append((weight, weight.data))
-            weight.data = self._pruned[n]
-            bias = module.bias
-            if bias is not None and n in self._pruned_bias:  # channel: removed outputs lose their bias
-                ranking = self.rankings[n]
-                keep = ranking.rank >= ranking.pruned_count(s)
-                swapped.append((bias, bias.data))
-                bias.data = torch.mul(self.dense_bias[n], keep, out=self._pruned_bias[n])
+    def _finetuned(self, values: dict[str, float], splits: tuple[Split, ...], steps: int) -> dict[str, SplitMetrics]:
+        """Recovery: prune in place, fine-tune with the masks re-applied after every step, score, and load
+        back a snapshot of the whole model (training moves every parameter, pruned or not)."""
+        masks = self.masks(values)
+        snapshot = copy.deepcopy(self.model.state_dict())
+        try:
+            self._apply(masks, bias=True)
+            self.task.train(self.model, steps, lr=self.task.lr * 0.1, after_step=lambda: self._apply(masks))
+            return self._score_splits(splits)
+        finally:
+            self.model.load_state_dict(snapshot)
 
-    def _unprune(self) -> None:
-        """Give every parameter ``_prune`` redirected its own (dense) tensor back."""
-        swapped = self._swapped
-        while swapped:
-            param, tensor = swapped.pop()
-            param.data = tensor
-
-    def _reapply(self, masks: Mapping[str, torch.Tensor]) -> None:
+    def _apply(self, masks: Mapping[str, torch.Tensor], bias: bool = False) -> None:
+        """Zero the pruned weights in place (and, for ``channel`` with ``bias``, the removed outputs' bias)."""
         with torch.no_grad():
             for n, mask in masks.items():
-                self.modules[n].weight.data.mul_(mask)
+                module = self.modules[n]
+                module.weight.data.mul_(mask)
+                if bias and self.granularity.kind == "channel" and module.bias is not None:
+                    module.bias.data.mul_(mask.reshape(mask.shape[0], -1)[:, 0])
 
     def _measure(self, sparsity: Mapping[str, float]) -> tuple[float, dict[str, float], int, int]:
         """Achieved sparsity, per-layer sparsity, nonzero parameters and forward FLOPs of a candidate.

@@ -1,5 +1,5 @@
-"""``prunehive bench``: the eval and throughput benchmarks (ratios measured side by side in one run), and
-the quality benchmark (every strategy on one budget over seeds, next to the heuristics)."""
+"""``prunehive bench``: the eval, throughput and speedup benchmarks (ratios measured side by side in one run),
+and the quality benchmark (every strategy on one budget over seeds, next to the heuristics)."""
 
 from __future__ import annotations
 
@@ -63,6 +63,25 @@ def _print_eval(result: dict[str, Any]) -> None:
     out.print(f"medians of interleaved repeats; torch threads: {result['tasks'][0]['threads']}")
 
 
+def _print_memory(result: dict[str, Any]) -> None:
+    table = Table(
+        "task", "metric", "model MB", "worker extra MB", "extra / model", "goal", title="memory: worker vs model"
+    )
+    for r in result["tasks"]:
+        ok = "[green]met[/green]" if r["extra_over_model"] <= r["goal"] else "[red]missed[/red]"
+        mb = 1024 * 1024
+        table.add_row(
+            r["task"],
+            r["metric"],
+            f"{r['model_bytes'] / mb:.1f}",
+            f"{r['worker_extra_bytes'] / mb:.1f}",
+            f"{r['extra_over_model']:.2f}",
+            f"<= {r['goal']} {ok}",
+        )
+    out.print(table)
+    out.print("peak RSS of a built worker with one candidate evaluated, minus the RSS of the model alone")
+
+
 def _print_throughput(result: dict[str, Any]) -> None:
     table = Table(
         "task",
@@ -105,23 +124,59 @@ def _print_throughput(result: dict[str, Any]) -> None:
     headline.add_row(
         f"fixed cost per trial ({result['fixed_cost_task']})",
         f"{fmt(result['fixed_cost_ms_per_trial'], '.1f')} ms",
+        f"<= {goals['fixed_cost_ms_per_trial']} ms" if "fixed_cost_ms_per_trial" in goals else "",
+    )
+    phases = result.get("phases") or {}
+    headline.add_row(
+        f"start-up / finish / other, 1 worker ({result['fixed_cost_task']})",
+        " / ".join(f"{fmt(phases.get(k), '.2f')} s" for k in ("startup_seconds", "finish_seconds", "other_seconds")),
         "",
     )
     out.print(headline)
     out.print(f"search phase only (actor start-up and the final summary excluded); {result['cpus']} CPUs")
 
 
+def _print_speedup(result: dict[str, Any]) -> None:
+    table = Table(
+        "task", "sparsity", "batch", "dense ms", "pruned ms", "speedup", "FLOPs ratio", "FLOPs speedup",
+        title="speedup: channel-pruned models, measured latency vs FLOPs",
+    )  # fmt: skip
+    for r in result["rows"]:
+        if "error" in r:
+            error = f"[red]{r['error'][:70]}[/red]"
+            table.add_row(r["task"], fmt(r.get("sparsity"), ".1f"), "-", error, "", "", "", "")
+            continue
+        table.add_row(
+            r["task"],
+            f"{r['sparsity']:.1f}",
+            str(r["batch"]),
+            f"{r['dense_ms']:.3f}",
+            f"{r['latency_ms']:.3f}",
+            f"{r['speedup']:.2f}x",
+            f"{r['flops_ratio']:.3f}",
+            f"{r['flops_speedup']:.2f}x",
+        )
+    out.print(table)
+    goal = result["goal"]
+    out.print(
+        f"goal: >= {goal['speedup']}x at sparsity {goal['sparsity']}, batch {goal['batch']}; medians of "
+        f"{result['repeats']} interleaved passes; torch threads: {result['threads']}; device: {result['device']}"
+    )
+
+
 @app.command()
 @friendly_errors
 def bench(
-    suite: str = typer.Option(..., "--suite", help="eval, throughput or quality."),
-    task: str = typer.Option(None, "--task", help="Run one task (default: digits-mlp and code-lm)."),
-    repeats: int = typer.Option(15, "--repeats", min=1, help="eval: timed repeats (medians are reported)."),
+    suite: str = typer.Option(..., "--suite", help="eval, throughput, quality, speedup or memory."),
+    task: str = typer.Option(
+        None, "--task", help="Run one task (default: digits-mlp and code-lm; memory: code-lm and llama-100m)."
+    ),
+    repeats: int = typer.Option(15, "--repeats", min=1, help="eval, speedup: timed repeats (medians are reported)."),
     min_seconds: float = typer.Option(
         1.0, "--min-seconds", min=0.0, help="eval: repeat fast tasks until the bare passes take this long."
     ),
-    warmup: int = typer.Option(3, "--warmup", min=0, help="eval: untimed repeats first."),
-    threads: int = typer.Option(1, "--threads", min=1, help="eval: torch threads (1, like a worker)."),
+    warmup: int = typer.Option(3, "--warmup", min=0, help="eval, speedup: untimed repeats first."),
+    threads: int = typer.Option(1, "--threads", min=1, help="eval, speedup: torch threads (1, like a worker)."),
     budget: int = typer.Option(
         None,
         "--budget",
@@ -135,7 +190,8 @@ def bench(
     ),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Benchmark evaluation cost (eval), search throughput (throughput) or strategies' quality (quality)."""
+    """Benchmark evaluation cost (eval), search throughput (throughput), strategies' quality (quality) or the
+    measured speedup of channel-pruned models (speedup), or what a worker holds beyond its model (memory)."""
     from prunehive.bench.suites import SUITES, run_suite
 
     if suite not in SUITES:
@@ -159,5 +215,9 @@ def bench(
         _print_eval(result)
     elif suite == "quality":
         print_benchmarks(result["tasks"])
+    elif suite == "memory":
+        _print_memory(result)
+    elif suite == "speedup":
+        _print_speedup(result)
     else:
         _print_throughput(result)

@@ -41,6 +41,9 @@ def prune(
     budget: str = typer.Option("params", "--budget", help="What the sparsity counts: params or flops."),
     recovery_steps: int = typer.Option(0, "--recovery-steps", help="Fine-tune this many steps after pruning."),
     seed: int = typer.Option(0, "--seed"),
+    solver: str = typer.Option(
+        "mask", "--solver", help="mask (zero by the metric) or sparsegpt (prune and update the rest; magnitude: OBS)."
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Prune a task once with a heuristic allocation and evaluate it on validation and test."""
@@ -48,7 +51,16 @@ def prune(
 
     with err.status(f"loading {task} (the dense model trains on first use, then it is cached)"):
         result = prune_once(
-            task, sparsity, allocation, metric, granularity, per_row, budget, recovery_steps=recovery_steps, seed=seed
+            task,
+            sparsity,
+            allocation,
+            metric,
+            granularity,
+            per_row,
+            budget,
+            recovery_steps=recovery_steps,
+            seed=seed,
+            solver=solver,
         )
     if as_json:
         print_json(result)
@@ -67,6 +79,8 @@ def prune(
     summary.add_row("params", f"{result['params']:,} of {result['dense_params']:,}")
     summary.add_row("FLOPs", f"{result['flops']:,} of {result['dense_flops']:,}")
     summary.add_row("time", f"{result['seconds']:.3f} s")
+    if solver != "mask":
+        summary.add_row("solver", solver)
     out.print(summary)
     if result["skipped_layers"]:
         out.print(f"kept dense (shape does not fit {result['granularity']}): {', '.join(result['skipped_layers'])}")

@@ -9,6 +9,9 @@ from prunehive.workers.baselines import baseline_allocation
 from prunehive.workers.engine import PruningEngine
 from prunehive.workers.layers import count_params
 from prunehive.workers.masks import Granularity
+from prunehive.workers.solvers.level_engine import SOLVERS
+from prunehive.workers.solvers.sequential import evaluate_sequential
+from prunehive.workers.solvers.sparsegpt import check_solver_metric
 from prunehive.workers.tasks import load_task
 
 
@@ -29,9 +32,20 @@ def prune_once(
     min_density: float = 0.01,
     recovery_steps: int = 0,
     seed: int = 0,
+    solver: str = "mask",
 ) -> dict[str, Any]:
-    """Prune ``task`` to ``sparsity`` with ``allocation`` and ``metric``; evaluate on val and test."""
+    """Prune ``task`` to ``sparsity`` with ``allocation`` and ``metric``; evaluate on val and test.
+
+    ``solver`` sparsegpt prunes each layer at exactly its allocated sparsity, block by block on the outputs
+    of the blocks pruned before it (no level database), and updates the remaining weights.
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"solver {solver!r} is not one of {', '.join(SOLVERS)}")
     gran = Granularity.parse(granularity, per_row=per_row)
+    if solver == "sparsegpt":
+        if gran.kind == "channel":
+            raise ValueError("solver sparsegpt prunes unstructured or N:M, not channel")
+        check_solver_metric(metric)
     if sparsity is None:
         sparsity = gran.default_sparsity if gran.default_sparsity is not None else 0.5
     check_sparsity(sparsity)
@@ -41,10 +55,15 @@ def prune_once(
         raise ValueError(f"budget {budget!r} is not one of params, flops")
     space = SearchSpace(engine.layers, target=sparsity, budget=budget, min_density=min_density)  # type: ignore[arg-type]
     vector = baseline_allocation(engine, space, allocation)
-    result = engine.evaluate(vector, splits=("validation", "test"), recovery_steps=recovery_steps)
+    if solver == "sparsegpt":
+        requested = dict(zip(engine.names, (float(v) for v in vector), strict=True))
+        result = evaluate_sequential(engine, requested, ("validation", "test"), recovery_steps)
+    else:
+        result = engine.evaluate(vector, splits=("validation", "test"), recovery_steps=recovery_steps)
     out = {
         "task": task,
         "metric": metric,
+        "solver": solver,
         "granularity": gran.label,
         "allocation": allocation,
         "target_sparsity": sparsity,

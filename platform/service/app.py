@@ -36,7 +36,9 @@ class ServiceConfig:
     allowed_task_modules: tuple[str, ...] = ()
     max_body_bytes: int = MAX_BODY_BYTES
 
-    def task_allowed(self, task: str) -> bool:
+    def task_allowed(self, task: object) -> bool:
+        if not isinstance(task, str):
+            return True  # an hf: mapping names a model directory: weights and data, never code
         if ":" not in task:
             return True  # a built-in task name
         module = task.partition(":")[0]

@@ -8,6 +8,7 @@ Nothing here imports torch: the API server validates specs without it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,14 @@ class JobSpec(Strict):
     @property
     def display_name(self) -> str:
         return self.name or KINDS[self.kind].default_name(self)
+
+    @property
+    def task_ref(self) -> str:
+        """The task as one string: its name, or an ``hf:`` mapping as JSON text (``load_task`` takes both);
+        for summaries and configs that carry scalars only (Flower's ConfigRecord)."""
+        if isinstance(self.task, str):
+            return self.task
+        return json.dumps(self.task.model_dump(mode="json"), sort_keys=True)
 
     @property
     def experiment(self) -> str:

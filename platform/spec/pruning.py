@@ -13,12 +13,15 @@ from pydantic import Field, field_validator, model_validator
 from prunehive.platform.spec.fields import Strict, one_of
 from prunehive.search.allocations import ALLOCATIONS
 from prunehive.workers.granularity import Granularity
-from prunehive.workers.metric_names import check_metric_name
+from prunehive.workers.metric_names import NEEDS_GRADIENTS, check_metric_name
 
 
 class PruningSpec(Strict):
     sparsity: float | None = Field(None, ge=0.0, lt=1.0, description="Target sparsity (parameter-weighted).")
     flops_budget: float | None = Field(None, gt=0.0, le=1.0, description="Keep this fraction of the FLOPs instead.")
+    latency_budget: float | None = Field(
+        None, gt=0.0, le=1.0, description="Penalise candidates slower than this fraction of dense latency."
+    )
     metric: str = "magnitude"
     granularity: str = "unstructured"
     per_row: bool = False
@@ -29,6 +32,13 @@ class PruningSpec(Strict):
     )
     recovery_steps: int = Field(0, ge=0)
     calibration_batches: int = Field(8, ge=1)
+    solver: Literal["mask", "sparsegpt"] = Field(
+        "mask", description="mask: zero weights by the metric's ranking; sparsegpt: prune and update the rest (OBS)."
+    )
+    levels: list[float] = Field(
+        default_factory=lambda: [round(0.05 * i, 2) for i in range(20)],
+        description="The sparsities each layer is pruned at once in the level database (ascending, in [0, 1)).",
+    )
     plan: Literal["fixed", "progressive", "heterogeneous"] | None = Field(
         None, description="federated: fixed masks, a sparsity ramp, or nested client tiers (default fixed)."
     )
@@ -51,6 +61,13 @@ class PruningSpec(Strict):
                 raise ValueError(f"sparsity of layer {name!r} is {value}, outside [0, 1)")
         return v
 
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0.0 <= x < 1.0 for x in v) or any(a >= b for a, b in zip(v, v[1:], strict=False)):
+            raise ValueError(f"levels must be strictly ascending sparsities in [0, 1), got {v}")
+        return v
+
     @field_validator("granularity")
     @classmethod
     def _granularity(cls, v: str) -> str:
@@ -61,6 +78,10 @@ class PruningSpec(Strict):
     def _budget(self) -> PruningSpec:
         if self.from_job is not None and self.plan not in (None, "fixed"):
             raise ValueError(f"from_job gives a fixed allocation; it does not combine with plan {self.plan!r}")
+        if self.solver == "sparsegpt" and self.granularity == "channel":
+            raise ValueError("solver sparsegpt prunes unstructured or N:M, not channel")
+        if self.solver == "sparsegpt" and self.metric in NEEDS_GRADIENTS:
+            raise ValueError(f"metric {self.metric!r} reads gradients; solver sparsegpt ranks by W and X only")
         if self.sparsity is not None and self.flops_budget is not None:
             raise ValueError("give either sparsity or flops_budget, not both")
         if self.sparsity is None and self.flops_budget is None:

@@ -7,18 +7,28 @@ cross-field rules the job-kind registry runs for ``search`` and ``metric-search`
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from prunehive.platform.spec.fields import Strict, one_of
-from prunehive.search.allocations import ALLOCATIONS
+from prunehive.search.allocations import ALLOCATIONS, HEURISTICS
+from prunehive.search.evopress import check_stages
 from prunehive.search.registry import STRATEGIES
 
 if TYPE_CHECKING:
     from prunehive.platform.spec.job import JobSpec
 
 METRIC_BASELINES = ("magnitude", "wanda", "snip")  # what a metric search is compared with
+MULTI_FIDELITY = ("evopress",)  # strategies that take search.fidelity / search.survivors
+
+
+class LatencyOptions(Strict):
+    """How workers time candidates when a job optimises or bounds latency."""
+
+    batch: int = Field(1, ge=1, description="Rows per timed forward pass.")
+    repeats: int = Field(30, ge=1, description="Timed passes; the median counts.")
+    warmup: int = Field(3, ge=0, description="Untimed passes first.")
 
 
 class SearchOptions(Strict):
@@ -27,7 +37,10 @@ class SearchOptions(Strict):
     minutes: float | None = Field(None, gt=0, description="Wall-clock limit; the search stops asking after it.")
     seed: int = 0
     objectives: list[str] = Field(
-        default_factory=lambda: ["quality"], description="quality, and for nsga2 sparsity or flops."
+        default_factory=lambda: ["quality"], description="quality, and for nsga2 sparsity, flops or latency."
+    )
+    latency: LatencyOptions | None = Field(
+        None, description="Time every candidate (default {batch: 1, repeats: 30} where latency is asked for)."
     )
     options: dict[str, Any] = Field(default_factory=dict, description="The strategy's own keyword arguments.")
     baselines: list[str] = Field(default_factory=lambda: list(ALLOCATIONS))
@@ -35,6 +48,11 @@ class SearchOptions(Strict):
         None, gt=0, description="Seconds per candidate; a slower evaluation fails (metric-search default: 120)."
     )
     warm_start: bool = Field(True, description="evolution and bayesian start from the baselines' allocations.")
+    fitness: Literal["quality", "kl"] = Field(
+        "quality", description="What strategies maximise: validation quality, or minus the KL from the dense model."
+    )
+    fidelity: list[int] | None = Field(None, description="Tokens (or samples) per selection stage, increasing.")
+    survivors: list[int] | None = Field(None, description="Candidates kept after each stage, decreasing.")
 
     @field_validator("strategy")
     @classmethod
@@ -45,7 +63,7 @@ class SearchOptions(Strict):
     @classmethod
     def _objectives(cls, v: list[str]) -> list[str]:
         for item in v:
-            one_of(item, ["quality", "sparsity", "flops"])
+            one_of(item, ["quality", "sparsity", "flops", "latency"])
         if not v or v[0] != "quality":
             raise ValueError("the first objective must be 'quality'")
         return v
@@ -54,8 +72,13 @@ class SearchOptions(Strict):
     @classmethod
     def _baselines(cls, v: list[str]) -> list[str]:
         for item in v:
-            one_of(item, [*ALLOCATIONS, *METRIC_BASELINES])
+            one_of(item, [*HEURISTICS, *METRIC_BASELINES])
         return v
+
+    @model_validator(mode="after")
+    def _stages(self) -> SearchOptions:
+        check_stages(self.fidelity, self.survivors)
+        return self
 
     @model_validator(mode="after")
     def _nsga2(self) -> SearchOptions:
@@ -79,7 +102,21 @@ def check_search(spec: JobSpec) -> None:
         raise ValueError("search.strategy: gp-metric searches metrics; use kind: metric-search")
     if spec.search.strategy is None:
         spec.search.strategy = "evolution"
-    _baselines_within(spec, tuple(ALLOCATIONS))
+    _baselines_within(spec, tuple(HEURISTICS))
+    if spec.search.fidelity is not None and spec.search.strategy not in MULTI_FIDELITY:
+        raise ValueError(
+            f"search.fidelity: strategy {spec.search.strategy!r} has no multi-fidelity selection; use evopress"
+        )
+    check_latency(spec)
+
+
+def check_latency(spec: JobSpec) -> None:
+    """Latency as an objective or a budget needs a granularity that can run faster than dense: channel
+    (a smaller model) or 2:4 (sparse kernels, on a CUDA GPU); anything else only ever measures 1.0x."""
+    asked = "latency" in spec.search.objectives or spec.pruning.latency_budget is not None
+    if asked and spec.pruning.granularity not in ("channel", "2:4"):
+        what = "search.objectives: latency" if "latency" in spec.search.objectives else "pruning.latency_budget"
+        raise ValueError(f"{what} needs granularity channel or 2:4; {spec.pruning.granularity} runs the dense kernel")
 
 
 def check_metric_search(spec: JobSpec) -> None:
@@ -93,3 +130,4 @@ def check_metric_search(spec: JobSpec) -> None:
     if search.baselines == list(ALLOCATIONS):
         search.baselines = list(METRIC_BASELINES)
     _baselines_within(spec, METRIC_BASELINES)
+    check_latency(spec)

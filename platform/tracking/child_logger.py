@@ -11,8 +11,13 @@ if TYPE_CHECKING:
     from prunehive.platform.tracking.tracker import Tracker
 
 
+MAX_BATCH = 256  # child runs written in one go at most
+
+
 class ChildLogger:
     """Creates child runs on a background thread so the search loop never waits on MLflow.
+
+    What queued up while the last batch was written goes in the next one (see ``Tracker.log_children``).
 
     ``submit`` returns at once; finished run ids come back through ``on_logged(key, run_id)`` (called on
     the logger thread) and through :meth:`drain`. An error in the thread is re-raised by the next
@@ -47,22 +52,34 @@ class ChildLogger:
         return self._queue.unfinished_tasks
 
     def _work(self) -> None:
+        """Log whatever is queued as one batch (one transaction on MLflow's SQL store), until stopped."""
         while True:
-            item = self._queue.get()
+            items = [self._queue.get()]
+            while len(items) < MAX_BATCH:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            runs = [item for item in items if item is not self._STOP]
             try:
-                if item is self._STOP:
-                    return
-                key, name, params, metrics, tags = item
-                run_id = self.tracker.log_child(self.parent_run_id, name, params, metrics, tags)
-                with self._lock:
-                    self._done[key] = run_id
-                if self.on_logged is not None:
-                    self.on_logged(key, run_id)
+                if len(runs) == 1:
+                    ids = [self.tracker.log_child(self.parent_run_id, *runs[0][1:])]
+                elif runs:
+                    ids = self.tracker.log_children(self.parent_run_id, [item[1:] for item in runs])
+                    logged = {item[0]: run_id for item, run_id in zip(runs, ids, strict=True)}
+                    with self._lock:
+                        self._done.update(logged)
+                    if self.on_logged is not None:
+                        for key, run_id in logged.items():
+                            self.on_logged(key, run_id)
             except BaseException as exc:  # surfaced on drain/close
                 with self._lock:
                     self._errors.append(exc)
             finally:
-                self._queue.task_done()
+                for _ in items:
+                    self._queue.task_done()
+            if len(runs) < len(items):
+                return
 
     def _raise(self) -> None:
         with self._lock:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sqlite3
+from collections.abc import Iterator
 
 from sqlalchemy.engine import make_url
 
@@ -34,3 +36,20 @@ def use_sqlite_wal(uri: str) -> bool:
         return False
     with contextlib.closing(sqlite3.connect(database, timeout=30)) as con:
         return str(con.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower() == "wal"
+
+
+@contextlib.contextmanager
+def store_init_lock(uri: str) -> Iterator[None]:
+    """Serialise the first touch of a SQLite store across processes: MLflow creates and migrates a new
+    database on first use, and two drivers starting together would otherwise race on its tables."""
+    database = make_url(uri).database if uri.startswith("sqlite:") else None
+    if not database or database == ":memory:":
+        yield
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
+    with open(f"{database}.init.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

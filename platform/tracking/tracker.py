@@ -21,8 +21,14 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
 
+from prunehive.platform.tracking.bulk_runs import ChildSpec, run_status, sql_store, write_children
 from prunehive.platform.tracking.child_logger import ChildLogger
-from prunehive.platform.tracking.location import default_artifact_root, is_local_store, use_sqlite_wal
+from prunehive.platform.tracking.location import (
+    default_artifact_root,
+    is_local_store,
+    store_init_lock,
+    use_sqlite_wal,
+)
 
 TAG_JOB_ID = "prunehive.job_id"
 TAG_STATE = "prunehive.state"  # "complete" | "failed", as search.strategy.OutcomeState
@@ -34,6 +40,7 @@ MAX_TAG_VAL_LENGTH = 8000
 Status = Literal["FINISHED", "FAILED", "KILLED"]
 T = TypeVar("T")
 _FLUENT_LOCK = threading.Lock()
+Child = tuple[str, Mapping[str, Any], Mapping[str, float], Mapping[str, Any]]  # name, params, metrics, tags
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -79,7 +86,10 @@ class Tracker:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.client = MlflowClient(tracking_uri)
-        self.experiment_id = self._experiment_id(experiment)
+        with store_init_lock(tracking_uri):  # the first access creates (and migrates) a new store
+            self.experiment_id = self._experiment_id(experiment)
+        self._sql_store = sql_store(self.client)
+        self._artifact_root: str | None = None
         if sqlite_wal:
             use_sqlite_wal(tracking_uri)
 
@@ -148,11 +158,36 @@ class Tracker:
         tags: Mapping[str, Any],
     ) -> str:
         """A finished child run of ``parent_run_id`` (FAILED when ``tags[TAG_STATE]`` is "failed")."""
-        run = self.client.create_run(self.experiment_id, tags={MLFLOW_PARENT_RUN_ID: parent_run_id}, run_name=name)
-        run_id = str(run.info.run_id)
-        self._log_batch(run_id, _metrics(metrics, None), _params(params), _tags(tags))
-        self.client.set_terminated(run_id, status="FAILED" if _failed(tags) else "FINISHED")
-        return run_id
+        return self.log_children(parent_run_id, [(name, params, metrics, tags)])[0]
+
+    def log_children(self, parent_run_id: str, runs: Sequence[Child]) -> list[str]:
+        """Finished child runs of ``parent_run_id``, their ids in order: on MLflow's SQL store all in one
+        transaction (``bulk_runs``), elsewhere run by run."""
+        specs = [
+            ChildSpec(
+                name,
+                {p.key: p.value for p in _params(params)},
+                dict(metrics),
+                {t.key: t.value for t in _tags(tags)},
+                run_status(_failed(tags)),
+            )
+            for name, params, metrics, tags in runs
+        ]
+        if self._sql_store is not None:
+            if self._artifact_root is None:
+                self._artifact_root = str(self.client.get_experiment(self.experiment_id).artifact_location)
+            return write_children(self._sql_store, self.experiment_id, self._artifact_root, parent_run_id, specs)
+        ids = []
+        for spec in specs:
+            run = self.client.create_run(
+                self.experiment_id, tags={MLFLOW_PARENT_RUN_ID: parent_run_id}, run_name=spec.name
+            )
+            run_id = str(run.info.run_id)
+            metric_list = _metrics(spec.metrics, None)
+            self._log_batch(run_id, metric_list, _params(spec.params), _tags(spec.tags))
+            self.client.set_terminated(run_id, status=spec.status)  # type: ignore[arg-type]
+            ids.append(run_id)
+        return ids
 
     def background(self, parent_run_id: str, on_logged: Callable[[Any, str], None] | None = None) -> ChildLogger:
         return ChildLogger(self, parent_run_id, on_logged)

@@ -61,7 +61,7 @@ TOP_LEVEL: dict[str, set[str]] = {
     "prune": {
         *("task", "metric", "granularity", "allocation", "target_sparsity", "requested", "metrics"),
         *("achieved_sparsity", "layers", "params", "flops", "seconds", "dense_params", "dense_flops", "quality"),
-        "skipped_layers",
+        *("skipped_layers", "solver"),  # solver: added in session 3 (issue 14)
     },
 }
 ENTRY = {"layers", "achieved_sparsity", "metrics", "params", "flops"}  # a best or baseline candidate

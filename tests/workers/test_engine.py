@@ -130,12 +130,8 @@ def test_structured_model_is_smaller_and_matches_masked(task_fixture: str, reque
     sparsity = [0.5] * len(engine.names)
     small = engine.export(sparsity)
     x = task.split("test")[0][:32]
-    engine._apply(engine.masks(sparsity))
-    try:
-        with torch.no_grad():
-            masked_out = engine.model(x)
-    finally:
-        engine.restore()
+    with engine.pruned(sparsity) as model, torch.no_grad():
+        masked_out = model(x)
     with torch.no_grad():
         small_out = small(x)
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in engine.model.parameters())

@@ -46,7 +46,7 @@ def cell_spec(spec: JobSpec, tracking_uri: str, sparsity: float | None, strategy
     return {
         "kind": "search",
         "name": f"{spec.display_name}/{strategy}/seed{seed}/{target_label(sparsity)}",
-        "task": spec.task,
+        "task": spec.task_ref,
         "seed": spec.seed,
         "pruning": pruning,
         "search": search,
@@ -111,7 +111,7 @@ class BenchmarkRun(JobRun):
     def _open_parent(self) -> str:
         spec, bench = self.spec, self.spec.benchmark
         params = {
-            "task": spec.task,
+            "task": spec.task_ref,
             "metric": spec.pruning.metric,
             "granularity": spec.pruning.granularity,
             "strategies": ",".join(bench.strategies),

@@ -114,7 +114,7 @@ def aggregate(cells: list[Cell], spec: JobSpec) -> dict[str, Any]:
     top = max(first, key=lambda c: sign * c.summary["best"]["metrics"]["validation"][quality])
     return {
         "kind": "benchmark",
-        "task": spec.task,
+        "task": spec.task_ref,
         "quality": quality,
         "higher_is_better": _higher(quality),
         "metric": spec.pruning.metric,

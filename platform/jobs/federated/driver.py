@@ -33,7 +33,7 @@ def settings_for(spec: JobSpec, store: JobStore, dense: bool = False) -> Simulat
     if pruning.from_job and not dense:
         allocation = best_allocation(store, pruning.from_job)
     return SimulationSettings(
-        task=spec.task,
+        task=spec.task_ref,
         plan=plan,
         targets=targets,
         clients=fed.clients,

@@ -16,7 +16,14 @@ from prunehive.platform.jobs.base import JobRun
 from prunehive.platform.jobs.cluster import connect_ray
 from prunehive.platform.jobs.pool import ActorPool
 from prunehive.platform.jobs.progress import SearchProgress
-from prunehive.platform.jobs.search.trials import ChildRun, child_run, objective_values, request, trial_row
+from prunehive.platform.jobs.search.trials import (
+    ChildRun,
+    child_run,
+    latency_request,
+    objective_values,
+    request,
+    trial_row,
+)
 from prunehive.platform.spec.job import JobSpec, parse_spec
 from prunehive.platform.store.jobs import JobCancelled, JobStore
 from prunehive.search.registry import make_strategy
@@ -25,7 +32,7 @@ from prunehive.search.strategy import Candidate, Outcome, Strategy
 from prunehive.workers.actor import EvalWorker
 from prunehive.workers.contracts import EvalResult, WorkerInfo
 
-WARM_STARTABLE = ("evolution", "bayesian")  # strategies that take ``initial`` vectors
+WARM_STARTABLE = ("evolution", "bayesian", "evopress")  # strategies that take ``initial`` vectors
 CANCEL_CHECK_SECONDS = 2.0  # how often a running search looks at its job's cancel flag
 
 
@@ -44,6 +51,7 @@ def make_pool(spec: JobSpec) -> ActorPool:
         num_cpus=res.cpus_per_worker, num_gpus=res.gpus_per_worker, max_restarts=0
     )
     threads = max(1, int(res.cpus_per_worker))
+    latency = latency_request(spec)
 
     def factory() -> Any:
         p = spec.pruning
@@ -57,6 +65,9 @@ def make_pool(spec: JobSpec) -> ActorPool:
             threads,
             res.gpus_per_worker,
             True if spec.kind == "metric-search" else None,  # evolved expressions may read G
+            latency=latency,
+            solver=p.solver,
+            levels=list(p.levels),
         )
 
     return ActorPool(factory, res.workers, eval_timeout=spec.search.eval_timeout, resources=res)
@@ -70,6 +81,7 @@ def build_space(spec: JobSpec, layers: list[Layer]) -> SearchSpace:
         budget=p.budget,
         min_density=p.min_density,
         overrides={k: (float(v[0]), float(v[1])) for k, v in p.bounds.items()},
+        levels=list(p.levels) if p.solver != "mask" else None,  # a level solver serves only its levels
     )
 
 
@@ -97,6 +109,9 @@ def build_strategy(
         options.setdefault("allocation", allocation)
     if spec.strategy in WARM_STARTABLE and spec.search.warm_start and warm:
         options.setdefault("initial", warm)
+    if spec.search.fidelity is not None:  # stages are recorded on each candidate (meta fidelity, tokens)
+        options.setdefault("fidelity", spec.search.fidelity)
+        options.setdefault("survivors", spec.search.survivors)
     if spec.strategy == "bayesian":
         options.setdefault("storage", store_url)
         options.setdefault("study_name", f"prunehive-{job_id}")
@@ -150,6 +165,8 @@ class SearchRun(JobRun):
                     result = finish_metric_search(self, pool, strategy, info, parent)
                 else:
                     result = summary.finish(self, pool, strategy, info, parent)
+                if spec.pruning.solver != "mask":
+                    result["level_database"] = pool.call_one("level_database")
                 result["timing"] = {
                     "startup_seconds": searching - started,
                     "search_seconds": finishing - searching,
@@ -169,6 +186,7 @@ class SearchRun(JobRun):
                 "strategy": self.spec.strategy,
                 "metric": self.spec.pruning.metric,
                 "granularity": self.spec.pruning.granularity,
+                "solver": self.spec.pruning.solver,
                 "target_sparsity": self.space.target,
                 "budget": self.spec.search.budget,
                 "seed": self.spec.search.seed,
@@ -221,7 +239,10 @@ class SearchRun(JobRun):
                 for reply in pool.wait(timeout=0.5):
                     cand, result = candidates.pop(reply.candidate_id), reply.result
                     if result is not None:
-                        outcome = Outcome(objective_values(spec.search.objectives, result, info.dense_flops))
+                        values = objective_values(
+                            spec.search.objectives, result, info.dense_flops, spec.pruning.latency_budget
+                        )
+                        outcome = Outcome(values)
                         best = outcome.values[0] if best is None else max(best, outcome.values[0])
                     else:
                         outcome = Outcome.failed()

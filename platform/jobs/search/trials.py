@@ -7,13 +7,17 @@ Results stay typed until here; this is where they become JSON for the store and 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prunehive.search.strategy import Candidate, Outcome
-from prunehive.workers.contracts import EvalReply, EvalRequest, EvalResult
+from prunehive.workers.contracts import EvalReply, EvalRequest, EvalResult, LatencyRequest
 from prunehive.workers.metrics import EXPRESSION_PREFIX
 
+if TYPE_CHECKING:
+    from prunehive.platform.spec.job import JobSpec
+
 ChildRun = tuple[dict[str, Any], dict[str, float], dict[str, str]]
+LATENCY_PENALTY = 100.0  # objective lost per unit of latency (fraction of dense) over pruning.latency_budget
 
 
 def request(cand: Candidate, recovery_steps: int = 0) -> EvalRequest:
@@ -22,11 +26,32 @@ def request(cand: Candidate, recovery_steps: int = 0) -> EvalRequest:
     return EvalRequest(cand.id, list(cand.sparsity), metric, recovery_steps=recovery_steps)
 
 
-def objective_values(objectives: Sequence[str], result: EvalResult, dense_flops: int) -> tuple[float, ...]:
-    """What strategies maximise: the validation objective, plus sparsity or FLOPs saved (NSGA-II)."""
-    values = [result.objective("validation")]
+def latency_request(spec: JobSpec) -> LatencyRequest | None:
+    """How workers time candidates: ``search.latency``, or its defaults where latency is an objective or a
+    budget; None (no timing, no cost) otherwise."""
+    options = spec.search.latency
+    if options is None and "latency" not in spec.search.objectives and spec.pruning.latency_budget is None:
+        return None
+    return LatencyRequest(**options.model_dump()) if options is not None else LatencyRequest()
+
+
+def objective_values(
+    objectives: Sequence[str], result: EvalResult, dense_flops: int, latency_budget: float | None = None
+) -> tuple[float, ...]:
+    """What strategies maximise: the validation objective, plus sparsity, FLOPs saved or measured speedup
+    (NSGA-II). Over ``latency_budget`` (a fraction of dense latency) the objective is penalised by
+    ``LATENCY_PENALTY`` per unit of excess, so any candidate within budget ranks first."""
+    quality = result.objective("validation")
+    if latency_budget is not None and result.speedup is not None and 1.0 / result.speedup > latency_budget:
+        quality -= LATENCY_PENALTY * (1.0 / result.speedup - latency_budget)
+    values = [quality]
     for extra in objectives[1:]:
-        values.append(result.achieved_sparsity if extra == "sparsity" else 1.0 - result.flops / dense_flops)
+        if extra == "latency":
+            if result.speedup is None:
+                raise ValueError("the latency objective needs results with a measured speedup")
+            values.append(result.speedup)
+        else:
+            values.append(result.achieved_sparsity if extra == "sparsity" else 1.0 - result.flops / dense_flops)
     return tuple(values)
 
 
@@ -57,6 +82,8 @@ def child_run(layers: Sequence[str], strategy: str, cand: Candidate, result: Eva
             metrics.update({f"{split}.{k}": float(v) for k, v in m.to_dict().items()})
         metrics.update(achieved_sparsity=result.achieved_sparsity, params=result.params, flops=result.flops)
         metrics["seconds"] = result.seconds
+        if result.latency_ms is not None and result.speedup is not None:
+            metrics.update(latency_ms=result.latency_ms, speedup=result.speedup)
     tags = {
         "prunehive.kind": "trial",
         "prunehive.candidate_id": str(cand.id),

@@ -1,0 +1,111 @@
+"""EvoPress: (1+λ) evolution by level switches with multi-step selection, inside ask/tell."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+
+from prunehive.search.evopress import EvoPressStrategy, check_stages, default_offspring, default_switches
+from prunehive.search.registry import make_strategy
+from prunehive.search.space import SearchSpace
+from prunehive.search.strategy import Strategy
+from prunehive.search.testing import CHECKS, Driver, check_state_size, make_objective, stored_history, synthetic_space
+
+LEVELS = [round(0.05 * i, 2) for i in range(20)]
+STAGES = {"fidelity": [1, 2, 4], "survivors": [5, 2, 1]}  # a cut at 23 tells falls inside a stage
+VARIANTS: dict[str, tuple[bool, dict[str, Any]]] = {
+    "continuous": (False, {}),
+    "levels": (True, {}),
+    "levels-multi-fidelity": (True, STAGES),
+    "reevaluated-parent": (False, {"offspring": 6, "fidelity": [1, 2], "survivors": [2, 1], "reevaluate_parent": True}),
+}
+
+
+def factory(discrete: bool, options: dict[str, Any]) -> Any:
+    def build(space: SearchSpace, budget: int, seed: int) -> Strategy:
+        return make_strategy("evopress", space.with_levels(LEVELS) if discrete else space, budget, seed, **options)
+
+    return build
+
+
+@pytest.mark.parametrize("check", list(CHECKS))
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_conformance(variant: str, check: str) -> None:
+    CHECKS[check](factory(*VARIANTS[variant]), 1)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_checkpoint_stays_flat(variant: str) -> None:
+    check_state_size(factory(*VARIANTS[variant]), 1)
+
+
+def test_stages_promote_the_best_and_record_their_tokens() -> None:
+    space = synthetic_space().with_levels(LEVELS)
+    strategy = EvoPressStrategy(space, 3 + 2 * 23, 0, offspring=16, **STAGES)  # two generations after the first
+    Driver(strategy, make_objective(space, 1), workers=4).run()
+    by_id = {c.id: (c, o) for c, o in strategy.history}
+    for gen in (1, 2):
+        rows = [(c, o) for c, o in strategy.history if c.meta["generation"] == gen]
+        assert [sum(c.meta["fidelity"] == s for c, _ in rows) for s in range(3)] == [16, 5, 2]
+        for c, _ in rows:
+            assert c.meta["tokens"] == STAGES["fidelity"][c.meta["fidelity"]]
+            assert c.meta["levels"] == space.level_indices(c.sparsity)
+        for stage, keep in ((1, 5), (2, 2)):
+            lower = sorted(
+                ((o.values[0], c.id) for c, o in rows if c.meta["fidelity"] == stage - 1), key=lambda v: (-v[0], v[1])
+            )
+            promoted = [c.meta["promoted_from"] for c, _ in rows if c.meta["fidelity"] == stage]
+            assert sorted(promoted) == sorted(i for _, i in lower[:keep])
+            for c, _ in rows:
+                if c.meta["fidelity"] == stage:
+                    assert by_id[c.meta["promoted_from"]][0].sparsity == c.sparsity
+    assert strategy.best()[0].meta["fidelity"] == 2
+
+
+def test_the_parent_only_improves_and_offspring_keep_the_budget_exact() -> None:
+    from prunehive.search.space import Layer
+
+    layers = [Layer(f"layers.{b}.{p}", "linear", (64, 64), 4096, 4096) for b in range(4) for p in "qkvo"]
+    space = SearchSpace(layers, 0.6, levels=LEVELS)
+    strategy = EvoPressStrategy(space, 150, 0)
+    parents = []
+    objective = make_objective(space, 1)
+    driver = Driver(strategy, objective, workers=2)
+    while driver.step():
+        if strategy.parent is not None:
+            parents.append(strategy.parent["f"])
+    assert parents == sorted(parents) and parents[-1] > parents[0]
+    for cand, _ in strategy.history:  # equal layers: every switch is exact, so every budget is the target
+        assert abs(space.achieved(cand.sparsity) - 0.6) <= 1e-12
+
+
+def test_resume_mid_stage_repeats_no_trial() -> None:
+    space = synthetic_space().with_levels(LEVELS)
+    objective = make_objective(space, 1)
+    original = Driver(EvoPressStrategy(space, 80, 3, **STAGES), objective, workers=3).run(max_steps=30)
+    restored = EvoPressStrategy(space, 80, 3, **STAGES)
+    restored.load_state_dict(json.loads(json.dumps(original.strategy.state_dict())), stored_history(original.results))
+    again = Driver(restored, objective, workers=3)
+    again.inflight, again.steps = list(original.inflight), original.steps
+    again.run()
+    told = [c.id for c, _ in original.results] + [c.id for c, _ in again.results]
+    assert len(told) == len(set(told)) == 80
+
+
+def test_defaults_scale_with_the_layers_and_stages_are_checked() -> None:
+    assert [default_offspring(n) for n in (2, 8, 20, 224)] == [8, 16, 40, 64]
+    assert [default_switches(n) for n in (2, 8, 16, 224)] == [1, 1, 2, 3]
+    assert check_stages(None, None) == (None, [1])
+    for fidelity, survivors, match in (
+        ([2048], None, "together"),
+        ([2048, 16384], [8], "same"),
+        ([16384, 2048], [8, 1], "increase"),
+        ([2048, 16384], [1, 1], "decrease"),
+        ([0, 16384], [8, 1], "at least 1"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            check_stages(fidelity, survivors)
+    assert np.isfinite(EvoPressStrategy(synthetic_space(), 5, 0).offspring)
