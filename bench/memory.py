@@ -3,9 +3,12 @@
 Each configuration is measured in fresh subprocesses, so that no peak carries over from another: one
 loads the task's model alone (its resident set is the baseline), one builds an ``EvalWorker`` and
 evaluates one candidate (its peak resident set). Both import the same modules first, so libraries
-count on both sides. The models are code-lm (trained and cached) and a Hugging Face Llama of about
-100M parameters built from a config with random weights (memory does not depend on the values), read
-as a ``task: {hf: DIR, data: ...}`` mapping with a few short text windows so that its run stays short.
+count on both sides. ``bare_eval_extra_bytes`` is what one plain evaluation of the dense model adds
+to the model alone (activations, the split's data): a small model's worker cannot go below it.
+
+The models are code-lm (trained and cached) and a Hugging Face Llama of about 100M parameters built
+from a config with random weights (memory does not depend on the values), read as a ``task: {hf: DIR,
+data: ...}`` mapping with a few short text windows so that its run stays short.
 """
 
 from __future__ import annotations
@@ -55,13 +58,16 @@ def probe(task: str, metric: str | None, sparsity: float = 0.5) -> dict[str, int
 
     torch.set_num_threads(1)
     if metric is None:
-        model = load_task(task).model()
+        task_ = load_task(task)
+        model = task_.model()
         with torch.no_grad():  # read every weight: a lazily mapped file is resident only once read
             for t in [*model.parameters(), *model.buffers()]:
                 t.sum()
         gc.collect()
         size = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
-        return {"model_bytes": size, "rss_bytes": _status("VmRSS")}
+        rss = _status("VmRSS")
+        task_.evaluate(model, "validation")  # what any evaluation needs: activations, the split's data
+        return {"model_bytes": size, "rss_bytes": rss, "bare_eval_peak_bytes": _status("VmHWM")}
     worker = EvalWorker(task, metric=metric, threads=1)
     reply = worker.evaluate_batch([EvalRequest(0, [sparsity] * len(worker.engine.names))])[0]
     if reply.error:
@@ -119,6 +125,7 @@ def measure(task: str, label: str, metrics: tuple[str, ...] = MEMORY_METRICS) ->
                 "model_rss_bytes": alone["rss_bytes"],
                 "worker_peak_bytes": peak,
                 "worker_extra_bytes": extra,
+                "bare_eval_extra_bytes": alone["bare_eval_peak_bytes"] - alone["rss_bytes"],
                 "extra_over_model": extra / alone["model_bytes"],
                 "goal": GOAL,
             }

@@ -18,6 +18,7 @@ from prunehive.search.space import SearchSpace
 from prunehive.workers.baselines import baseline_allocation
 from prunehive.workers.contracts import EvalReply, EvalRequest, LatencyRequest, WorkerInfo
 from prunehive.workers.engine import PruningEngine
+from prunehive.workers.kl import DenseReference
 from prunehive.workers.latency import LatencyMeter
 from prunehive.workers.solvers.level_db import DEFAULT_LEVELS
 from prunehive.workers.solvers.level_engine import LevelEngine, open_database
@@ -42,9 +43,11 @@ class EvalWorker:
         latency: LatencyRequest | None = None,
         solver: str = "mask",
         levels: list[float] | None = None,
+        fitness: str = "quality",
     ) -> None:
         """``latency``: time every candidate against the dense model (only jobs that ask pay for it).
-        ``solver`` sparsegpt: candidates are read from the node's level database (built on first use)."""
+        ``solver`` sparsegpt: candidates are read from the node's level database (built on first use).
+        ``fitness`` kl: the dense model's validation outputs are kept, and every result has its KL from them."""
         if threads:
             torch.set_num_threads(threads)
         device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
@@ -61,6 +64,8 @@ class EvalWorker:
             device=device,
             with_grads=with_grads,
         )
+        if fitness == "kl":
+            self.engine.reference = DenseReference.build(self.task, self.engine.model)
         self.levels: LevelEngine | None = None
         if solver != "mask":
             database = open_database(self.engine, solver, levels or DEFAULT_LEVELS, calibration_batches)
@@ -98,7 +103,9 @@ class EvalWorker:
                 if req.metric:  # a metric search's candidate carries its own importance metric
                     self.engine.use_metric(req.metric)
                 evaluator = self.levels if self.levels is not None and not req.metric else self.engine
-                result = evaluator.evaluate(req.sparsity, splits=req.splits, recovery_steps=req.recovery_steps)
+                result = evaluator.evaluate(
+                    req.sparsity, splits=req.splits, recovery_steps=req.recovery_steps, limit=req.limit
+                ).counted()
                 if self.latency is not None:
                     result = self.latency.attach(result, req.sparsity)
                 out.append(EvalReply(req.candidate_id, result, worker=self.worker_id))

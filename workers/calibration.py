@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from prunehive.workers.allocator import LARGE, release_freed
 from prunehive.workers.tasks.base import Batch, Task
 
 ALL = frozenset("WXGF")
@@ -63,6 +64,8 @@ def calibrate(
         def record(module: nn.Module, args: tuple[torch.Tensor, ...], _out: torch.Tensor) -> None:
             norms = _input_sq_norms(module, args[0])
             sq[name] = sq[name] + norms if name in sq else norms
+            if args[0].numel() * args[0].element_size() >= LARGE:
+                release_freed()  # the squares of a large input
 
         return record
 

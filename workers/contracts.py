@@ -7,7 +7,7 @@ only where they leave Python: the job store's JSON columns, MLflow and ``--json`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from prunehive.search.space import Layer
@@ -15,41 +15,50 @@ from prunehive.search.space import Layer
 if TYPE_CHECKING:
     from prunehive.workers.tasks.base import Split
 
-NOT_QUALITY = ("loss", "objective")  # the other keys of one split's metrics
+NOT_QUALITY = ("loss", "objective", "kl")  # the other keys of one split's metrics
 
 
 @dataclass(frozen=True)
 class SplitMetrics:
     """One split's scores: the task's own quality (named ``quality_name``: accuracy, perplexity, ...),
-    its loss, and the objective strategies maximise."""
+    its loss, and the objective strategies maximise; ``kl``, the mean KL divergence from the dense model,
+    where the worker holds its outputs (``search.fitness: kl``). ``count``, the items scored, travels with
+    the object but not in its JSON (a result's ``tokens`` reports it)."""
 
     quality_name: str
     quality: float
     loss: float
     objective: float
+    kl: float | None = None
+    count: int = field(default=0, compare=False)  # not in the JSON, so not in equality either
 
     def to_dict(self) -> dict[str, float]:
-        return {self.quality_name: self.quality, "loss": self.loss, "objective": self.objective}
+        out = {self.quality_name: self.quality, "loss": self.loss, "objective": self.objective}
+        return out if self.kl is None else {**out, "kl": self.kl}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SplitMetrics:
         names = [k for k in data if k not in NOT_QUALITY]
         if len(names) != 1:
             raise ValueError(f"split metrics need exactly one quality besides loss and objective, got {sorted(data)}")
-        name = names[0]
-        return cls(name, float(data[name]), float(data["loss"]), float(data["objective"]))
+        name, kl = names[0], data.get("kl")
+        return cls(
+            name, float(data[name]), float(data["loss"]), float(data["objective"]), None if kl is None else float(kl)
+        )
 
 
 @dataclass(frozen=True)
 class EvalRequest:
     """One candidate for an actor: per-layer sparsities in layer order, and optionally the importance
-    metric (a metric search's ``expr:`` candidate) to rank weights by instead of the worker's own."""
+    metric (a metric search's ``expr:`` candidate) to rank weights by instead of the worker's own;
+    ``limit``: score only the first items of each split (a search stage's tokens or samples)."""
 
     candidate_id: int
     sparsity: list[float]
     metric: str | None = None
     splits: tuple[Split, ...] = ("validation",)
     recovery_steps: int = 0
+    limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -67,7 +76,8 @@ class EvalResult:
     """What one candidate gave: per-split scores, achieved sparsity (overall and per layer), nonzero
     parameters, forward FLOPs on the task's example input (see ``PruningEngine._measure``), wall time;
     where latency was asked for, the pruned model's milliseconds per forward pass and its speedup over the
-    dense model timed in the same process (``workers/latency.py``)."""
+    dense model timed in the same process (``workers/latency.py``); ``tokens``, the validation items
+    (tokens or samples) it was scored on, where a search asked (see ``counted``)."""
 
     metrics: dict[str, SplitMetrics]
     achieved_sparsity: float
@@ -77,6 +87,13 @@ class EvalResult:
     seconds: float
     latency_ms: float | None = None
     speedup: float | None = None
+    tokens: int | None = None
+
+    def counted(self) -> EvalResult:
+        """This result with ``tokens`` set from its validation scores (a search's trials record it; the
+        JSON of a one-off ``prune`` stays as it was)."""
+        scored = self.metrics.get("validation")
+        return replace(self, tokens=scored.count if scored is not None else 0)
 
     def _latency(self) -> dict[str, float]:
         """The latency keys, only where they were measured (the JSON of other results is unchanged)."""
@@ -110,6 +127,7 @@ class EvalResult:
             "flops": self.flops,
             "seconds": self.seconds,
             **self._latency(),
+            **({} if self.tokens is None else {"tokens": self.tokens}),
         }
 
     @classmethod
@@ -123,6 +141,7 @@ class EvalResult:
             seconds=float(data["seconds"]),
             latency_ms=None if data.get("latency_ms") is None else float(data["latency_ms"]),
             speedup=None if data.get("speedup") is None else float(data["speedup"]),
+            tokens=None if data.get("tokens") is None else int(data["tokens"]),
         )
 
 

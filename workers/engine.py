@@ -20,9 +20,11 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from prunehive.search.space import Layer
+from prunehive.workers.allocator import release_freed
 from prunehive.workers.calibration import ALL, Statistics
 from prunehive.workers.contracts import EvalResult, SplitMetrics
 from prunehive.workers.flops import ChannelFlops
+from prunehive.workers.kl import DenseReference, score_splits
 from prunehive.workers.layers import count_flops, count_params, find_prunable_layers
 from prunehive.workers.masks import Granularity, Ranking
 from prunehive.workers.metrics import Metric, get_metric, statistics_read
@@ -31,8 +33,17 @@ from prunehive.workers.tasks.base import Split, Task
 Swapped = list[tuple[torch.Tensor, torch.Tensor]]
 
 
+def _put_back(swapped: Swapped) -> None:
+    """Give every parameter a hook redirected its own tensor back."""
+    while swapped:
+        param, tensor = swapped.pop()
+        param.data = tensor
+
+
 class PruningEngine:
     """One task + one metric + one granularity, ready to evaluate any sparsity vector."""
+
+    reference: DenseReference | None = None  # the dense model's validation outputs (fitness kl; workers/kl.py)
 
     def __init__(
         self,
@@ -160,29 +171,32 @@ class PruningEngine:
     def pruned(self, sparsity: Mapping[str, float] | Iterable[float]) -> Iterator[nn.Module]:
         """The model computing as if pruned to ``sparsity`` while the block runs (forward passes only).
 
-        Hooks swap each pruned layer's weight for dense x keep-mask around its own forward and put the
-        parameter's own tensor back right after, so the dense weights are never written and come back
-        bit for bit. Layers kept dense get no hook.
+        A hook before each pruned layer's forward puts back the weight the previous one swapped and swaps
+        this layer's weight for dense x keep-mask, so at most one layer's pruned copy exists at a time
+        (Linear and Conv2d layers never nest) and the dense weights are never written: they come back bit
+        for bit. Layers kept dense get no hook.
         """
         swapped: Swapped = []
         handles: list[RemovableHandle] = []
         try:
             for n, s in self.as_dict(sparsity).items():
                 if self.rankings[n].pruned_count(s) > 0:
-                    handles += self._hook(self.modules[n], self.rankings[n], s, swapped)
+                    handles.append(self._hook(self.modules[n], self.rankings[n], s, swapped))
             yield self.model
         finally:
             for handle in handles:
                 handle.remove()
-            while swapped:
-                param, tensor = swapped.pop()
-                param.data = tensor
+            _put_back(swapped)
 
-    def _hook(self, module: nn.Module, ranking: Ranking, s: float, swapped: Swapped) -> list[RemovableHandle]:
+    def _hook(self, module: nn.Module, ranking: Ranking, s: float, swapped: Swapped) -> RemovableHandle:
         prune = ranking.pruner(s)
         bias_keep = ranking.channels_kept(s) if self.granularity.kind == "channel" and module.bias is not None else None
+        large = ranking.stored is None  # no stored rank: a big layer, whose temporaries go back to the OS
 
         def pre(mod: nn.Module, _args: Any) -> None:
+            _put_back(swapped)
+            if large:
+                release_freed()
             weight: torch.Tensor = mod.weight  # type: ignore[assignment]
             swapped.append((weight, weight.data))
             weight.data = prune(weight.data)
@@ -191,12 +205,7 @@ class PruningEngine:
                 swapped.append((bias, bias.data))
                 bias.data = bias.data * bias_keep
 
-        def post(_mod: nn.Module, _args: Any, _out: Any) -> None:
-            for _ in range(1 if bias_keep is None else 2):
-                param, tensor = swapped.pop()
-                param.data = tensor
-
-        return [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+        return module.register_forward_pre_hook(pre)
 
     # ---- evaluation ---------------------------------------------------------------------
     def evaluate(
@@ -204,26 +213,26 @@ class PruningEngine:
         sparsity: Mapping[str, float] | Iterable[float],
         splits: tuple[Split, ...] = ("validation",),
         recovery_steps: int = 0,
+        limit: int | None = None,
     ) -> EvalResult:
-        """Prune to ``sparsity``, (optionally fine-tune), score on ``splits``, restore dense."""
+        """Prune to ``sparsity``, (optionally fine-tune), score on ``splits`` (their first ``limit`` items
+        where given), restore dense."""
         start = time.perf_counter()
         values = self.as_dict(sparsity)
         if recovery_steps > 0:
-            metrics = self._finetuned(values, splits, recovery_steps)
+            metrics = self._finetuned(values, splits, recovery_steps, limit)
         else:
             with self.pruned(values):
-                metrics = self._score_splits(splits)
+                metrics = self._score_splits(splits, limit)
         achieved, per_layer, params, flops = self._measure(values)
         return EvalResult(metrics, achieved, per_layer, params, flops, time.perf_counter() - start)
 
-    def _score_splits(self, splits: tuple[Split, ...]) -> dict[str, SplitMetrics]:
-        metrics = {}
-        for split in splits:
-            ev = self.task.evaluate(self.model, split)
-            metrics[split] = SplitMetrics(self.task.quality, ev.quality, ev.loss, self.task.objective(ev))
-        return metrics
+    def _score_splits(self, splits: tuple[Split, ...], limit: int | None = None) -> dict[str, SplitMetrics]:
+        return score_splits(self.task, self.model, splits, limit, self.reference)
 
-    def _finetuned(self, values: dict[str, float], splits: tuple[Split, ...], steps: int) -> dict[str, SplitMetrics]:
+    def _finetuned(
+        self, values: dict[str, float], splits: tuple[Split, ...], steps: int, limit: int | None = None
+    ) -> dict[str, SplitMetrics]:
         """Recovery: prune in place, fine-tune with the masks re-applied after every step, score, and load
         back a snapshot of the whole model (training moves every parameter, pruned or not)."""
         masks = self.masks(values)
@@ -231,7 +240,7 @@ class PruningEngine:
         try:
             self._apply(masks, bias=True)
             self.task.train(self.model, steps, lr=self.task.lr * 0.1, after_step=lambda: self._apply(masks))
-            return self._score_splits(splits)
+            return self._score_splits(splits, limit)
         finally:
             self.model.load_state_dict(snapshot)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from prunehive.workers.allocator import release_freed
 from prunehive.workers.granularity import Granularity as Granularity  # parsed without torch; re-exported
 
 Scores = Callable[[], torch.Tensor]
@@ -49,7 +50,7 @@ class Cut:
         split = False
         for k in sorted({int(k) for k in pruned.tolist()} - {0}):  # at most two distinct counts
             every = bool((pruned == k).all())
-            rows_k = None if every else (pruned == k).nonzero().flatten()
+            rows_k = None if every else (pruned == k).nonzero().flatten().to(scores.device)
             block = scores if rows_k is None else scores.index_select(0, rows_k)
             v = torch.kthvalue(block, k, dim=1, keepdim=True).values
             eq = block == v
@@ -69,15 +70,31 @@ class Cut:
 
     def keep(self, scores: torch.Tensor) -> torch.Tensor:
         """The bool keep-mask of ``scores`` (2-D, the rows the cut was found on)."""
-        keep = scores > self.value
-        if self.first_kept is not None:
-            if keep.shape[0] == 1:  # a whole layer as one row: slice rather than compare positions
-                at = int(self.first_kept)
-                keep[:, at:] |= scores[:, at:] == self.value
-            else:
-                positions = torch.arange(scores.shape[1], device=scores.device)
-                keep |= (scores == self.value) & (positions >= self.first_kept)
+        return self._mark(scores, scores > self.value)
+
+    def keep_into(self, scores: torch.Tensor) -> torch.Tensor:
+        """The keep-mask as 0/1 values written over ``scores`` itself: no second tensor of its size."""
+        at, ties = self._ties(scores)
+        torch.gt(scores, self.value, out=scores)
+        if ties is not None:
+            scores[:, at:].masked_fill_(ties, 1)
+        return scores
+
+    def _mark(self, scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        at, ties = self._ties(scores)
+        if ties is not None:
+            keep[:, at:] |= ties
         return keep
+
+    def _ties(self, scores: torch.Tensor) -> tuple[int, torch.Tensor | None]:
+        """The kept ties, from column ``at`` on (a whole layer as one row: sliced, not compared)."""
+        if self.first_kept is None:
+            return 0, None
+        if scores.shape[0] == 1:
+            at = int(self.first_kept)
+            return at, scores[:, at:] == self.value
+        positions = torch.arange(scores.shape[1], device=scores.device)
+        return 0, (scores == self.value) & (positions >= self.first_kept)
 
 
 @dataclass
@@ -88,16 +105,18 @@ class Ranking:
     shape: tuple[int, ...]
     scores: Scores  # recomputes the layer's scores (the weight's shape)
     stored: torch.Tensor | None  # compact rank: W's shape, or (out_channels,) int32 for channel
+    fresh: bool = False  # ``scores`` returns a new tensor each call, which pruning may overwrite
 
     @classmethod
     def build(cls, scores: torch.Tensor | Scores, granularity: Granularity, itemsize: int = 4) -> Ranking:
-        """``scores`` or a function recomputing them; ``itemsize``: bytes per weight (what a rank may cost)."""
+        """``scores``, or a function computing them afresh (the engine's: then pruning may write into what it
+        returns); ``itemsize``: bytes per weight (what a rank may cost)."""
         source: Scores = scores if callable(scores) else (lambda s=scores: s)  # type: ignore[misc]
         now = source()
         shape = tuple(now.shape)
         if granularity.kind == "nm" and not granularity.supports(shape):
             raise ValueError(f"a layer of shape {shape} cannot be split into groups of {granularity.m}")
-        ranking = cls(granularity, shape, source, None)
+        ranking = cls(granularity, shape, source, None, fresh=callable(scores))
         if granularity.kind == "channel":
             ranking.stored = _rank_along_last(now.reshape(shape[0], -1).double().sum(dim=1))
             return ranking
@@ -187,7 +206,10 @@ class Ranking:
         """``rank >= threshold`` on the stored rank."""
         assert self.stored is not None
         threshold = self._stored_threshold(sparsity)
-        return self.rank >= self._threshold(sparsity) if threshold is None else self.stored >= threshold
+        if threshold is None:  # a whole group pruned: compared in int32
+            full = self._threshold(sparsity)
+            return self.rank >= (full.to(self.stored.device) if isinstance(full, torch.Tensor) else full)
+        return self.stored >= threshold
 
     def mask(self, sparsity: float) -> torch.Tensor:
         """Boolean keep-mask of W's shape with ``sparsity`` of the weights removed."""
@@ -232,9 +254,15 @@ class Ranking:
             return lambda dense: torch.ge(stored, threshold, out=torch.empty_like(dense)).mul_(dense)
         if stored is None and self.granularity.kind in ("layer", "row"):
             cut = self.cut(sparsity)  # kthvalue once per candidate; the scores again at every call
+            release_freed()
 
             def prune(dense: torch.Tensor) -> torch.Tensor:
-                return dense * cut.keep(self._rows(self.scores())).reshape(dense.shape)
+                scores = self.scores()  # a fresh tensor: the keep-mask and then the weights go into it
+                rows = self._rows(scores)
+                reuse = self.fresh and scores.dtype == dense.dtype and scores.is_contiguous()
+                if not reuse or scores.data_ptr() == dense.data_ptr():
+                    return dense * cut.keep(rows).reshape(dense.shape)
+                return cut.keep_into(rows).view(dense.shape).mul_(dense)
 
             return prune
         mask = self.mask(sparsity)

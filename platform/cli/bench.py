@@ -65,8 +65,9 @@ def _print_eval(result: dict[str, Any]) -> None:
 
 def _print_memory(result: dict[str, Any]) -> None:
     table = Table(
-        "task", "metric", "model MB", "worker extra MB", "extra / model", "goal", title="memory: worker vs model"
-    )
+        "task", "metric", "model MB", "worker extra MB", "extra / model", "goal", "bare eval extra MB",
+        title="memory: worker vs model",
+    )  # fmt: skip
     for r in result["tasks"]:
         ok = "[green]met[/green]" if r["extra_over_model"] <= r["goal"] else "[red]missed[/red]"
         mb = 1024 * 1024
@@ -77,9 +78,11 @@ def _print_memory(result: dict[str, Any]) -> None:
             f"{r['worker_extra_bytes'] / mb:.1f}",
             f"{r['extra_over_model']:.2f}",
             f"<= {r['goal']} {ok}",
+            f"{r['bare_eval_extra_bytes'] / mb:.1f}",
         )
     out.print(table)
-    out.print("peak RSS of a built worker with one candidate evaluated, minus the RSS of the model alone")
+    out.print("peak RSS of a built worker with one candidate evaluated, minus the RSS of the model alone;")
+    out.print("bare eval: the same for one plain evaluation of the dense model (activations and data)")
 
 
 def _print_throughput(result: dict[str, Any]) -> None:

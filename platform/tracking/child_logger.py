@@ -64,14 +64,14 @@ class ChildLogger:
             try:
                 if len(runs) == 1:
                     ids = [self.tracker.log_child(self.parent_run_id, *runs[0][1:])]
-                elif runs:
-                    ids = self.tracker.log_children(self.parent_run_id, [item[1:] for item in runs])
-                    logged = {item[0]: run_id for item, run_id in zip(runs, ids, strict=True)}
-                    with self._lock:
-                        self._done.update(logged)
-                    if self.on_logged is not None:
-                        for key, run_id in logged.items():
-                            self.on_logged(key, run_id)
+                else:
+                    ids = self.tracker.log_children(self.parent_run_id, [item[1:] for item in runs]) if runs else []
+                logged = {item[0]: run_id for item, run_id in zip(runs, ids, strict=True)}
+                with self._lock:
+                    self._done.update(logged)
+                if self.on_logged is not None:
+                    for key, run_id in logged.items():
+                        self.on_logged(key, run_id)
             except BaseException as exc:  # surfaced on drain/close
                 with self._lock:
                     self._errors.append(exc)

@@ -49,14 +49,19 @@ def best_so_far(
     higher_is_better: bool,
     baselines: dict[str, float] | None = None,
     label: str = "objective",
+    tokens: Sequence[float] | None = None,
 ) -> Figure:
     """Objective per evaluation (dots), best so far (step line), baselines (horizontal lines).
 
     Non-finite values (failed evaluations) are left out of both the dots and the best-so-far line.
+    ``tokens``: the validation tokens (or samples) spent up to each evaluation, the x axis where given,
+    so searches scoring candidates on different amounts of data compare by what they spent.
     """
+    if tokens is not None and len(tokens) != len(values):
+        raise ValueError(f"{len(tokens)} token counts for {len(values)} evaluations")
     fig = new_figure(8, 4.5)
     ax = fig.add_subplot()
-    steps = list(range(1, len(values) + 1))
+    steps = list(tokens) if tokens is not None else list(range(1, len(values) + 1))
     ok = [(i, float(v)) for i, v in zip(steps, values, strict=True) if math.isfinite(v)]
     if ok:
         ax.scatter([i for i, _ in ok], [v for _, v in ok], s=14, alpha=0.45, color="tab:blue", label="evaluation")
@@ -74,9 +79,9 @@ def best_so_far(
         )
     direction = "higher" if higher_is_better else "lower"
     ax.set_title(f"{label} per evaluation ({direction} is better)")
-    ax.set_xlabel("evaluation")
+    ax.set_xlabel("validation tokens spent (cumulative)" if tokens is not None else "evaluation")
     ax.set_ylabel(label)
-    if steps:
+    if steps and tokens is None:
         ax.set_xlim(0.5, len(steps) + 0.5)
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:

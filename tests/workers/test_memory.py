@@ -53,6 +53,8 @@ def test_stored_and_on_the_fly_masks_agree_even_with_ties(granularity: str, shap
         dense = torch.randn(shape)
         assert torch.equal(stored.pruner(sparsity)(dense), dense * mask)
         assert torch.equal(on_the_fly.pruner(sparsity)(dense), dense * mask)
+        fresh = Ranking.build(scores.clone, gran, itemsize=1)  # an engine's: writes over its fresh scores
+        assert torch.equal(fresh.pruner(sparsity)(dense), dense * mask)
 
 
 def test_ranks_are_compact_or_absent() -> None:
@@ -126,4 +128,5 @@ def test_memory_suite_reports_the_table() -> None:
             a * b + b for a, b in [(64, 256), (256, 256), (256, 128), (128, 64), (64, 10)]
         )
         assert row["worker_extra_bytes"] == row["worker_peak_bytes"] - row["model_rss_bytes"]
+        assert row["bare_eval_extra_bytes"] >= 0
         assert row["extra_over_model"] == pytest.approx(row["worker_extra_bytes"] / row["model_bytes"])

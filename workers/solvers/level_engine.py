@@ -89,14 +89,16 @@ class LevelEngine:
         splits: tuple[Split, ...] = ("validation",),
         recovery_steps: int = 0,
         levels: Sequence[int] | None = None,
+        limit: int | None = None,
     ) -> EvalResult:
-        """Score the model with each layer at its level (given, or nearest to ``sparsity``), then restore it."""
+        """Score the model with each layer at its level (given, or nearest to ``sparsity``), then restore it;
+        ``limit``: on the first items of each split only."""
         start = time.perf_counter()
         chosen = list(levels) if levels is not None else self.nearest(sparsity if sparsity is not None else [])
         if len(chosen) != len(self.names) or not all(0 <= i < len(self.levels) for i in chosen):
             raise ValueError(f"expected {len(self.names)} level indices in [0, {len(self.levels)}), got {chosen}")
         weights = {n: self.db.weight(n, i) for n, i in zip(self.names, chosen, strict=True)}
-        metrics = score_with(self.engine, weights, splits, recovery_steps)
+        metrics = score_with(self.engine, weights, splits, recovery_steps, limit)
         counts = {n: self.db.nonzeros[n][i] for n, i in zip(self.names, chosen, strict=True)}
         achieved, per_layer, params, flops = measure(self.engine, self.dense_nonzeros, counts)
         return EvalResult(metrics, achieved, per_layer, params, flops, time.perf_counter() - start)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from prunehive.workers.contracts import SplitMetrics
+from prunehive.workers.kl import score_splits
 from prunehive.workers.tasks.base import Split
 
 if TYPE_CHECKING:
@@ -25,8 +26,10 @@ def score_with(
     weights: Mapping[str, torch.Tensor],
     splits: tuple[Split, ...],
     recovery_steps: int = 0,
+    limit: int | None = None,
 ) -> dict[str, SplitMetrics]:
-    """Each split's scores with ``weights`` swapped in (fine-tuned first, zeros kept, if ``recovery_steps``)."""
+    """Each split's scores with ``weights`` swapped in (fine-tuned first, zeros kept, if ``recovery_steps``),
+    on the first ``limit`` items of each split where given (see ``workers/kl.py:score_splits``)."""
     task, model = engine.task, engine.model
     modules = dict(model.named_modules())
     snapshot = copy.deepcopy(model.state_dict()) if recovery_steps > 0 else None
@@ -41,10 +44,7 @@ def score_with(
         if recovery_steps > 0:
             masks = [(param, param.data != 0) for param, _ in swapped]
             task.train(model, recovery_steps, lr=task.lr * 0.1, after_step=lambda: _reapply(masks))
-        metrics = {}
-        for split in splits:
-            ev = task.evaluate(model, split)
-            metrics[split] = SplitMetrics(task.quality, ev.quality, ev.loss, task.objective(ev))
+        metrics = score_splits(task, model, splits, limit, engine.reference)
     finally:
         while swapped:
             param, tensor = swapped.pop()

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -37,15 +36,29 @@ from prunehive.workers.tasks.training import (
 Split = Literal["train", "validation", "test"]
 QualityKind = Literal["accuracy", "perplexity"]
 
-__all__ = ["Batch", "Evaluation", "QualityKind", "Split", "Task", "TaskError", "logits_of", "seed_everything"]
+__all__ = [
+    "Batch",
+    "Evaluation",
+    "Observer",
+    "QualityKind",
+    "Split",
+    "Task",
+    "TaskError",
+    "logits_of",
+    "seed_everything",
+]
 
 
 @dataclass
 class Evaluation:
-    """Quality and loss of a model on one split."""
+    """Quality and loss of a model on one split, and how many items (targets) were scored."""
 
     quality: float
     loss: float
+    count: int = 0
+
+
+Observer = Callable[[int, torch.Tensor], None]  # (batch index, the scored positions' logits as (items, classes))
 
 
 def logits_of(output: Any) -> torch.Tensor:
@@ -175,28 +188,15 @@ class Task:
             for i in range(min(k, max(1, len(x) // size)))
         ]
 
-    def evaluate(self, model: nn.Module, split: Split = "validation") -> Evaluation:
-        """Quality and mean loss over a split, one streamed batch at a time."""
-        if any(m.training for m in model.modules()):  # about 4x cheaper than an unconditional eval()
-            model.eval()
-        device = next(model.parameters()).device
-        total_loss, correct, count = 0.0, 0, 0
-        # Each batch is taken outside inference mode, so a split a task caches on first use stays an
-        # ordinary tensor that training may use later; inference mode then skips autograd bookkeeping.
-        for x, y in self.batches(split):
-            if x.device != device or y.device != device:
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with torch.inference_mode():
-                out = model(x)
-                total_loss += self._summed_loss(out, y)
-                if self.quality == "accuracy":
-                    correct += int(logits_of(out).argmax(-1).eq_(y).sum())
-            count += y.numel()
-        if count == 0:
-            raise TaskError(f"task {self.name!r}: the {split} split has no batches")
-        loss = total_loss / count
-        quality = correct / count if self.quality == "accuracy" else float(np.exp(min(loss, 50.0)))
-        return Evaluation(quality=quality, loss=loss)
+    def evaluate(
+        self, model: nn.Module, split: Split = "validation", limit: int | None = None, observe: Observer | None = None
+    ) -> Evaluation:
+        """Quality and mean loss over a split, or over its first ``limit`` items (target positions of a
+        language model, samples of a classifier): the same prefix every time, so candidates scored at one
+        search stage meet the same data. ``observe`` sees each batch's scored logits (see ``scoring``)."""
+        from prunehive.workers.tasks.scoring import score
+
+        return score(self, model, split, limit, observe)
 
     def train(
         self,

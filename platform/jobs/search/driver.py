@@ -68,6 +68,7 @@ def make_pool(spec: JobSpec) -> ActorPool:
             latency=latency,
             solver=p.solver,
             levels=list(p.levels),
+            fitness=spec.search.fitness,
         )
 
     return ActorPool(factory, res.workers, eval_timeout=spec.search.eval_timeout, resources=res)
@@ -232,7 +233,8 @@ class SearchRun(JobRun):
                     if not items:
                         break
                     candidates.update({c.id: c for c in items})
-                    pool.submit(slot, [request(c, spec.pruning.recovery_steps) for c in items])
+                    staged = spec.search.fidelity is not None  # each candidate scored on its stage's tokens
+                    pool.submit(slot, [request(c, spec.pruning.recovery_steps, staged) for c in items])
                 if pool.idle:
                     break
                 rows = []
@@ -240,7 +242,11 @@ class SearchRun(JobRun):
                     cand, result = candidates.pop(reply.candidate_id), reply.result
                     if result is not None:
                         values = objective_values(
-                            spec.search.objectives, result, info.dense_flops, spec.pruning.latency_budget
+                            spec.search.objectives,
+                            result,
+                            info.dense_flops,
+                            spec.pruning.latency_budget,
+                            spec.search.fitness,
                         )
                         outcome = Outcome(values)
                         best = outcome.values[0] if best is None else max(best, outcome.values[0])

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from prunehive.platform.jobs.search.trials import child_run
+from prunehive.platform.jobs.search.trials import child_run, fitness_of
 from prunehive.platform.tracking import plots
 from prunehive.search.strategy import Candidate, Strategy
 from prunehive.workers.contracts import EvalReply, EvalRequest, EvalResult
@@ -73,11 +73,49 @@ def final_metrics(best: EvalResult, baselines: dict[str, EvalResult], quality: s
 def log_best_so_far(
     run: SearchRun, parent: str, strategy: Strategy, baselines: dict[str, EvalResult], quality: str
 ) -> None:
-    """The best validation score after each trial, on the task's own scale where it can be, with the
-    baselines as horizontal lines."""
-    higher = quality == "accuracy"
+    """The best validation score after each trial, on the task's own scale where it can be (the KL from the
+    dense model for ``fitness: kl``), with the baselines as horizontal lines; against the validation tokens
+    spent so far where the trials recorded them."""
+    fitness = run.spec.search.fitness
+    higher = quality == "accuracy" and fitness != "kl"
     sign = 1.0 if higher else -1.0
-    shown = [sign * o.values[0] for _, o in strategy.history if o.state == "complete"]
-    lines = {n: sign * r.objective() for n, r in baselines.items()}
-    label = f"validation {quality}" if higher else "validation loss (log-perplexity)"
-    run.tracker.log_figure(parent, plots.best_so_far(shown, higher, lines, label), "plots/best_so_far.png")
+    done = [(c, o) for c, o in strategy.history if o.state == "complete"]
+    shown = [sign * o.values[0] for _, o in done]
+    lines = {n: sign * fitness_of(r, fitness) for n, r in baselines.items()}
+    if fitness == "kl":
+        label = "validation KL from dense"
+    else:
+        label = f"validation {quality}" if higher else "validation loss (log-perplexity)"
+    spent = cumulative_tokens(run, strategy)
+    tokens = [spent[c.id] for c, _ in done] if spent else None
+    figure = plots.best_so_far(shown, higher, lines, label, tokens)
+    run.tracker.log_figure(parent, figure, "plots/best_so_far.png")
+
+
+def trial_tokens(run: SearchRun) -> dict[int, int]:
+    """Validation tokens (or samples) each recorded trial was scored on; trials without a count are left out."""
+    out = {}
+    for t in run.store.trials(run.job_id):
+        tokens = (t.result or {}).get("tokens")
+        if tokens is not None:
+            out[t.candidate_id] = int(tokens)
+    return out
+
+
+def cumulative_tokens(run: SearchRun, strategy: Strategy) -> dict[int, int]:
+    """Each told candidate's id to the tokens spent up to and including it, in the order told (empty when
+    the trials recorded none)."""
+    per_trial = trial_tokens(run)
+    if not per_trial:
+        return {}
+    out, total = {}, 0
+    for cand, _ in strategy.history:
+        total += per_trial.get(cand.id, 0)
+        out[cand.id] = total
+    return out
+
+
+def evaluation_tokens(run: SearchRun, replies: dict[str, EvalReply]) -> int:
+    """Validation tokens (or samples) the whole job scored: every trial, plus the final re-evaluations'."""
+    final = sum(r.result.tokens or 0 for r in replies.values() if r.result is not None)
+    return sum(trial_tokens(run).values()) + final

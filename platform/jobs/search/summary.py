@@ -12,6 +12,7 @@ from prunehive.platform.jobs.search.finish import (
     Named,
     completed,
     entries,
+    evaluation_tokens,
     final_metrics,
     log_baselines,
     log_best_so_far,
@@ -77,6 +78,10 @@ def finish(run: SearchRun, pool: ActorPool, strategy: Strategy, info: WorkerInfo
     }
     if strategy.n_objectives > 1:
         out["pareto_front"] = [_entry(e) for e in front]
+    search = spec.search
+    if search.fidelity is not None or search.fitness != "quality" or spec.pruning.solver != "mask":
+        # EvoPress-class jobs (issue 14) report what they spent; other jobs' JSON keeps its keys
+        out["evaluation_tokens"] = evaluation_tokens(run, replies)
     return out
 
 

@@ -20,10 +20,13 @@ ChildRun = tuple[dict[str, Any], dict[str, float], dict[str, str]]
 LATENCY_PENALTY = 100.0  # objective lost per unit of latency (fraction of dense) over pruning.latency_budget
 
 
-def request(cand: Candidate, recovery_steps: int = 0) -> EvalRequest:
-    """What an actor evaluates: the id and sparsities, plus the metric when the candidate is one."""
+def request(cand: Candidate, recovery_steps: int = 0, staged: bool = False) -> EvalRequest:
+    """What an actor evaluates: the id and sparsities, plus the metric when the candidate is one; in a
+    staged search (``search.fidelity``), only the tokens (or samples) of the candidate's stage."""
     metric = f"{EXPRESSION_PREFIX}{cand.expression}" if cand.expression else None
-    return EvalRequest(cand.id, list(cand.sparsity), metric, recovery_steps=recovery_steps)
+    tokens = cand.meta.get("tokens") if staged else None
+    limit = int(tokens) if tokens is not None else None
+    return EvalRequest(cand.id, list(cand.sparsity), metric, recovery_steps=recovery_steps, limit=limit)
 
 
 def latency_request(spec: JobSpec) -> LatencyRequest | None:
@@ -36,12 +39,17 @@ def latency_request(spec: JobSpec) -> LatencyRequest | None:
 
 
 def objective_values(
-    objectives: Sequence[str], result: EvalResult, dense_flops: int, latency_budget: float | None = None
+    objectives: Sequence[str],
+    result: EvalResult,
+    dense_flops: int,
+    latency_budget: float | None = None,
+    fitness: str = "quality",
 ) -> tuple[float, ...]:
-    """What strategies maximise: the validation objective, plus sparsity, FLOPs saved or measured speedup
-    (NSGA-II). Over ``latency_budget`` (a fraction of dense latency) the objective is penalised by
-    ``LATENCY_PENALTY`` per unit of excess, so any candidate within budget ranks first."""
-    quality = result.objective("validation")
+    """What strategies maximise: the validation objective (``fitness`` kl: minus the KL from the dense
+    model), plus sparsity, FLOPs saved or measured speedup (NSGA-II). Over ``latency_budget`` (a fraction
+    of dense latency) the objective is penalised by ``LATENCY_PENALTY`` per unit of excess, so any
+    candidate within budget ranks first."""
+    quality = fitness_of(result, fitness)
     if latency_budget is not None and result.speedup is not None and 1.0 / result.speedup > latency_budget:
         quality -= LATENCY_PENALTY * (1.0 / result.speedup - latency_budget)
     values = [quality]
@@ -53,6 +61,16 @@ def objective_values(
         else:
             values.append(result.achieved_sparsity if extra == "sparsity" else 1.0 - result.flops / dense_flops)
     return tuple(values)
+
+
+def fitness_of(result: EvalResult, fitness: str = "quality") -> float:
+    """The value a search maximises on validation: the task's objective, or minus the KL from the dense model."""
+    if fitness != "kl":
+        return result.objective("validation")
+    kl = result.metrics["validation"].kl
+    if kl is None:
+        raise ValueError("search.fitness kl needs results with a KL; the workers hold no dense reference")
+    return -kl
 
 
 def trial_row(cand: Candidate, reply: EvalReply, outcome: Outcome) -> dict[str, Any]:
@@ -82,6 +100,8 @@ def child_run(layers: Sequence[str], strategy: str, cand: Candidate, result: Eva
             metrics.update({f"{split}.{k}": float(v) for k, v in m.to_dict().items()})
         metrics.update(achieved_sparsity=result.achieved_sparsity, params=result.params, flops=result.flops)
         metrics["seconds"] = result.seconds
+        if result.tokens is not None:
+            metrics["tokens"] = result.tokens
         if result.latency_ms is not None and result.speedup is not None:
             metrics.update(latency_ms=result.latency_ms, speedup=result.speedup)
     tags = {
