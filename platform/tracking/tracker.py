@@ -85,8 +85,8 @@ class Tracker:
     def __init__(self, tracking_uri: str, experiment: str, sqlite_wal: bool = True) -> None:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
-        self.client = MlflowClient(tracking_uri)
-        with store_init_lock(tracking_uri):  # the first access creates (and migrates) a new store
+        with store_init_lock(tracking_uri):  # the client creates (and migrates) a new store on first use
+            self.client = MlflowClient(tracking_uri)
             self.experiment_id = self._experiment_id(experiment)
         self._sql_store = sql_store(self.client)
         self._artifact_root: str | None = None
