@@ -40,7 +40,7 @@ def measure(task_name: str, seed: int) -> tuple[str, float, dict[tuple[float, st
         engine = PruningEngine(task, metric=metric, seed=seed)
         log(f"{task_name} / {metric}: engine built in {time.perf_counter() - start:.1f} s")
         if metric == METRICS[0]:
-            dense = engine.evaluate([0.0] * len(engine.names), splits=("test",)).metrics["test"][task.quality]
+            dense = engine.evaluate([0.0] * len(engine.names), splits=("test",)).metrics["test"].quality
         for sparsity in SPARSITIES[task_name]:
             space = SearchSpace(
                 engine.layers, target=check_sparsity(sparsity), budget="params", min_density=MIN_DENSITY
@@ -50,7 +50,7 @@ def measure(task_name: str, seed: int) -> tuple[str, float, dict[tuple[float, st
                 result = engine.evaluate(vector, splits=("test",))
                 if abs(result.achieved_sparsity - sparsity) > 1e-3:
                     raise RuntimeError(f"{task_name} {metric} {allocation}: achieved {result.achieved_sparsity}")
-                cells[(sparsity, metric, allocation)] = result.metrics["test"][task.quality]
+                cells[(sparsity, metric, allocation)] = result.metrics["test"].quality
                 log(f"  {sparsity:.2f} {allocation:8s} {task.quality} {cells[(sparsity, metric, allocation)]:.4f}")
     return task.quality, dense, cells
 

@@ -1,0 +1,138 @@
+"""Issue 14's multi-fidelity goal on code-lm: does multi-step selection reach single fidelity's final
+validation fitness with at most half the evaluation tokens?
+
+Both arms are the same `evopress` search (KL fitness, sparsegpt level database, 70% unstructured,
+16 offspring per generation); one scores every offspring on all of validation, the other uses stages
+[2048, 8192, 32768] tokens with survivors [8, 2, 1]. For each seed the single-fidelity arm's final best
+KL (on all of validation) is the bar; the multi-fidelity arm's trials, in the order they were run, give
+the validation tokens spent until a full-validation trial first reaches that bar. Nothing reads test
+to decide anything; test perplexity of each arm's best is printed next to it.
+
+Run: .venv/bin/python scripts/fidelity_ablation.py [--seeds 0 1 2] [--single 160] [--multi 416]
+     [--out docs/results/fidelity-ablation.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+STAGES = {"fidelity": [2048, 8192, 32768], "survivors": [8, 2, 1]}
+
+
+def cli(*args: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-m", "prunehive.platform.cli", *args, "--json"], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"prunehive {args[0]} failed: {done.stderr.strip().splitlines()[-1]}")
+    out: dict = json.loads(done.stdout)
+    return out
+
+
+def run(search: dict, seed: int, budget: int, workdir: Path) -> dict:
+    spec = {
+        "kind": "search",
+        "task": "code-lm",
+        "resources": {"workers": 1, "cpus_per_worker": 2},
+        "pruning": {"sparsity": 0.7, "metric": "magnitude", "solver": "sparsegpt"},
+        "search": {
+            "strategy": "evopress",
+            "fitness": "kl",
+            "budget": budget,
+            "seed": seed,
+            "baselines": ["uniform"],
+            "options": {"offspring": 16},
+            **search,
+        },
+    }
+    path = workdir / f"spec-{time.monotonic_ns()}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    started = time.perf_counter()
+    out = cli("run", str(path))
+    out["wall_seconds"] = time.perf_counter() - started
+    out["trial_rows"] = cli("show", out["job_id"])["trial_rows"]
+    return out
+
+
+def curve(rows: list[dict]) -> list[tuple[int, float]]:
+    """(validation tokens spent so far, KL) at every trial scored on all of validation, in run order."""
+    spent, full, points = 0, max(int(r["result"]["tokens"]) for r in rows if r["result"]), []
+    for row in sorted(rows, key=lambda r: r["candidate_id"]):
+        if row["state"] != "complete" or not row["result"]:
+            continue
+        spent += int(row["result"]["tokens"])
+        if int(row["result"]["tokens"]) == full:
+            points.append((spent, float(row["result"]["metrics"]["validation"]["kl"])))
+    return points
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--single", type=int, default=160, help="Single-fidelity budget (10 generations of 16).")
+    ap.add_argument("--multi", type=int, default=416, help="Multi-fidelity budget (16 generations of 16+8+2).")
+    ap.add_argument("--out", default="docs/results/fidelity-ablation.json")
+    args = ap.parse_args()
+    seeds: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in args.seeds:
+            single = run({}, seed, args.single, Path(tmp))
+            multi = run(STAGES, seed, args.multi, Path(tmp))
+            one, many = curve(single["trial_rows"]), curve(multi["trial_rows"])
+            bar = min(kl for _, kl in one)
+            reach = next((spent for spent, best in _best_so_far(many) if best <= bar), None)
+            entry = {
+                "seed": seed,
+                "single_tokens": one[-1][0],
+                "single_best_kl": bar,
+                "multi_tokens": many[-1][0],
+                "multi_best_kl": min(kl for _, kl in many),
+                "multi_tokens_to_reach": reach,
+                "ratio": None if reach is None else reach / one[-1][0],
+                "single_test_ppl": single["best"]["metrics"]["test"]["perplexity"],
+                "multi_test_ppl": multi["best"]["metrics"]["test"]["perplexity"],
+                "single_validation_ppl": single["best"]["metrics"]["validation"]["perplexity"],
+                "multi_validation_ppl": multi["best"]["metrics"]["validation"]["perplexity"],
+                "single_wall_s": single["wall_seconds"],
+                "multi_wall_s": multi["wall_seconds"],
+                "single_curve": one,
+                "multi_curve": many,
+            }
+            seeds.append(entry)
+            print(json.dumps({k: v for k, v in entry.items() if not k.endswith("curve")}), file=sys.stderr)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(seeds, indent=1))
+    print("| seed | single: tokens, best KL | multi: tokens to reach it (ratio) | multi: tokens, best KL | test ppl |")
+    print("|---:|---|---|---|---|")
+    for e in seeds:
+        reach = "never" if e["ratio"] is None else f"{e['multi_tokens_to_reach']:,} ({e['ratio']:.2f}x)"
+        print(
+            f"| {e['seed']} | {e['single_tokens']:,}, {e['single_best_kl']:.4f} | {reach} | "
+            f"{e['multi_tokens']:,}, {e['multi_best_kl']:.4f} | "
+            f"{e['single_test_ppl']:.3f} / {e['multi_test_ppl']:.3f} |"
+        )
+    ratios = [e["ratio"] for e in seeds if e["ratio"] is not None]
+    if ratios:
+        mean = statistics.mean(ratios)
+        print(f"\nmean ratio over seeds that reached the bar: {mean:.2f}x ({len(ratios)}/{len(seeds)})")
+
+
+def _best_so_far(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    best, out = float("inf"), []
+    for spent, kl in points:
+        best = min(best, kl)
+        out.append((spent, best))
+    return out
+
+
+if __name__ == "__main__":
+    main()
