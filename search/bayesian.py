@@ -5,11 +5,17 @@ onto the budget. Optuna records the raw sampled point with the objective of its 
 surrogate learns "raw point -> value" and the projection stays the strategy's own business.
 
 Storage is a URL string (or None for in-memory); this module never touches SQL itself.
+
+With ``fidelity``/``survivors`` it runs successive halving (:mod:`prunehive.search.halving`) through
+Optuna's own pruning: one Optuna trial per fresh candidate, each stage's value reported as the
+trial's intermediate value at step = stage, the candidates a stage does not promote told PRUNED (TPE
+still learns from them, ranked by how far they got), and only last-stage trials COMPLETE.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any, Literal
 
 import numpy as np
@@ -18,6 +24,7 @@ from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.samplers import BaseSampler, GPSampler, TPESampler
 from optuna.trial import TrialState, create_trial
 
+from prunehive.search.halving import Halving, make_halving, staged_candidate, top_stage_best
 from prunehive.search.space import SearchSpace
 from prunehive.search.strategy import Candidate, Outcome, Strategy
 
@@ -32,6 +39,9 @@ class BayesianStrategy(Strategy):
     A fresh sampler is built for every ask, seeded from (seed, candidate id): proposals are then
     a pure function of the study's trials, so a resumed strategy continues exactly like the
     original without pickling a sampler's private RNG.
+
+    Options beyond the sampler's: ``fidelity``, ``survivors`` (successive halving: tokens per stage,
+    candidates promoted after each) and ``rung`` (fresh trials per rung, default twice ``survivors[0]``).
     """
 
     name = "bayesian"
@@ -47,6 +57,9 @@ class BayesianStrategy(Strategy):
         study_name: str | None = None,
         n_startup_trials: int = 10,
         initial: list[list[float]] | None = None,
+        fidelity: list[int] | None = None,
+        survivors: list[int] | None = None,
+        rung: int | None = None,
     ) -> None:
         super().__init__(space, budget, seed)
         self.initial = [list(map(float, v)) for v in (initial or [])]  # warm-start vectors, asked first
@@ -68,8 +81,11 @@ class BayesianStrategy(Strategy):
         # candidate id -> Optuna trial number; each candidate's meta also holds it and the raw
         # sampled vector, so both are rebuilt from the history on resume rather than checkpointed.
         self.trial_of: dict[int, int] = {}
-        # pending candidates whose trial already finished in storage (told after the checkpoint).
+        # pending candidates whose tell already landed in storage (told after the checkpoint).
         self.finished_in_storage: set[int] = set()
+        self.halving: Halving | None = make_halving(fidelity, survivors, rung)
+        self._live: dict[int, optuna.Trial] = {}  # staged trials still running, to report stages on
+        self._landed: dict[int, set[int]] = {}  # steps a resumed study already held, by trial number
 
     # ---- Optuna plumbing ---------------------------------------------------------------
     @property
@@ -97,20 +113,33 @@ class BayesianStrategy(Strategy):
 
     # ---- ask/tell ----------------------------------------------------------------------
     def _propose(self, n: int) -> list[tuple[np.ndarray, dict[str, Any]]]:
-        study = self.study
-        out: list[tuple[np.ndarray, dict[str, Any]]] = []
-        for k in range(n):
-            cid = self.next_id + k  # the base numbers candidates in proposal order
-            study.sampler = self._make_sampler(cid)
-            if cid < len(self.initial):  # warm start: Optuna's own enqueue, asked first
-                lo, hi = self.space.bounds()
-                values = np.clip(self.initial[cid], lo, hi)
-                study.enqueue_trial(dict(zip(self.space.names, map(float, values), strict=True)))
-            trial = study.ask(fixed_distributions=self.distributions)
-            raw = [float(trial.params[name]) for name in self.space.names]
-            self.trial_of[cid] = trial.number
-            out.append((np.asarray(raw), {"trial": trial.number, "raw": raw}))
+        if self.halving is not None:
+            out = self.halving.propose(n, self, lambda k, index: self._ask(self.next_id + k, index), self._prune)
+        else:
+            out = [self._ask(self.next_id + k, self.next_id + k) for k in range(n)]
+        for k, (_, meta) in enumerate(out):  # a promoted candidate carries its trial on in its meta
+            self.trial_of[self.next_id + k] = int(meta["trial"])  # the base numbers candidates in order
         return out
+
+    def _ask(self, cid: int, index: int) -> tuple[np.ndarray, dict[str, Any]]:
+        """A new Optuna trial; the ``index``-th fresh one is a warm start while any are left."""
+        study = self.study
+        study.sampler = self._make_sampler(cid)
+        if index < len(self.initial):  # warm start: Optuna's own enqueue, asked first
+            lo, hi = self.space.bounds()
+            values = np.clip(self.initial[index], lo, hi)
+            study.enqueue_trial(dict(zip(self.space.names, map(float, values), strict=True)))
+        trial = study.ask(fixed_distributions=self.distributions)
+        if self.halving is not None:
+            self._live[trial.number] = trial
+        raw = [float(trial.params[name]) for name in self.space.names]
+        return np.asarray(raw), {"trial": trial.number, "raw": raw}
+
+    def _candidate(self, ident: int, vector: np.ndarray, meta: dict[str, Any]) -> Candidate:
+        return staged_candidate(self.space, ident, vector, meta)
+
+    def best(self) -> list[Candidate]:
+        return top_stage_best(self.history) if self.halving is not None else super().best()
 
     def _observe(self, candidate: Candidate, outcome: Outcome) -> None:
         number = self.trial_of[candidate.id]
@@ -118,40 +147,71 @@ class BayesianStrategy(Strategy):
             # Told before a crash that lost the checkpoint: the study already holds its result.
             self.finished_in_storage.discard(candidate.id)
             return
-        if outcome.state == "complete":
+        if outcome.state != "complete":
+            self._finish(number, state=TrialState.FAIL)
+        elif self.halving is None:
             self.study.tell(number, float(outcome.values[0]))
         else:
-            self.study.tell(number, state=TrialState.FAIL)
+            stage = int(candidate.meta["fidelity"])
+            if stage not in self._landed.get(number, set()):  # else reported before a crash lost the checkpoint
+                self._trial(number).report(float(outcome.values[0]), stage)
+            if stage == self.halving.last:
+                self._finish(number, float(outcome.values[0]))
+
+    def _prune(self, dropped: list[Candidate]) -> None:
+        """Candidates a stage did not promote: their trials end PRUNED at their last reported value.
+        A stage re-ranked after a crash may prune a trial again, which Optuna then skips."""
+        for cand in dropped:
+            self._finish(self.trial_of[cand.id], state=TrialState.PRUNED)
+
+    def _finish(self, number: int, value: float | None = None, state: TrialState | None = None) -> None:
+        self._live.pop(number, None)
+        self.study.tell(number, value, state=state, skip_if_finished=self.halving is not None)
+
+    def _trial(self, number: int) -> optuna.Trial:
+        """The running trial ``number``, to report on (re-opened by id after a resume, as ``study.tell``
+        itself finds a trial by number)."""
+        if number not in self._live:
+            storage = self.study._storage
+            self._live[number] = optuna.Trial(
+                self.study, storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
+            )
+        return self._live[number]
 
     # ---- state -------------------------------------------------------------------------
     def _extra_state(self) -> dict[str, Any]:
-        return {
+        state = {
             "study_name": self.study_name,
             "sampler": self.sampler_name,
             "finished_in_storage": sorted(self.finished_in_storage),
         }
+        return state | ({"halving": self.halving.state_dict()} if self.halving is not None else {})
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         if state["study_name"] != self.study_name:
             raise ValueError(f"state is for study {state['study_name']!r}, this strategy uses {self.study_name!r}")
-        asked = [c for c, _ in self.history] + list(self.pending.values())
-        self.trial_of = {c.id: int(c.meta["trial"]) for c in asked}
+        if self.halving is not None:
+            self.halving.load_state_dict(state["halving"])
+        self.trial_of = {c.id: int(c.meta["trial"]) for c in self._asked().values()}
         self.finished_in_storage = {int(c) for c in state["finished_in_storage"]}
+        self._live, self._landed = {}, {}
         self._study = self._open(load_if_exists=True)
         if self._study.get_trials(deepcopy=False):
             self._reconcile(self._study)
         elif self.trial_of:
             self._rebuild(self._study)
 
+    def _asked(self) -> dict[int, Candidate]:
+        return {c.id: c for c in [c for c, _ in self.history] + list(self.pending.values())}
+
     def _raw(self) -> dict[int, list[float]]:
         """Each asked candidate's raw sampled vector (what Optuna holds as the trial's params)."""
-        asked = [c for c, _ in self.history] + list(self.pending.values())
-        return {c.id: [float(x) for x in c.meta["raw"]] for c in asked}
+        return {cid: [float(x) for x in c.meta["raw"]] for cid, c in self._asked().items()}
 
     def _reconcile(self, study: optuna.Study) -> None:
-        """Resume on the stored study: fail trials lost in a crash, keep pending ones running."""
+        """Resume on the stored study: fail trials lost in a crash (asked of Optuna, never recorded),
+        keep the others running: pending ones, and (staged) those waiting for their stage's ranking."""
         by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
-        pending_numbers = {self.trial_of[cid] for cid in self.pending}
         raw = self._raw()
         for cid, number in self.trial_of.items():
             trial = by_number.get(number)
@@ -159,34 +219,63 @@ class BayesianStrategy(Strategy):
                 raise ValueError(f"study {self.study_name!r} does not hold candidate {cid}'s trial {number}")
             if cid in self.pending and trial.state.is_finished():
                 self.finished_in_storage.add(cid)
+            self._landed[number] = set(trial.intermediate_values)
+        known = set(self.trial_of.values())
         for trial in by_number.values():
-            if trial.state == TrialState.RUNNING and trial.number not in pending_numbers:
+            if trial.state == TrialState.RUNNING and trial.number not in known:
                 study.tell(trial.number, state=TrialState.FAIL)
 
     def _rebuild(self, study: optuna.Study) -> None:
         """Re-create an empty study (in-memory storage) from the history, keeping trial numbers:
-        a number no candidate holds was lost in a crash and comes back as a failed trial."""
+        a number no candidate holds was lost in a crash and comes back as a failed trial. A staged
+        trial gets back its stages' values as intermediate values, and the state its rung gave it."""
         told = {c.id: o for c, o in self.history}
-        raw = self._raw()
-        cid_of = {number: cid for cid, number in self.trial_of.items()}
-        for number in range(max(cid_of) + 1):
-            cid = cid_of.get(number)
-            if cid is None:
+        asked, raw = self._asked(), self._raw()
+        cids_of: dict[int, list[int]] = {}
+        for cid in sorted(self.trial_of):
+            cids_of.setdefault(self.trial_of[cid], []).append(cid)
+        for number in range(max(cids_of) + 1):
+            cids = cids_of.get(number)
+            if cids is None:
                 study.add_trial(create_trial(state=TrialState.FAIL))
                 continue
-            params = dict(zip(self.space.names, raw[cid], strict=True))
-            if cid in told:
-                outcome = told[cid]
-                complete = outcome.state == "complete"
-                study.add_trial(
-                    create_trial(
-                        state=TrialState.COMPLETE if complete else TrialState.FAIL,
-                        value=float(outcome.values[0]) if complete else None,
-                        params=params,
-                        distributions=self.distributions,
-                    )
-                )
-            else:  # pending: running again under the same number
+            params = dict(zip(self.space.names, raw[cids[-1]], strict=True))
+            steps = {
+                int(asked[c].meta["fidelity"]): float(told[c].values[0])
+                for c in cids
+                if self.halving is not None and c in told and told[c].state == "complete"
+            }
+            state, value = self._stored_state(asked[cids[-1]], told.get(cids[-1]))
+            if state == TrialState.RUNNING:  # pending, or waiting for its stage's ranking: running again
                 study.enqueue_trial(params)
-                study.ask(fixed_distributions=self.distributions)
+                trial = study.ask(fixed_distributions=self.distributions)
+                for step, v in steps.items():
+                    trial.report(v, step)
+                if self.halving is not None:
+                    self._live[number] = trial
+                continue
+            study.add_trial(
+                create_trial(
+                    state=state,
+                    value=value,
+                    params=params,
+                    distributions=self.distributions,
+                    intermediate_values=steps,
+                )
+            )
         self.finished_in_storage.clear()
+
+    def _stored_state(self, latest: Candidate, outcome: Outcome | None) -> tuple[TrialState, float | None]:
+        """What the study held for a trial whose latest asked candidate is ``latest``."""
+        if outcome is None:
+            return TrialState.RUNNING, None
+        if outcome.state != "complete":
+            return TrialState.FAIL, None
+        value = float(outcome.values[0])
+        halving = self.halving
+        if halving is None or latest.meta["fidelity"] == halving.last:
+            return TrialState.COMPLETE, value
+        rung, stage = int(latest.meta["rung"]), int(latest.meta["fidelity"])
+        if halving.decided(rung, stage) and latest.id not in halving.promote:
+            return TrialState.PRUNED, value if math.isfinite(value) else None
+        return TrialState.RUNNING, None

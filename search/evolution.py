@@ -5,6 +5,10 @@ with no generation barrier. DEAP draws from Python's ``random``; ``deap_random``
 private ``random.Random`` seeded from the strategy's numpy RNG into DEAP's operator modules
 while they run, so the only RNG state is the base class's, which already round-trips as JSON.
 No ``deap.creator``: the fitness/individual classes below are plain importable classes.
+
+With ``fidelity``/``survivors`` it turns generational (EvoPress's multi-step selection): each
+generation (a rung of :mod:`prunehive.search.halving`) is scored at the first stage, its best are
+promoted stage by stage, and only last-stage results enter the pool that parents are drawn from.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import deap.tools.selection as _deap_selection
 import numpy as np
 from deap import base, tools
 
+from prunehive.search.halving import Halving, make_halving, top_stage_best
 from prunehive.search.levels import level_switch, settle
 from prunehive.search.space import SearchSpace
 from prunehive.search.strategy import Candidate, Outcome, Strategy
@@ -99,6 +104,9 @@ class EvolutionStrategy(Strategy):
       elitism: the best ``elitism`` pool members are never replaced.
       mutation: ``gaussian`` (per-layer noise, then repair) or ``switch`` (EvoPress's level switch: one
         layer a level up, another down, so the budget holds); default: switch in a discrete space.
+      fidelity, survivors: multi-step selection: tokens per stage and candidates promoted after each.
+      rung: candidates per generation at the first stage (default: ``population``; the first
+        generation is the ``population`` seeds).
     """
 
     name = "evolution"
@@ -120,6 +128,9 @@ class EvolutionStrategy(Strategy):
         elitism: int = 2,
         initial: list[list[float]] | None = None,
         mutation: str | None = None,
+        fidelity: list[int] | None = None,
+        survivors: list[int] | None = None,
+        rung: int | None = None,
     ) -> None:
         super().__init__(space, budget, seed)
         if population < 1 or tournsize < 1 or elitism < 0:
@@ -144,26 +155,30 @@ class EvolutionStrategy(Strategy):
         self.initial = [list(map(float, v)) for v in (initial or [])][: max(0, self.population - 1)]
         self.seeded = 0  # how many of the first generation's points were proposed
         self.pool: list[dict[str, Any]] = []  # evaluated members: {"id", "x", "f"}
+        self.halving: Halving | None = make_halving(
+            fidelity, survivors, rung, default=self.population, first=self.population
+        )
 
     # ---- proposals -----------------------------------------------------------------------
     def _propose(self, n: int) -> list[tuple[np.ndarray, dict[str, Any]]]:
+        if self.halving is not None:
+            return self.halving.propose(n, self, lambda _k, _i: self._next())
+        return [self._next() for _ in range(n)]
+
+    def _next(self) -> tuple[np.ndarray, dict[str, Any]]:
+        """A seed of the first generation, a random point while the pool is empty, else offspring."""
         lo, hi = self.space.bounds()
-        out: list[tuple[np.ndarray, dict[str, Any]]] = []
-        for _ in range(n):
-            if self.seeded < self.population:
-                index = self.seeded
-                self.seeded += 1
-                if index == 0:
-                    out.append((self.space.uniform(), {"origin": "uniform"}))
-                elif index <= len(self.initial):
-                    out.append((np.asarray(self.initial[index - 1]), {"origin": "warm-start"}))
-                else:
-                    out.append((self.rng.uniform(lo, hi), {"origin": "random"}))
-            elif not self.pool:  # nothing evaluated yet (all pending or failed): keep exploring
-                out.append((self.rng.uniform(lo, hi), {"origin": "random"}))
-            else:
-                out.append(self._offspring())
-        return out
+        if self.seeded < self.population:
+            index = self.seeded
+            self.seeded += 1
+            if index == 0:
+                return self.space.uniform(), {"origin": "uniform"}
+            if index <= len(self.initial):
+                return np.asarray(self.initial[index - 1]), {"origin": "warm-start"}
+            return self.rng.uniform(lo, hi), {"origin": "random"}
+        if not self.pool:  # nothing evaluated yet (all pending or failed): keep exploring
+            return self.rng.uniform(lo, hi), {"origin": "random"}
+        return self._offspring()
 
     def _individuals(self) -> list[Individual]:
         return [Individual(list(m["x"]), MaxFitness((m["f"],)), m["id"]) for m in self.pool]
@@ -198,23 +213,32 @@ class EvolutionStrategy(Strategy):
         return [float(v) for v in child]
 
     def _candidate(self, ident: int, vector: np.ndarray, meta: dict[str, Any]) -> Candidate:
-        """A level switch already meets the budget; repairing it again could undo it."""
-        if not self.space.on_grid(vector):
+        """A level switch already meets the budget; repairing it again could undo it (nor is a
+        promoted candidate repaired: it is the vector already scored at the stage before)."""
+        if "promoted_from" not in meta and not self.space.on_grid(vector):
             vector = self.space.repair(vector)
         if self.space.discrete:
             meta = {**meta, "levels": self.space.level_indices(vector)}
         return Candidate(ident, [float(x) for x in vector], meta=meta)
 
     # ---- feedback ------------------------------------------------------------------------
+    def best(self) -> list[Candidate]:
+        return top_stage_best(self.history) if self.halving is not None else super().best()
+
     def _observe(self, candidate: Candidate, outcome: Outcome) -> None:
         if outcome.state != "complete" or not math.isfinite(outcome.values[0]):
             return  # failures never become parents
+        if self.halving is not None and candidate.meta["fidelity"] != self.halving.last:
+            return  # only full-stage results compete for the pool
         member = {"id": candidate.id, "x": list(candidate.sparsity), "f": float(outcome.values[0])}
         self.pool = admit(self.pool, member, self.population, self.elitism, self.tournsize, self.rng)
 
     def _extra_state(self) -> dict[str, Any]:
-        return {"seeded": self.seeded, "pool": [dict(m) for m in self.pool]}
+        state = {"seeded": self.seeded, "pool": [dict(m) for m in self.pool]}
+        return state | ({"halving": self.halving.state_dict()} if self.halving is not None else {})
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         self.seeded = int(state["seeded"])
+        if self.halving is not None:
+            self.halving.load_state_dict(state["halving"])
         self.pool = [{"id": int(m["id"]), "x": [float(v) for v in m["x"]], "f": float(m["f"])} for m in state["pool"]]

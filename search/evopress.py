@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from prunehive.search.halving import check_stages, top_stage_best
 from prunehive.search.levels import level_switch, settle
 from prunehive.search.space import SearchSpace
 from prunehive.search.strategy import Candidate, Outcome, Strategy
@@ -204,11 +205,7 @@ class EvoPressStrategy(Strategy):
     def best(self) -> list[Candidate]:
         """The best candidate among those scored at the highest stage reached (values at lower
         fidelity are not comparable with it)."""
-        done = [(c, o) for c, o in self.history if o.state == "complete"]
-        if not done:
-            return []
-        top = max(int(c.meta.get("fidelity", 0)) for c, _ in done)
-        return [max((co for co in done if co[0].meta.get("fidelity", 0) == top), key=lambda co: co[1].values[0])[0]]
+        return top_stage_best(self.history)
 
     def _observe(self, candidate: Candidate, outcome: Outcome) -> None:
         """Nothing to do per result: a stage is ranked once all of it is told."""
@@ -229,21 +226,3 @@ class EvoPressStrategy(Strategy):
         self.promote = [int(i) for i in state["promote"]]
         p = state["parent"]
         self.parent = None if p is None else {"id": int(p["id"]), "x": [float(v) for v in p["x"]], "f": float(p["f"])}
-
-
-def check_stages(fidelity: list[int] | None, survivors: list[int] | None) -> tuple[list[int] | None, list[int]]:
-    """Stages as the spec states them: both lists or neither, of equal length, fidelity increasing,
-    survivors decreasing, all at least one. No stages is one stage that keeps its best."""
-    if fidelity is None and survivors is None:
-        return None, [1]
-    if fidelity is None or survivors is None:
-        raise ValueError("give fidelity and survivors together (one entry per selection stage)")
-    if len(fidelity) != len(survivors) or not fidelity:
-        raise ValueError(f"fidelity {fidelity} and survivors {survivors} must have the same, non-zero length")
-    if any(int(v) < 1 for v in [*fidelity, *survivors]):
-        raise ValueError("fidelity and survivors must be at least 1")
-    if any(b <= a for a, b in zip(fidelity, fidelity[1:], strict=False)):
-        raise ValueError(f"fidelity must increase from stage to stage, got {fidelity}")
-    if any(b >= a for a, b in zip(survivors, survivors[1:], strict=False)):
-        raise ValueError(f"survivors must decrease from stage to stage, got {survivors}")
-    return [int(v) for v in fidelity], [int(v) for v in survivors]

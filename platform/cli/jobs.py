@@ -24,7 +24,8 @@ from prunehive.platform.cli.app import (
 from prunehive.platform.cli.summaries import print_summary
 
 
-def _store(database_url: str | None) -> Any:
+def open_store(database_url: str | None) -> Any:
+    """The job store at ``database_url`` (default: the embedded one under PRUNEHIVE_HOME)."""
     from prunehive.platform.settings import default_database_url
     from prunehive.platform.store.jobs import JobStore
 
@@ -50,7 +51,7 @@ def run(
     from prunehive.platform.spec.job import load_spec, parse_spec
 
     cancel_on_sigterm()  # SIGTERM (timeout, systemd, Kubernetes, Ray's job stop) cancels like Ctrl-C
-    store = _store(database_url)
+    store = open_store(database_url)
     try:
         if resume:
             job = store.get_job(resume)
@@ -102,7 +103,7 @@ def jobs(
 
         rows = connect(server, token).jobs(limit)["jobs"]
     else:
-        store = _store(database_url)
+        store = open_store(database_url)
         rows = [_job_dict(j, store) for j in store.list_jobs(limit=limit)]
     if as_json:
         print_json({"jobs": rows})
@@ -140,7 +141,7 @@ def show(
     if server:
         _show_remote(job_id, server, token, as_json)
         return
-    store = _store(database_url)
+    store = open_store(database_url)
     job = store.get_job(job_id)
     trials = store.trials(job.id)
     if as_json:

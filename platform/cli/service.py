@@ -94,10 +94,10 @@ def users_add(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Add a user and print their token, once (only its hash is stored)."""
-    from prunehive.platform.cli.jobs import _store
+    from prunehive.platform.cli.jobs import open_store
     from prunehive.platform.service.auth import add_user
 
-    token = add_user(_store(database_url), name, admin)
+    token = add_user(open_store(database_url), name, admin)
     if as_json:
         print_json({"name": name, "token": token})
     else:

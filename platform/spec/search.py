@@ -13,14 +13,14 @@ from pydantic import Field, field_validator, model_validator
 
 from prunehive.platform.spec.fields import Strict, one_of
 from prunehive.search.allocations import ALLOCATIONS, HEURISTICS
-from prunehive.search.evopress import check_stages
+from prunehive.search.halving import check_stages
 from prunehive.search.registry import STRATEGIES
 
 if TYPE_CHECKING:
     from prunehive.platform.spec.job import JobSpec
 
 METRIC_BASELINES = ("magnitude", "wanda", "snip")  # what a metric search is compared with
-MULTI_FIDELITY = ("evopress",)  # strategies that take search.fidelity / search.survivors
+MULTI_FIDELITY = ("evopress", "evolution", "bayesian", "random")  # take search.fidelity / search.survivors
 
 
 class LatencyOptions(Strict):
@@ -51,7 +51,11 @@ class SearchOptions(Strict):
     fitness: Literal["quality", "kl"] = Field(
         "quality", description="What strategies maximise: validation quality, or minus the KL from the dense model."
     )
-    fidelity: list[int] | None = Field(None, description="Tokens (or samples) per selection stage, increasing.")
+    fidelity: list[int] | None = Field(
+        None,
+        description="Tokens (or samples) per selection stage, increasing: multi-step selection for evopress and "
+        "evolution, successive halving for bayesian and random (not nsga2 or rl).",
+    )
     survivors: list[int] | None = Field(None, description="Candidates kept after each stage, decreasing.")
 
     @field_validator("strategy")
@@ -105,7 +109,8 @@ def check_search(spec: JobSpec) -> None:
     _baselines_within(spec, tuple(HEURISTICS))
     if spec.search.fidelity is not None and spec.search.strategy not in MULTI_FIDELITY:
         raise ValueError(
-            f"search.fidelity: strategy {spec.search.strategy!r} has no multi-fidelity selection; use evopress"
+            f"search.fidelity: strategy {spec.search.strategy!r} has no multi-fidelity selection; "
+            f"use one of {', '.join(MULTI_FIDELITY)}"
         )
     check_latency(spec)
 

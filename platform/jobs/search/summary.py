@@ -18,6 +18,7 @@ from prunehive.platform.jobs.search.finish import (
     log_best_so_far,
     reevaluate,
 )
+from prunehive.platform.jobs.search.trials import objective_values
 from prunehive.platform.tracking import plots
 from prunehive.search.strategy import Candidate, Strategy
 from prunehive.workers.contracts import EvalResult, WorkerInfo
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 MAX_FRONT = 24  # Pareto members re-evaluated on test; a front is rarely larger
 Scored = tuple[int, EvalResult]  # a re-evaluated best candidate: its id and result
+PARETO_AXES = {"sparsity": "achieved sparsity", "flops": "fraction of FLOPs removed", "latency": "measured speedup"}
 
 
 def _at_target(front: list[Scored], target: float) -> Scored:
@@ -64,7 +66,7 @@ def finish(run: SearchRun, pool: ActorPool, strategy: Strategy, info: WorkerInfo
     final = final_metrics(head[1], base_results, q)
     final["best.achieved_sparsity"] = head[1].achieved_sparsity
     run.tracker.log_metrics(parent, final)
-    _log_artifacts(run, strategy, parent, head[1], front, base_results, q, pool)
+    _log_artifacts(run, strategy, parent, head[1], front, base_results, info, pool)
 
     out: dict[str, Any] = {
         "job_id": run.job_id,
@@ -92,10 +94,10 @@ def _log_artifacts(
     head: EvalResult,
     front: list[Scored],
     baselines: dict[str, EvalResult],
-    quality: str,
+    info: WorkerInfo,
     pool: ActorPool,
 ) -> None:
-    tracker, names = run.tracker, run.space.names
+    tracker, names, quality = run.tracker, run.space.names, info.quality
     config = {k: v for k, v in head.entry().items() if k in ("layers", "achieved_sparsity", "metrics")}
     tracker.log_dict(parent, config, "best_config.json")
     log_best_so_far(run, parent, strategy, baselines, quality)
@@ -109,12 +111,22 @@ def _log_artifacts(
         "plots/layer_sparsity.png",
     )
     if strategy.n_objectives > 1:
+        search = run.spec.search
+
+        def point(r: EvalResult) -> tuple[float, float]:  # (second objective, fitness), as the strategy saw it
+            values = objective_values(
+                search.objectives, r, info.dense_flops, run.spec.pruning.latency_budget, search.fitness
+            )
+            return values[1], values[0]
+
         points = [(o.values[1], o.values[0]) for _, o in strategy.history if o.state == "complete"]
-        front_pts = [(r.achieved_sparsity, r.objective()) for _, r in front]
-        base_pts = {b: (r.achieved_sparsity, r.objective()) for b, r in baselines.items()}
+        front_pts = [point(r) for _, r in front]
+        base_pts = {
+            b: point(r) for b, r in baselines.items() if r.speedup is not None or search.objectives[1] != "latency"
+        }
         tracker.log_figure(
             parent,
-            plots.pareto_front(points, front_pts, "achieved sparsity", "validation objective", base_pts),
+            plots.pareto_front(points, front_pts, PARETO_AXES[search.objectives[1]], "validation objective", base_pts),
             "plots/pareto_front.png",
         )
     tracker.log_model(parent, pool.call_one("export", [head.layers[n] for n in names]), name="pruned_model")
