@@ -25,6 +25,8 @@ from typing import Any
 
 import ray
 
+from prunehive.workers.tasks.spec import task_directories
+
 FIRST_NOTE_SECONDS = 3.0  # the first "waiting for resources" line comes this soon (the issue asks for < 10 s)
 NOTE_EVERY_SECONDS = 15.0
 CAN_GROW_ENV = "PRUNEHIVE_CLUSTER_CAN_GROW"  # "1" / "0": overrides the autoscaler detection
@@ -54,6 +56,8 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None) -> None
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        if task_directories():
+            say(cluster_import_note(address, task_directories()))
     else:
         ray.init(  # "local": a new instance even where `ray start` left a cluster that ray.init would join
             address="local",
@@ -61,9 +65,29 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None) -> None
             include_dashboard=False,
             logging_level=logging.WARNING,
             log_to_driver=False,
+            runtime_env=local_runtime_env(task_directories()),
         )
     if main and callable(handler):
         signal.signal(signal.SIGTERM, handler)
+
+
+def local_runtime_env(directories: Sequence[str]) -> dict[str, Any] | None:
+    """The job's runtime_env on a local Ray: the spec directories of user ``module:factory`` tasks ahead of
+    the inherited PYTHONPATH, so workers import the module wherever ``prunehive run`` was started. (Ray
+    itself adds only the driver's current directory.) None without such a task: no runtime_env at all."""
+    if not directories:
+        return None
+    inherited = [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
+    return {"env_vars": {"PYTHONPATH": os.pathsep.join([*directories, *inherited])}}
+
+
+def cluster_import_note(address: str, directories: Sequence[str]) -> str:
+    """What a user must do for a connected cluster, whose workers import task modules from their own nodes."""
+    return (
+        f"note: the Ray cluster at {address} imports your task module on its own nodes: make "
+        f"{os.pathsep.join(directories)} importable there (same path on every node, or install the module, "
+        "or PYTHONPATH in the nodes' environment)"
+    )
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from prunehive.platform.spec.fields import SpecError as SpecError  # re-exported
 from prunehive.platform.spec.fields import Strict
 from prunehive.platform.spec.pruning import PruningSpec
 from prunehive.platform.spec.search import SearchOptions
-from prunehive.workers.tasks.spec import HFTaskSpec, parse_task_mapping
+from prunehive.workers.tasks.spec import HFTaskSpec, parse_task_mapping, use_spec_directory
 
 
 class Resources(Strict):
@@ -131,4 +131,6 @@ def load_spec(path: str | Path) -> JobSpec:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
         raise SpecError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return parse_spec(data)
+    spec = parse_spec(data)
+    use_spec_directory(spec.task, p.parent)  # a module:factory task may sit next to its spec
+    return spec

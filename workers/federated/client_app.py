@@ -25,6 +25,7 @@ from torch.func import functional_call
 from prunehive.workers.calibration import collect_stats
 from prunehive.workers.federated.aggregation import SUBMASKS_KEY
 from prunehive.workers.federated.encoding import decode, decode_masks, encode
+from prunehive.workers.federated.models import start_model, train_rows
 from prunehive.workers.federated.partition import partition_indices
 from prunehive.workers.federated.statistics import STATS_ACTION, stats_reply
 from prunehive.workers.tasks import load_task
@@ -39,10 +40,16 @@ def cached_task(name: str, seed: int) -> Task:
 
 
 @lru_cache(maxsize=4)
+def cached_rows(name: str, seed: int) -> Batch:
+    """The task's train split as tensors, read once per client process (a streamed task's batches joined)."""
+    return train_rows(cached_task(name, seed))
+
+
+@lru_cache(maxsize=4)
 def cached_partitions(
     name: str, seed: int, kind: str, value: float, clients: int, partition_seed: int
 ) -> list[npt.NDArray[np.int64]]:
-    labels = cached_task(name, seed).split("train")[1].numpy()
+    labels = cached_rows(name, seed)[1].numpy()
     return partition_indices(labels, kind, value, clients, partition_seed)
 
 
@@ -64,14 +71,14 @@ def local_data(cfg: ConfigRecord, partition_id: int) -> tuple[Task, torch.Tensor
         int(_num(cfg, "partitions")),
         int(_num(cfg, "partition-seed")),
     )
-    x, y = task.split("train")
+    x, y = cached_rows(str(cfg["task"]), int(_num(cfg, "task-seed")))
     idx = torch.from_numpy(parts[partition_id])
     return task, x[idx], y[idx]
 
 
 def received_model(msg: Message, task: Task) -> tuple[nn.Module, dict[str, torch.Tensor]]:
-    """The task's architecture holding the model the server sent, and the masks it came under."""
-    model = task.architecture()
+    """The task's model holding the values the server sent, and the masks it came under."""
+    model = start_model(task)
     state, masks = decode(msg.content.array_records["arrays"], model.state_dict())
     model.load_state_dict(state)
     return model, masks

@@ -22,6 +22,7 @@ from flwr.simulation import run_simulation
 from prunehive.search.space import SearchSpace
 from prunehive.workers.federated.client_app import app as client_app
 from prunehive.workers.federated.encoding import dense_record
+from prunehive.workers.federated.models import start_model, train_rows
 from prunehive.workers.federated.partition import partition_indices
 from prunehive.workers.federated.plans import MaskPlan
 from prunehive.workers.federated.statistics import Scoring, stats_asked
@@ -78,7 +79,7 @@ class SimulationResult:
 
 
 def _evaluator(task: Task) -> Callable[[dict[str, torch.Tensor]], float]:
-    model = task.architecture()
+    model = start_model(task)
 
     def evaluate(state: dict[str, torch.Tensor]) -> float:
         model.load_state_dict(state)
@@ -91,16 +92,16 @@ def build_strategy(s: SimulationSettings, on_round: Callable[[RoundRecord], None
     """The task's initial model (seeded), its prunable layers, the plan and the strategy around them."""
     task = load_task(s.task, seed=s.task_seed)
     if task.quality != "accuracy":
-        raise ValueError(f"task: federated runs need a classification task; {s.task} reports {task.quality}")
-    partition_indices(task.split("train")[1].numpy(), s.partition_kind, s.partition_value, s.clients, s.seed)
+        raise ValueError(f"task: federated runs need a classification task; {task.name} reports {task.quality}")
+    partition_indices(train_rows(task)[1].numpy(), s.partition_kind, s.partition_value, s.clients, s.seed)
     seed_everything(s.seed)
-    model = task.architecture()
+    model = start_model(task)
     granularity = Granularity.parse(s.granularity, per_row=s.per_row)
     names = task.channel_prunable_layers(model) if granularity.kind == "channel" else task.prunable_layers(model)
     # As in a search: N:M leaves dense the layers whose rows do not split into whole groups.
     layers = [x for x in find_prunable_layers(model, names, task.example_input()) if granularity.supports(x.shape)]
     if not layers:
-        raise ValueError(f"pruning.granularity: {s.task} has no layer that {granularity.label} pruning can apply to")
+        raise ValueError(f"pruning.granularity: {task.name} has no layer that {granularity.label} pruning can apply to")
     names = [x.name for x in layers]
     targets = sorted(s.targets)
     if s.plan == "fixed" and isinstance(s.allocation, dict):  # explicit per-layer numbers set the target

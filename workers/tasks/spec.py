@@ -8,6 +8,7 @@ job store, Ray actors and a resumed job all read the same files. The object is w
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,27 @@ HFKind = Literal["causal-lm", "image-classification"]
 
 class TaskError(ValueError):
     """A task that cannot be built: an unknown name, a bad factory, a missing file or directory."""
+
+
+_TASK_DIRECTORIES: list[str] = []  # spec directories a ``module:factory`` task imports from, in this process
+
+
+def use_spec_directory(task: object, directory: Path) -> None:
+    """A ``module:factory`` task's module may sit next to its spec: put the spec's directory on this
+    process's import path (after the current directory, so an installed package of the same name wins)
+    and remember it for the Ray workers this process starts (``cluster.connect_ray``)."""
+    if not isinstance(task, str) or ":" not in task or task.lstrip().startswith("{"):
+        return
+    path = str(directory.expanduser().resolve())
+    if path not in sys.path:
+        sys.path.append(path)
+    if path not in _TASK_DIRECTORIES:
+        _TASK_DIRECTORIES.append(path)
+
+
+def task_directories() -> list[str]:
+    """The spec directories that user task modules import from (see ``use_spec_directory``)."""
+    return list(_TASK_DIRECTORIES)
 
 
 WEIGHT_FILES = (

@@ -46,7 +46,7 @@ def cell_spec(spec: JobSpec, tracking_uri: str, sparsity: float | None, strategy
     return {
         "kind": "search",
         "name": f"{spec.display_name}/{strategy}/seed{seed}/{target_label(sparsity)}",
-        "task": spec.task_ref,
+        "task": data["task"],  # a name, or the typed mapping (absolute paths) as the user wrote it
         "seed": spec.seed,
         "pruning": pruning,
         "search": search,

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from prunehive.workers.tasks.spec import HFTaskSpec
+
 if TYPE_CHECKING:
     from prunehive.platform.spec.job import JobSpec
 
@@ -79,6 +81,11 @@ def check_federated(spec: JobSpec) -> None:
     fed, pruning = spec.federated, spec.pruning
     if spec.task in PERPLEXITY_TASKS:
         raise ValueError(f"task: federated runs need a classification task; {spec.task} reports perplexity")
+    if isinstance(spec.task, HFTaskSpec) and spec.task.kind != "image-classification":
+        raise ValueError(
+            f"task: federated runs need a classification task; hf: {spec.task.label} is a causal language model"
+            " (perplexity); federated jobs take an image classifier"
+        )
     if int(fed.clients * fed.fraction) < 1:
         raise ValueError(f"federated.fraction: {fed.fraction} of {fed.clients} clients samples no client")
     if pruning.flops_budget is not None:
