@@ -36,6 +36,8 @@ class NSGA2Strategy(Strategy):
       indpb: per-gene mutation probability (default 1 / (layers + 1), the target gene included).
       min_target, max_target: range of the target-sparsity gene; default target - 0.2 .. target,
         clipped into what the per-layer bounds can reach.
+      initial: allocations (the runner passes the heuristics) that open the first generation, each
+        with its own achieved sparsity as its target gene.
     """
 
     name = "nsga2"
@@ -54,6 +56,7 @@ class NSGA2Strategy(Strategy):
         indpb: float | None = None,
         min_target: float | None = None,
         max_target: float | None = None,
+        initial: list[list[float]] | None = None,
     ) -> None:
         super().__init__(space, budget, seed)
         if population < 1:
@@ -74,6 +77,7 @@ class NSGA2Strategy(Strategy):
         self.eta_cx = float(eta_cx)
         self.eta_mut = float(eta_mut)
         self.indpb = float(indpb) if indpb is not None else 1.0 / (space.dim + 1)
+        self.initial = [list(map(float, v)) for v in (initial or [])][: self.population]
         self.generation = 0
         self.parents: list[dict[str, Any]] = []  # survivors: {"id", "x" (layers + target), "f"}
         self.offspring: list[dict[str, Any]] = []  # this generation's completed members
@@ -99,12 +103,17 @@ class NSGA2Strategy(Strategy):
         up = [max(float(h), float(lo_) + 1e-9) for lo_, h in zip(lo, hi, strict=True)]
         return low, [*up, max(self.max_target, self.min_target + 1e-9)]
 
-    def _initial_genomes(self, with_uniform: bool = True) -> list[dict[str, Any]]:
-        """Uniform allocations at a few evenly spread targets, then uniform random points."""
+    def _initial_genomes(self, seeded: bool = True) -> list[dict[str, Any]]:
+        """The warm-start allocations, uniform ones at a few evenly spread targets, then uniform
+        random points (only the random points when ``seeded`` is False)."""
         lo, hi = self.space.bounds()
-        k = min(4, self.population) if with_uniform else 0
-        targets = np.linspace(self.max_target, self.min_target, k) if k > 1 else [self.max_target][:k]
         out = [
+            {"x": [*v, float(self.space.achieved(np.asarray(v)))], "origin": "warm-start"}
+            for v in (self.initial if seeded else [])
+        ]
+        k = min(4, self.population - len(out)) if seeded else 0
+        targets = np.linspace(self.max_target, self.min_target, k) if k > 1 else [self.max_target][:k]
+        out += [
             {"x": [*map(float, self.space.with_target(float(t)).uniform()), float(t)], "origin": "uniform"}
             for t in targets
         ]
@@ -135,7 +144,7 @@ class NSGA2Strategy(Strategy):
         pool = [Individual(m["x"], MaxFitness2(tuple(m["f"])), m["id"]) for m in self.parents + self.offspring]
         self.generation += 1
         if not pool:  # everything failed so far: start over from random points
-            self._start_generation(self._initial_genomes(with_uniform=False))
+            self._start_generation(self._initial_genomes(seeded=False))
             return
         survivors = tools.selNSGA2(pool, min(self.population, len(pool)))
         self.parents = [{"id": s.ident, "x": list(s), "f": list(s.fitness.values)} for s in survivors]

@@ -47,7 +47,7 @@ class SearchOptions(Strict):
     eval_timeout: float | None = Field(
         None, gt=0, description="Seconds per candidate; a slower evaluation fails (metric-search default: 120)."
     )
-    warm_start: bool = Field(True, description="evolution and bayesian start from the baselines' allocations.")
+    warm_start: bool = Field(True, description="All but random and gp-metric start from the baselines' allocations.")
     fitness: Literal["quality", "kl"] = Field(
         "quality", description="What strategies maximise: validation quality, or minus the KL from the dense model."
     )

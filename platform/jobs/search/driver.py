@@ -32,7 +32,7 @@ from prunehive.search.strategy import Candidate, Outcome, Strategy
 from prunehive.workers.actor import EvalWorker
 from prunehive.workers.contracts import EvalResult, WorkerInfo
 
-WARM_STARTABLE = ("evolution", "bayesian", "evopress")  # strategies that take ``initial`` vectors
+WARM_STARTABLE = ("evolution", "bayesian", "evopress", "rl", "nsga2")  # strategies that take ``initial`` vectors
 CANCEL_CHECK_SECONDS = 2.0  # how often a running search looks at its job's cancel flag
 
 
