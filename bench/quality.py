@@ -51,8 +51,8 @@ def quality_suite(
     strategies: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark job kind on each task into the default job store and MLflow store."""
+    from prunehive.platform.jobs.base import start_job
     from prunehive.platform.jobs.benchmark.driver import BenchmarkRun
-    from prunehive.platform.jobs.search.driver import start_job
     from prunehive.platform.settings import default_database_url
     from prunehive.platform.spec.job import parse_spec
     from prunehive.platform.store.jobs import JobStore

@@ -58,7 +58,8 @@ def _job_spec(task: str, workers: int, budget: int, sparsity: float, seed: int, 
 
 def _run_job(task: str, workers: int, budget: int, sparsity: float, seed: int, home: Path) -> dict[str, Any]:
     """One real search job; returns its timing and the candidate vectors it evaluated."""
-    from prunehive.platform.jobs.search.driver import SearchRun, start_job
+    from prunehive.platform.jobs.base import start_job
+    from prunehive.platform.jobs.search.driver import SearchRun
     from prunehive.platform.spec.job import parse_spec
     from prunehive.platform.store.jobs import JobStore
     from prunehive.search.strategy import Candidate

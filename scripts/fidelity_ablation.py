@@ -63,16 +63,37 @@ def run(search: dict, seed: int, budget: int, workdir: Path) -> dict:
     return out
 
 
-def curve(rows: list[dict]) -> list[tuple[int, float]]:
-    """(validation tokens spent so far, KL) at every trial scored on all of validation, in run order."""
-    spent, full, points = 0, max(int(r["result"]["tokens"]) for r in rows if r["result"]), []
+def curve(rows: list[dict]) -> list[tuple[int, float, float]]:
+    """(validation tokens spent so far, KL, perplexity) of the search's best-by-KL candidate so far, at
+    every trial scored on all of validation, in run order: the search's own view of its progress."""
+    full = max(int(r["result"]["tokens"]) for r in rows if r["result"])
+    spent, best, points = 0, (float("inf"), float("inf")), []
     for row in sorted(rows, key=lambda r: r["candidate_id"]):
         if row["state"] != "complete" or not row["result"]:
             continue
         spent += int(row["result"]["tokens"])
         if int(row["result"]["tokens"]) == full:
-            points.append((spent, float(row["result"]["metrics"]["validation"]["kl"])))
+            scores = row["result"]["metrics"]["validation"]
+            best = min(best, (float(scores["kl"]), float(scores["perplexity"])))
+            points.append((spent, *best))
     return points
+
+
+def compare(single: list[dict], multi: list[dict]) -> dict:
+    """Single fidelity's final best (its KL, the fitness, and that candidate's validation perplexity) as
+    bars, and the multi-fidelity arm's tokens until its best-so-far first reaches each."""
+    one, many = curve(single), curve(multi)
+    out: dict = {"single_tokens": one[-1][0], "multi_tokens": many[-1][0], "single_curve": one, "multi_curve": many}
+    for index, name in ((1, "kl"), (2, "ppl")):
+        bar = one[-1][index]
+        reach = next((point[0] for point in many if point[index] <= bar), None)
+        out |= {
+            f"single_best_{name}": bar,
+            f"multi_best_{name}": many[-1][index],
+            f"multi_tokens_to_reach_{name}": reach,
+            f"ratio_{name}": None if reach is None else reach / one[-1][0],
+        }
+    return out
 
 
 def main() -> None:
@@ -87,51 +108,45 @@ def main() -> None:
         for seed in args.seeds:
             single = run({}, seed, args.single, Path(tmp))
             multi = run(STAGES, seed, args.multi, Path(tmp))
-            one, many = curve(single["trial_rows"]), curve(multi["trial_rows"])
-            bar = min(kl for _, kl in one)
-            reach = next((spent for spent, best in _best_so_far(many) if best <= bar), None)
-            entry = {
-                "seed": seed,
-                "single_tokens": one[-1][0],
-                "single_best_kl": bar,
-                "multi_tokens": many[-1][0],
-                "multi_best_kl": min(kl for _, kl in many),
-                "multi_tokens_to_reach": reach,
-                "ratio": None if reach is None else reach / one[-1][0],
+            entry = {"seed": seed, "single_job": single["job_id"], "multi_job": multi["job_id"]}
+            entry |= compare(single["trial_rows"], multi["trial_rows"])
+            entry |= {
                 "single_test_ppl": single["best"]["metrics"]["test"]["perplexity"],
                 "multi_test_ppl": multi["best"]["metrics"]["test"]["perplexity"],
                 "single_validation_ppl": single["best"]["metrics"]["validation"]["perplexity"],
                 "multi_validation_ppl": multi["best"]["metrics"]["validation"]["perplexity"],
                 "single_wall_s": single["wall_seconds"],
                 "multi_wall_s": multi["wall_seconds"],
-                "single_curve": one,
-                "multi_curve": many,
             }
             seeds.append(entry)
             print(json.dumps({k: v for k, v in entry.items() if not k.endswith("curve")}), file=sys.stderr)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(seeds, indent=1))
-    print("| seed | single: tokens, best KL | multi: tokens to reach it (ratio) | multi: tokens, best KL | test ppl |")
-    print("|---:|---|---|---|---|")
+    print_table(seeds)
+
+
+def print_table(seeds: list[dict]) -> None:
+    print(
+        "| seed | single: tokens, KL, val ppl | multi: tokens to reach that KL | ... that val ppl | multi: tokens, KL,",
+        end="",
+    )
+    print(" val ppl | test ppl single / multi |")
+    print("|---:|---|---|---|---|---|")
     for e in seeds:
-        reach = "never" if e["ratio"] is None else f"{e['multi_tokens_to_reach']:,} ({e['ratio']:.2f}x)"
+        reach = {
+            n: "never" if e[f"ratio_{n}"] is None else f"{e[f'multi_tokens_to_reach_{n}']:,} ({e[f'ratio_{n}']:.2f}x)"
+            for n in ("kl", "ppl")
+        }
         print(
-            f"| {e['seed']} | {e['single_tokens']:,}, {e['single_best_kl']:.4f} | {reach} | "
-            f"{e['multi_tokens']:,}, {e['multi_best_kl']:.4f} | "
-            f"{e['single_test_ppl']:.3f} / {e['multi_test_ppl']:.3f} |"
+            f"| {e['seed']} | {e['single_tokens']:,}, {e['single_best_kl']:.4f}, {e['single_best_ppl']:.3f} | "
+            f"{reach['kl']} | {reach['ppl']} | {e['multi_tokens']:,}, {e['multi_best_kl']:.4f}, "
+            f"{e['multi_best_ppl']:.3f} | {e['single_test_ppl']:.3f} / {e['multi_test_ppl']:.3f} |"
         )
-    ratios = [e["ratio"] for e in seeds if e["ratio"] is not None]
-    if ratios:
-        mean = statistics.mean(ratios)
-        print(f"\nmean ratio over seeds that reached the bar: {mean:.2f}x ({len(ratios)}/{len(seeds)})")
-
-
-def _best_so_far(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
-    best, out = float("inf"), []
-    for spent, kl in points:
-        best = min(best, kl)
-        out.append((spent, best))
-    return out
+    for n in ("kl", "ppl"):
+        ratios = [e[f"ratio_{n}"] for e in seeds if e[f"ratio_{n}"] is not None]
+        if ratios:
+            mean = statistics.mean(ratios)
+            print(f"\n{n}: mean ratio over seeds that reached the bar {mean:.2f}x ({len(ratios)}/{len(seeds)})")
 
 
 if __name__ == "__main__":

@@ -45,9 +45,8 @@ def run(
 ) -> None:
     """Run a job now (search, metric-search, federated or benchmark), on a local Ray or the cluster at RAY_ADDRESS."""
     from prunehive.platform.cli.signals import cancel_on_sigterm, exit_code, leave
-    from prunehive.platform.jobs.base import job_runner
+    from prunehive.platform.jobs.base import job_runner, start_job
     from prunehive.platform.jobs.preflight import preflight
-    from prunehive.platform.jobs.search.driver import start_job
     from prunehive.platform.spec.job import load_spec, parse_spec
 
     cancel_on_sigterm()  # SIGTERM (timeout, systemd, Kubernetes, Ray's job stop) cancels like Ctrl-C

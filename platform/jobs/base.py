@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import Any, Protocol
 
 from prunehive.platform.jobs import job_kind
-from prunehive.platform.spec.job import parse_spec
+from prunehive.platform.spec.job import JobSpec, parse_spec
 from prunehive.platform.store.jobs import JobCancelled, JobStore
 from prunehive.platform.tracking.location import default_tracking_uri
 from prunehive.platform.tracking.tracker import Status, Tracker
@@ -71,3 +71,14 @@ def job_runner(store: JobStore, job_id: str, ray_address: str | None = None, sho
     job = store.get_job(job_id)
     cls = job_kind(job.kind).driver_class()
     return cls(store, job.id, ray_address=ray_address, show_progress=show_progress)
+
+
+def start_job(store: JobStore, spec: JobSpec, workers: int | None = None, metric: str | None = None) -> str:
+    """Validate overrides through the spec model, then queue the job in the store."""
+    data = spec.model_dump(mode="json")
+    if workers:
+        data["resources"]["workers"] = workers
+    if metric:
+        data["pruning"]["metric"] = metric
+    checked = parse_spec(data)
+    return store.create_job(checked.kind, checked.display_name, checked.model_dump(mode="json"))

@@ -13,8 +13,7 @@ from typer.testing import CliRunner
 
 from prunehive.bench.quality import quality_spec
 from prunehive.platform.cli import app
-from prunehive.platform.jobs.base import job_runner
-from prunehive.platform.jobs.search.driver import start_job
+from prunehive.platform.jobs.base import job_runner, start_job
 from prunehive.platform.spec.job import SpecError, parse_spec
 from prunehive.platform.store.jobs import JobStore
 

@@ -20,7 +20,8 @@ import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
-from prunehive.platform.jobs.search.driver import SearchRun, start_job
+from prunehive.platform.jobs.base import start_job
+from prunehive.platform.jobs.search.driver import SearchRun
 from prunehive.platform.spec.job import parse_spec
 from prunehive.platform.store.jobs import JobStore
 

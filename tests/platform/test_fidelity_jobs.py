@@ -17,7 +17,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from prunehive.platform.jobs.search.driver import SearchRun, start_job
+from prunehive.platform.jobs.base import start_job
+from prunehive.platform.jobs.search.driver import SearchRun
 from prunehive.platform.spec.job import parse_spec
 from prunehive.platform.store.jobs import JobStore
 from prunehive.workers.tasks.base import Evaluation, Observer, Split

@@ -10,7 +10,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from prunehive.platform.jobs.search.driver import SearchRun, start_job
+from prunehive.platform.jobs.base import start_job
+from prunehive.platform.jobs.search.driver import SearchRun
 from prunehive.platform.spec.job import SpecError, parse_spec
 from prunehive.platform.store.jobs import JobStore
 from prunehive.workers.tasks.digits import DigitsMLP

@@ -10,8 +10,7 @@ import pytest
 from hf_models import causal_lm
 from mlflow.tracking import MlflowClient
 
-from prunehive.platform.jobs.base import job_runner
-from prunehive.platform.jobs.search.driver import start_job
+from prunehive.platform.jobs.base import job_runner, start_job
 from prunehive.platform.spec.job import parse_spec
 from prunehive.platform.store.jobs import JobStore
 from prunehive.workers.tasks.spec import HFTaskSpec

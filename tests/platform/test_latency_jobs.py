@@ -14,7 +14,8 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from prunehive.platform.cli import app
-from prunehive.platform.jobs.search.driver import SearchRun, start_job
+from prunehive.platform.jobs.base import start_job
+from prunehive.platform.jobs.search.driver import SearchRun
 from prunehive.platform.jobs.search.trials import latency_request
 from prunehive.platform.spec.job import SpecError, parse_spec
 from prunehive.platform.store.jobs import JobStore

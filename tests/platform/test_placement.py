@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 import ray
 
+from prunehive.platform.jobs.base import start_job
 from prunehive.platform.jobs.cluster import Cluster, Demand, PlacementError, require
-from prunehive.platform.jobs.search.driver import SearchRun, start_job
+from prunehive.platform.jobs.search.driver import SearchRun
 from prunehive.platform.spec.job import parse_spec
 from prunehive.platform.store.jobs import JobStore
 

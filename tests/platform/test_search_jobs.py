@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from mlflow.tracking import MlflowClient
 
-from prunehive.platform.jobs.search.driver import SearchRun, start_job
+from prunehive.platform.jobs.base import start_job
+from prunehive.platform.jobs.search.driver import SearchRun
 from prunehive.platform.spec.job import SpecError, parse_spec
 from prunehive.platform.store.jobs import JobStore
 from prunehive.workers.contracts import EvalResult

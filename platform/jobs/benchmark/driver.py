@@ -16,11 +16,11 @@ from typing import Any
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from rich.console import Console
 
-from prunehive.platform.jobs.base import JobRun
+from prunehive.platform.jobs.base import JobRun, start_job
 from prunehive.platform.jobs.benchmark.report import Cell, aggregate, target_label, write_report
 from prunehive.platform.jobs.cluster import connect_ray
 from prunehive.platform.jobs.pool import ActorPool
-from prunehive.platform.jobs.search.driver import SearchRun, make_pool, start_job
+from prunehive.platform.jobs.search.driver import SearchRun, make_pool
 from prunehive.platform.settings import prunehive_home
 from prunehive.platform.spec.job import JobSpec, parse_spec
 from prunehive.platform.store.jobs import JobCancelled, JobStore

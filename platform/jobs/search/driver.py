@@ -24,7 +24,7 @@ from prunehive.platform.jobs.search.trials import (
     request,
     trial_row,
 )
-from prunehive.platform.spec.job import JobSpec, parse_spec
+from prunehive.platform.spec.job import JobSpec
 from prunehive.platform.store.jobs import JobCancelled, JobStore
 from prunehive.search.registry import make_strategy
 from prunehive.search.space import Layer, SearchSpace
@@ -265,14 +265,3 @@ class SearchRun(JobRun):
     def _store_child_ids(self, done: dict[Any, str]) -> None:
         if done:
             self.store.set_trial_mlflow_run({(self.job_id, int(k)): v for k, v in done.items()})
-
-
-def start_job(store: JobStore, spec: JobSpec, workers: int | None = None, metric: str | None = None) -> str:
-    """Validate overrides through the spec model, then queue the job in the store."""
-    data = spec.model_dump(mode="json")
-    if workers:
-        data["resources"]["workers"] = workers
-    if metric:
-        data["pruning"]["metric"] = metric
-    checked = parse_spec(data)
-    return store.create_job(checked.kind, checked.display_name, checked.model_dump(mode="json"))
