@@ -1,5 +1,6 @@
 """Jobs of every kind at once through one real ``prunehive server`` (HTTP, local Ray head, SQLite):
-a search, a metric-search and a federated job all succeed, a second federated job is cancelled and
+a search, a search on a ``task: {hf: ...}`` mapping (a tiny Llama), a metric-search and a federated
+job all succeed, a second federated job is cancelled and
 ends ``cancelled`` within seconds, and ``/healthz`` answers throughout and afterwards.
 
 Before each driver ran in its own process, Flower's ``ray.shutdown()`` at the end of a simulation
@@ -18,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from hf_models import causal_lm
 from topology import Processes, bin_path, free_port, http_ok, wait_for
 
 pytestmark = pytest.mark.ray
@@ -89,7 +91,11 @@ def test_every_kind_at_once_through_one_server(tmp_path: Path) -> None:
         def job(job_id: str) -> dict[str, Any]:
             return dict(api.get(f"/jobs/{job_id}").json())
 
-        ids = {kind: submit(spec) for kind, spec in SPECS.items()}
+        directory, data = causal_lm(tmp_path / "llama", "llama")
+        small = {"calibration": 1024, "validation": 512, "test": 512}
+        task = {"hf": str(directory), "data": data, "seq_len": 16, "max_tokens": small}
+        specs = {**SPECS, "hf-search": {**SPECS["search"], "task": task}}
+        ids = {kind: submit(spec) for kind, spec in specs.items()}
         doomed = submit({**SPECS["federated"], "name": "to-cancel"})
         wait_for(lambda: job(doomed)["status"] == "running", "the federated job to cancel running", 120, every=0.2)
         time.sleep(3)  # let its driver get going (importing, connecting, starting the simulation)
@@ -100,7 +106,7 @@ def test_every_kind_at_once_through_one_server(tmp_path: Path) -> None:
         assert job(doomed)["status"] == "cancelled", job(doomed)["error"]
         assert took < 15, f"cancel took {took:.1f} s"
 
-        wait_for(lambda: all(job(j)["status"] in TERMINAL for j in ids.values()), "the three jobs", 900, every=2)
+        wait_for(lambda: all(job(j)["status"] in TERMINAL for j in ids.values()), "the four jobs", 900, every=2)
         for kind, job_id in ids.items():
             final = job(job_id)
             log = api.get(f"/jobs/{job_id}/logs").text
