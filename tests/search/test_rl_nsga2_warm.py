@@ -20,7 +20,7 @@ from prunehive.search.nsga2 import NSGA2Strategy
 from prunehive.search.rl import RLStrategy
 from prunehive.search.rl_agent import action_band, feasible_range, to_action, to_sparsity
 from prunehive.search.space import Layer, SearchSpace
-from prunehive.search.strategy import Strategy
+from prunehive.search.strategy import Outcome, Strategy
 from prunehive.search.testing import Driver, check_state_roundtrip, make_objective, synthetic_space
 
 
@@ -112,9 +112,10 @@ def test_rl_warm_start_episodes_enter_the_buffer_like_agent_episodes() -> None:
         strategy.tell(cand.id, objective(cand))
     assert len(strategy.buffer) == space.dim * len(warm)
     for i, vector in enumerate(warm):
-        _, states, actions = strategy._walk(lambda t, s, band, v=vector: v[t])
+        _, states, actions = strategy._walk(lambda t, s, band, v=vector: v[t], vector)  # its own prior
         episode = strategy.buffer[i * space.dim : (i + 1) * space.dim]
         assert [(s, a) for s, a, _ in episode] == list(zip(states, actions, strict=True))
+        assert all(g == 0.0 for _, _, g in episode)  # keeping the prior gains nothing
     # the random warm-up follows, then the agent: learning starts after both
     origins = [c.meta["origin"] for c in strategy.ask(3)]
     assert origins == ["warmup", "warmup", "agent"]
@@ -141,3 +142,19 @@ def test_warm_state_is_plain_json() -> None:
     Driver(strategy, make_objective(space, 1), workers=3).run(max_steps=10)
     state = strategy.state_dict()
     assert json.loads(json.dumps(state)) == state
+
+
+def test_rl_explores_around_the_best_episode_so_far() -> None:
+    """The residual policy: once results are in, an episode carries the best one as its anchor, and an
+    action of 0.5 everywhere (actor at its prior, no noise) gives back that anchor exactly."""
+    space = digits_like_space()
+    warm = _warm(space, 3)
+    strategy = RLStrategy(space, 20, 0, initial=warm, warmup=0, noise=0.0)
+    for cand, value in zip(strategy.ask(3), (0.2, 0.7, 0.5), strict=True):
+        strategy.tell(cand.id, Outcome((value,)))
+    with torch.no_grad():
+        strategy.actor[-2].weight.zero_()
+        strategy.actor[-2].bias.zero_()  # sigmoid(0) = 0.5: keep the prior
+    (cand,) = strategy.ask(1)
+    assert cand.meta["anchor"] == warm[1] and cand.meta["anchor_value"] == 0.7
+    assert np.allclose(cand.sparsity, warm[1], atol=1e-9)
