@@ -27,7 +27,7 @@ import deap.tools.selection as _deap_selection
 import numpy as np
 from deap import base, tools
 
-from prunehive.search.halving import Halving, make_halving, top_stage_best
+from prunehive.search.halving import Halving, make_halving, staged_candidate, top_stage_best
 from prunehive.search.levels import level_switch, settle
 from prunehive.search.space import SearchSpace
 from prunehive.search.strategy import Candidate, Outcome, Strategy
@@ -213,13 +213,9 @@ class EvolutionStrategy(Strategy):
         return [float(v) for v in child]
 
     def _candidate(self, ident: int, vector: np.ndarray, meta: dict[str, Any]) -> Candidate:
-        """A level switch already meets the budget; repairing it again could undo it (nor is a
-        promoted candidate repaired: it is the vector already scored at the stage before)."""
-        if "promoted_from" not in meta and not self.space.on_grid(vector):
-            vector = self.space.repair(vector)
-        if self.space.discrete:
-            meta = {**meta, "levels": self.space.level_indices(vector)}
-        return Candidate(ident, [float(x) for x in vector], meta=meta)
+        """A level switch already meets the budget and a promoted candidate is the vector already
+        scored: neither is repaired again."""
+        return staged_candidate(self.space, ident, vector, meta, keep_on_grid=True)
 
     # ---- feedback ------------------------------------------------------------------------
     def best(self) -> list[Candidate]:

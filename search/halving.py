@@ -57,12 +57,17 @@ def top_stage_best(history: list[tuple[Candidate, Outcome]]) -> list[Candidate]:
     return [max((co for co in done if co[0].meta.get("fidelity", 0) == top), key=lambda co: co[1].values[0])[0]]
 
 
-def staged_candidate(space: SearchSpace, ident: int, vector: np.ndarray, meta: dict[str, Any]) -> Candidate:
+def staged_candidate(
+    space: SearchSpace, ident: int, vector: np.ndarray, meta: dict[str, Any], keep_on_grid: bool = False
+) -> Candidate:
     """A proposal as a candidate: repaired onto the budget, unless it is a promoted one (whose vector
-    must stay bit for bit the one already scored); level indices recorded in a discrete space."""
+    must stay bit for bit the one already scored) or, with ``keep_on_grid``, already one level per
+    layer meeting the budget (a level switch, which repairing again could undo); level indices
+    recorded in a discrete space."""
     from prunehive.search.strategy import Candidate
 
-    x = np.asarray(vector, dtype=np.float64) if "promoted_from" in meta else space.repair(vector)
+    keep = "promoted_from" in meta or (keep_on_grid and space.on_grid(vector))
+    x = np.asarray(vector, dtype=np.float64) if keep else space.repair(vector)
     if space.discrete:
         meta = {**meta, "levels": space.level_indices(x)}
     return Candidate(ident, [float(v) for v in x], meta=meta)
