@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -50,6 +52,78 @@ def test_sparsegpt_reconstructs_better_than_the_mask_alone(granularity: str, spa
     # SparseGPT's own saliency does at least as well as the Wanda mask with the update
     own = obs.prune(sparsity, gran)
     assert (held_out @ own.t() - dense_out).pow(2).mean() < mask_error
+
+
+def pruned_at_scale(layer: nn.Linear, calib: torch.Tensor, scale: float, granularity: str, metric: str) -> torch.Tensor:
+    hessian = Hessian(layer)
+    hessian.add(calib * scale)
+    return ObsLayer(layer.weight.data, hessian.mean()).prune(0.5, Granularity.parse(granularity), metric)
+
+
+@pytest.mark.parametrize("metric", ["magnitude", "wanda"])
+@pytest.mark.parametrize("granularity", ["unstructured", "2:4"])
+def test_dead_inputs_are_pruned_for_free_whatever_the_input_scale(granularity: str, metric: str) -> None:
+    """Every 10th input always zero (dead units): their weights go first and count among the pruned, and
+    neither the mask nor the relative error depends on the activations' scale (the damping scales with them)."""
+    torch.manual_seed(0)
+    layer = nn.Linear(320, 64, bias=False)  # three blocks of columns: 128, 128, 64
+    dead = torch.arange(320) % 10 == 0
+    calib, held_out = correlated_inputs(2048, 320, seed=1), correlated_inputs(1024, 320, seed=2)
+    calib[:, dead], held_out[:, dead] = 0.0, 0.0
+    masks, errors = [], []
+    for scale in (0.1, 1.0, 10.0):
+        pruned = pruned_at_scale(layer, calib, scale, granularity, metric)
+        assert int((pruned[:, dead] != 0).sum()) == 0, f"dead-input weights kept at scale {scale}"
+        assert int((pruned == 0).sum()) == pruned.numel() // 2  # the dead ones among the 50%
+        if granularity == "2:4":
+            assert bool(((pruned != 0).reshape(64, -1, 4).sum(-1) == 2).all())
+        dense_out = (held_out * scale) @ layer.weight.data.t()
+        errors.append(float(((held_out * scale) @ pruned.t() - dense_out).pow(2).mean() / dense_out.pow(2).mean()))
+        masks.append(pruned == 0)
+    for scale, mask, error in zip((0.1, 1.0, 10.0), masks, errors, strict=True):
+        agreement = float((mask == masks[1]).float().mean())
+        assert agreement >= 0.999, f"the mask at scale {scale} agrees with scale 1's on {agreement:.2%} only"
+        assert error == pytest.approx(errors[1], rel=0.01)
+
+
+def test_dead_inputs_go_even_past_the_requested_sparsity() -> None:
+    """More dead inputs than the sparsity removes (in a block, or in an N:M group): all of them still go."""
+    torch.manual_seed(0)
+    layer = nn.Linear(8, 4, bias=False)
+    x = torch.randn(256, 8)
+    x[:, :3] = 0.0  # three of the first group of four inputs are dead
+    hessian = Hessian(layer)
+    hessian.add(x)
+    obs = ObsLayer(layer.weight.data, hessian.mean())
+    unstructured = obs.prune(0.25, Granularity.parse("unstructured"))  # 8 of 32 asked, 12 dead
+    assert bool((unstructured[:, :3] == 0).all()) and int((unstructured[:, 3:] == 0).sum()) == 0
+    nm = obs.prune(0.5, Granularity.parse("2:4"))
+    assert bool((nm[:, :3] == 0).all()) and bool((nm[:, 3] != 0).all())  # the group keeps its one live weight
+    assert bool(((nm[:, 4:] != 0).sum(1) == 2).all())  # the next group is plain 2:4
+    silent = ObsLayer(layer.weight.data, torch.zeros(8, 8))  # a layer that never saw a non-zero input
+    assert int(silent.prune(0.5, Granularity.parse("unstructured")).count_nonzero()) == 0
+
+
+@pytest.mark.parametrize("setting", [(0.5, None), (0.7, None), (0.5, (2, 4))])
+def test_the_solver_agrees_with_the_papers_rule_as_scripts_check_references_implements_it(setting: tuple) -> None:
+    """The independent SparseGPT of scripts/check_references.py (the reference's conventions) and the solver
+    choose the same weights and reach the same held-out error, dead inputs included."""
+    path = Path(__file__).parents[2] / "scripts" / "check_references.py"
+    spec = importlib.util.spec_from_file_location("check_references", path)
+    assert spec is not None and spec.loader is not None
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    torch.manual_seed(0)
+    layer = nn.Linear(320, 48, bias=False)
+    inputs = check.Inputs(layer)
+    for split, seed in (("calibration", 1), ("heldout", 2)):
+        x = correlated_inputs(2048, 320, seed=seed)
+        x[:, ::10] = 0.0
+        inputs.add(x.reshape(16, 128, 320), split)  # 16 sequences of 128 tokens
+    row = check.compare_sparsegpt({"layer": inputs}, setting[0], setting[1], repeats=1)
+    assert row["agreement"] >= 0.999 and row["dead_weights"] == 48 * 32
+    assert row["dead_weights_kept"] == row["reference_dead_weights_kept"] == 0
+    assert row["heldout_error"] == pytest.approx(row["reference_heldout_error"], rel=0.01)
 
 
 def test_zero_sparsity_leaves_the_weight_unchanged() -> None:
@@ -101,6 +175,10 @@ def test_sequential_pruning_keeps_the_model_and_beats_masking(task_class: type[D
         masked = task.evaluate(model, "validation").quality
         model.load_state_dict(before)
     assert solved > masked
+    if task_class is QuickMLP:  # pixels constant at zero over the calibration batches: their weights go
+        pixels = torch.cat([x for x, _ in task.calibration_batches(4)])
+        dead = (pixels == 0).all(0)
+        assert bool(dead.any()) and int((pruned["fc1"][:, dead] != 0).sum()) == 0
 
 
 def test_prune_command_with_the_sparsegpt_solver() -> None:

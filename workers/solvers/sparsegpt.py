@@ -10,6 +10,12 @@ Which weights go is chosen block by block on the current (already updated) weigh
 saliency w² / [H⁻¹]²ⱼⱼ when the metric is ``magnitude`` (the OBS form of magnitude; it equals magnitude
 when H = I), or by any other metric of W and X (Wanda's |W|·‖X‖, ``expr:`` formulas of W and X), which
 gives "a Wanda mask with SparseGPT's update". Metrics reading gradients have none to read here.
+
+Inputs that were always zero (dead ReLU units, constant pixels: a zero Hessian diagonal) carry no signal,
+so their weights are pruned first and for free, counted among the pruned ones (as the reference's
+``W[:, dead] = 0``), all of them even where that exceeds the sparsity asked for (above zero). The damping
+is a fraction of the mean diagonal taken before dead inputs get one, so it scales with the activations
+and the mask does not depend on their scale.
 """
 
 from __future__ import annotations
@@ -69,10 +75,9 @@ class ObsLayer:
         self.dense = weight.detach().flatten(1).float()
         self.blocksize = blocksize
         h = hessian.clone().float()
-        dead = torch.diag(h) == 0  # inputs that were always zero: any weight there is free to prune
-        h[dead, dead] = 1.0
-        self.x_norm = torch.diag(h).sqrt()
-        self.hinv = _inverse_cholesky(h, damping)
+        self.dead = torch.diag(h) == 0  # inputs that were always zero: their weights are pruned for free
+        self.x_norm = torch.diag(h).sqrt()  # 0 at dead inputs: they score lowest under Wanda-style metrics
+        self.hinv = _inverse_cholesky(h, self.dead, damping)
 
     def prune(self, sparsity: float, granularity: Granularity, metric: str = OBS_METRIC) -> torch.Tensor:
         """The weight with ``sparsity`` of it removed and the rest updated, in the dense weight's shape and dtype."""
@@ -81,8 +86,10 @@ class ObsLayer:
         if sparsity <= 0.0:
             return self.dense.reshape(self.shape).to(self.dtype)
         w = self.dense.clone()
+        w[:, self.dead] = 0.0  # no live input's update reaches them (their H⁻¹ rows are zero off the diagonal)
         rows, cols = w.shape
         score = _saliency(metric)
+        dead = self.dead.tolist()  # read on the host: no device sync per group
         for i1 in range(0, cols, self.blocksize):
             i2 = min(i1 + self.blocksize, cols)
             w1 = w[:, i1:i2].clone()
@@ -91,15 +98,19 @@ class ObsLayer:
             err1 = torch.zeros_like(w1)
             prune1 = None
             if granularity.kind != "nm":
-                prune1 = _block_mask(score(w1, diag, self.x_norm[i1:i2]), sparsity, granularity.kind == "row")
+                block = score(w1, diag, self.x_norm[i1:i2], self._dead_in(i1, i2, dead))
+                prune1 = _block_mask(block, sparsity, granularity.kind == "row", sum(dead[i1:i2]))
             else:
                 prune1 = torch.zeros_like(w1, dtype=torch.bool)
                 m = granularity.m
                 drop = m - min(m, max(0, round((1.0 - sparsity) * m)))
             for i in range(i2 - i1):
-                if granularity.kind == "nm" and i % granularity.m == 0 and drop > 0:
-                    group = score(w1[:, i : i + m], diag[i : i + m], self.x_norm[i1 + i : i1 + i + m])
-                    prune1.scatter_(1, i + torch.topk(group, drop, dim=1, largest=False).indices, True)
+                if granularity.kind == "nm" and i % granularity.m == 0:
+                    a, b = i1 + i, i1 + i + m
+                    k = max(drop, sum(dead[a:b]))  # a group's dead weights all go, even past its N:M
+                    if k > 0:
+                        group = score(w1[:, i : i + m], diag[i : i + m], self.x_norm[a:b], self._dead_in(a, b, dead))
+                        prune1.scatter_(1, i + torch.topk(group, k, dim=1, largest=False).indices, True)
                 col = w1[:, i]
                 q = torch.where(prune1[:, i], torch.zeros_like(col), col)
                 e = (col - q) / diag[i]
@@ -110,11 +121,22 @@ class ObsLayer:
             w[:, i2:] -= err1 @ self.hinv[i1:i2, i2:]
         return w.reshape(self.shape).to(self.dtype)
 
+    def _dead_in(self, a: int, b: int, dead: list[bool]) -> torch.Tensor | None:
+        """The dead flags of columns a..b, or None when there are none (nothing to force)."""
+        return self.dead[a:b] if any(dead[a:b]) else None
 
-def _inverse_cholesky(h: torch.Tensor, damping: float) -> torch.Tensor:
-    """Upper Cholesky factor of (H + λI)⁻¹, λ = ``damping`` x mean diagonal (tenfold more until it factors)."""
+
+def _inverse_cholesky(h: torch.Tensor, dead: torch.Tensor, damping: float) -> torch.Tensor:
+    """Upper Cholesky factor of (H + λI)⁻¹, λ = ``damping`` x mean diagonal (tenfold more until it factors).
+
+    The mean is taken before dead inputs get a diagonal, which is then that mean: on the layer's own scale,
+    so λ and H⁻¹ scale with the activations. Dead rows and columns are zero off the diagonal, so the value
+    put there changes nothing for the live inputs."""
     eye = torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
     mean_diag = float(torch.diag(h).mean())
+    if mean_diag <= 0.0:  # every input dead: all weights are pruned, H⁻¹ only has to exist
+        h, mean_diag = eye.clone(), 1.0
+    h[dead, dead] = mean_diag
     for attempt in range(6):
         damped = h + eye * (damping * 10**attempt * mean_diag)
         lower, info = torch.linalg.cholesky_ex(damped)
@@ -127,28 +149,35 @@ def _inverse_cholesky(h: torch.Tensor, damping: float) -> torch.Tensor:
 
 
 def _saliency(metric: str):  # type: ignore[no-untyped-def]
-    """Score of each weight in a block (low goes first): OBS error, or the metric of W and X."""
+    """Score of each weight in a block (low goes first): OBS error, or the metric of W and X; -inf at dead
+    inputs, so they go first whatever the metric makes of a zero weight."""
     if metric == OBS_METRIC:
-        return lambda w, d, _x: w.pow(2) / d.pow(2).unsqueeze(0)
-    check_solver_metric(metric)
-    fn = get_metric(metric)
+        fn = None
+    else:
+        check_solver_metric(metric)
+        fn = get_metric(metric)
 
-    def score(w: torch.Tensor, _d: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        zeros = torch.zeros_like(w)
-        return fn(LayerStats(W=w, X=LayerStats.broadcast_x(x, w), G=zeros, F=zeros))
+    def score(w: torch.Tensor, d: torch.Tensor, x: torch.Tensor, dead: torch.Tensor | None) -> torch.Tensor:
+        if fn is None:
+            s = w.pow(2) / d.pow(2).unsqueeze(0)
+        else:
+            zeros = torch.zeros_like(w)
+            s = fn(LayerStats(W=w, X=LayerStats.broadcast_x(x, w), G=zeros, F=zeros))
+        return s if dead is None else s.masked_fill(dead.unsqueeze(0), -torch.inf)
 
     return score
 
 
-def _block_mask(score: torch.Tensor, sparsity: float, per_row: bool) -> torch.Tensor:
-    """True where a weight of the block goes: the lowest ``sparsity`` of the block (or of each row)."""
+def _block_mask(score: torch.Tensor, sparsity: float, per_row: bool, dead: int) -> torch.Tensor:
+    """True where a weight of the block goes: the lowest ``sparsity`` of the block (or of each row), and at
+    least its ``dead`` columns (which score lowest)."""
     mask = torch.zeros_like(score, dtype=torch.bool)
     if per_row:
-        k = round(sparsity * score.shape[1])
+        k = max(round(sparsity * score.shape[1]), dead)
         if k > 0:
             mask.scatter_(1, torch.topk(score, k, dim=1, largest=False).indices, True)
         return mask
-    k = round(sparsity * score.numel())
+    k = max(round(sparsity * score.numel()), dead * score.shape[0])
     if k > 0:
         mask.view(-1)[torch.topk(score.flatten(), k, largest=False).indices] = True
     return mask
