@@ -1,9 +1,12 @@
 """Test quality of the four heuristic allocations, as a Markdown table (the numbers behind docs/heuristics.md).
 
-For each task and metric this builds one PruningEngine (model, calibration statistics, rankings) and then
+Wanda appears twice: ranked across the whole layer (prunehive's default, ``per_row: false``) and within each
+output row (the paper's rule and locuslab/wanda's, ``per_row: true`` or ``--per-row``).
+
+For each task and rule this builds one PruningEngine (model, calibration statistics, rankings) and then
 does what ``prune_once`` does for every sparsity and allocation on it: a params-budget search space with
 the default minimum density, the allocation's per-layer vector, and one evaluation (test split only, no
-recovery fine-tuning). ``prune_once`` would rebuild the engine for each of the 96 cells.
+recovery fine-tuning). ``prune_once`` would rebuild the engine for each of the 72 cells.
 
     .venv/bin/python scripts/heuristics_table.py > docs/heuristics.md
 """
@@ -22,7 +25,12 @@ from prunehive.workers.tasks import load_task
 
 SPARSITIES = {"digits-mlp": (0.5, 0.8, 0.9, 0.95), "code-lm": (0.5, 0.7)}
 ALLOCATIONS = ("uniform", "global", "erk", "owl")
-METRICS = ("magnitude", "wanda")
+# (row label, metric, per_row): the rules compared, each its own engine
+RULES = (
+    ("magnitude", "magnitude", False),
+    ("wanda (layer-wide)", "wanda", False),
+    ("wanda (per row)", "wanda", True),
+)
 MIN_DENSITY = 0.01  # prune_once's default
 
 
@@ -35,11 +43,11 @@ def measure(task_name: str, seed: int) -> tuple[str, float, dict[tuple[float, st
     task = load_task(task_name, seed=seed)
     cells: dict[tuple[float, str, str], float] = {}
     dense = float("nan")
-    for metric in METRICS:
+    for metric, metric_name, per_row in RULES:
         start = time.perf_counter()
-        engine = PruningEngine(task, metric=metric, seed=seed)
+        engine = PruningEngine(task, metric=metric_name, per_row=per_row, seed=seed)
         log(f"{task_name} / {metric}: engine built in {time.perf_counter() - start:.1f} s")
-        if metric == METRICS[0]:
+        if metric == RULES[0][0]:
             dense = engine.evaluate([0.0] * len(engine.names), splits=("test",)).metrics["test"].quality
         for sparsity in SPARSITIES[task_name]:
             space = SearchSpace(
@@ -66,6 +74,8 @@ def table(results: dict[str, tuple[str, float, dict[tuple[float, str, str], floa
         "Unstructured pruning, one shot (no recovery fine-tuning), parameter budget, every layer keeping at least "
         f"{MIN_DENSITY:.0%} of its weights, seed {seed}. Cells are test accuracy for digits-mlp (higher is better) "
         "and test perplexity for code-lm (lower is better); the best allocation of each row is in bold. "
+        "Wanda ranks weights across the whole layer by default (`per_row: false`); the paper's rule ranks them "
+        "within each output row (`per_row: true`, `prunehive prune --per-row`). "
         "Regenerate with `.venv/bin/python scripts/heuristics_table.py > docs/heuristics.md`.",
         "",
         "Dense models: " + "; ".join(f"{t} test {q} {fmt(q, dense)}" for t, (q, dense, _) in results.items()) + ".",
@@ -75,7 +85,7 @@ def table(results: dict[str, tuple[str, float, dict[tuple[float, str, str], floa
     ]
     for task_name, (quality, _dense, cells) in results.items():
         for sparsity in SPARSITIES[task_name]:
-            for metric in METRICS:
+            for metric, _, _ in RULES:
                 values = [cells[(sparsity, metric, a)] for a in ALLOCATIONS]
                 best = fmt(quality, max(values) if quality == "accuracy" else min(values))
                 shown = [f"**{fmt(quality, v)}**" if fmt(quality, v) == best else fmt(quality, v) for v in values]

@@ -1,4 +1,4 @@
-"""The code-lm task: data splits from held-out files, the Llama's shape, and its save_pretrained cache."""
+"""The code-lm task: splits from held-out files of the shipped corpus, the Llama's shape, its cached directory."""
 
 from __future__ import annotations
 
@@ -120,3 +120,13 @@ def test_model_is_cached_as_a_hugging_face_directory(tmp_path: Path, monkeypatch
     with torch.no_grad():
         assert torch.allclose(plain(x).logits, loaded(x).logits)
     assert AutoTokenizer.from_pretrained(directory, local_files_only=True)("ab")["input_ids"] == [97, 98]
+
+
+def test_splits_do_not_read_the_running_interpreters_stdlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The corpus ships with the package: another Python's standard library cannot change the data."""
+    import sysconfig
+
+    monkeypatch.setattr(sysconfig, "get_paths", lambda *args, **kwargs: {"stdlib": str(tmp_path)})
+    fresh = CodeLMTask()
+    assert fresh.split("test")[0].shape == (128, CONTEXT)
+    assert fresh.fingerprint() == CodeLMTask().fingerprint()

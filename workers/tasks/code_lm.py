@@ -1,10 +1,17 @@
 """code-lm: a small Hugging Face Llama trained on Python standard-library source, byte by byte.
 
-The corpus is a fixed list of pure-Python stdlib files read from the local interpreter, so the task
-needs no downloads. Validation and test come from held-out files (not from the training files), so
-they measure how well the model generalises to unseen code, which is what pruning must preserve.
-On first use the model is trained and saved with ``save_pretrained`` (with a byte-level tokenizer)
-under the model cache; it is then loaded exactly as a user's ``task: {hf: DIR}`` Llama is.
+What is fixed, so that figures reproduce on any machine:
+- the data: a fixed list of stdlib files shipped as one archive (``code_corpus``), not read from the
+  running interpreter, whose files change between patch releases; the splits are fixed windows of them;
+- the tokenizer: bytes are token ids, built by code and saved with the model;
+- the seed-0 model: trained once, deterministically, and shipped as a ``save_pretrained`` directory
+  under ``weights/code-lm`` (see ``shipped``), so first use trains nothing.
+What can differ: the last digits of scores, since CPUs and torch or transformers releases round
+differently; and models for other seeds or recipes, which are trained on first use (one thread,
+deterministic algorithms: repeatable on one machine, not across CPUs) and cached under PRUNEHIVE_CACHE.
+Validation and test come from held-out files (not from the training files), so they measure how well the
+model generalises to unseen code, which is what pruning must preserve. The model is loaded exactly as a
+user's ``task: {hf: DIR}`` Llama is.
 """
 
 from __future__ import annotations
@@ -13,7 +20,6 @@ import hashlib
 import json
 import os
 import shutil
-import sysconfig
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,9 +27,11 @@ import torch
 from torch import nn
 
 from prunehive.workers.tasks.base import Batch, Split
+from prunehive.workers.tasks.code_corpus import TEST_FILES, TRAIN_FILES, VALIDATION_FILES, read_sources
 from prunehive.workers.tasks.hf_lm import CausalLMBlocks
 from prunehive.workers.tasks.hf_load import quiet_transformers
-from prunehive.workers.tasks.training import cache_dir, cache_lock, seed_everything
+from prunehive.workers.tasks.shipped import check_shipped, shipped_path, train_fresh
+from prunehive.workers.tasks.training import cache_dir, cache_lock
 
 CONTEXT = 128  # tokens per input row; windows hold CONTEXT + 1 bytes (inputs and shifted targets)
 TRAIN_STRIDE = 64  # overlapping training windows: more distinct rows for ``Task.train`` to sample
@@ -45,29 +53,7 @@ CONFIG: dict[str, Any] = {
     "pad_token_id": None,
 }
 
-TRAIN_FILES: tuple[str, ...] = (
-    "argparse.py", "ast.py", "dataclasses.py", "enum.py", "functools.py",
-    "inspect.py", "pathlib.py", "typing.py", "json/decoder.py", "json/encoder.py",
-    "json/__init__.py", "collections/__init__.py", "logging/__init__.py", "abc.py", "contextlib.py",
-    "copy.py", "fractions.py", "calendar.py", "string.py", "shlex.py",
-    "queue.py", "tempfile.py", "shutil.py", "threading.py", "random.py",
-)  # fmt: skip
-# Several files, windows spread over each: a search's fitness from one file overfitted that file's style
-# (a 2:4 metric search won on validation and lost on test).
-VALIDATION_FILES: tuple[str, ...] = ("textwrap.py", "difflib.py", "heapq.py", "configparser.py")
-TEST_FILES: tuple[str, ...] = ("gettext.py",)
-
-
-def read_sources(files: tuple[str, ...]) -> list[bytes]:
-    """Raw bytes of stdlib files; fails loudly so a different Python cannot silently change the data."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    out = []
-    for name in files:
-        path = root / name
-        if not path.is_file():
-            raise RuntimeError(f"code-lm needs the standard-library file {path}, which does not exist")
-        out.append(path.read_bytes())
-    return out
+__all__ = ["TEST_FILES", "TRAIN_FILES", "VALIDATION_FILES", "CodeLMTask", "byte_tokenizer", "read_sources"]
 
 
 def windows(data: bytes, stride: int) -> torch.Tensor:
@@ -152,8 +138,8 @@ class CodeLMTask(CausalLMBlocks):
         return LlamaForCausalLM(LlamaConfig(**CONFIG))
 
     def fingerprint(self) -> str:
-        """The configuration, the recipe and the training bytes: another Python version ships other stdlib
-        files, so another model. Held-out files are left out: changing how it is scored must not retrain it."""
+        """The configuration, the recipe and the training bytes: a changed corpus makes another model.
+        Held-out files are left out: changing how it is scored must not retrain it."""
         if self._data_digest is None:
             digest = hashlib.sha256()
             for src in read_sources(TRAIN_FILES):
@@ -164,18 +150,29 @@ class CodeLMTask(CausalLMBlocks):
         return hashlib.sha256(recipe.encode()).hexdigest()[:12]
 
     def directory(self) -> Path:
-        """The cached ``save_pretrained`` directory, trained and written on first use."""
+        """The shipped directory when this is the shipped recipe and seed, else the cached one, trained
+        and written on first use."""
+        shipped = shipped_path(self.name, self.fingerprint())
+        if shipped is not None:
+            return shipped
         path = cache_dir() / f"{self.name}-{self.fingerprint()}"
         with cache_lock(path):
             if not (path / "config.json").is_file():
-                seed_everything(self.seed)
-                model: Any = self.architecture()
-                self._train_dense(model)
                 tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
                 shutil.rmtree(tmp, ignore_errors=True)
-                quiet_transformers()
-                model.save_pretrained(tmp)
-                byte_tokenizer().save_pretrained(tmp)
+                self.save_weights(train_fresh(self), tmp)
                 shutil.rmtree(path, ignore_errors=True)
                 os.replace(tmp, path)
         return path
+
+    def load_model(self) -> nn.Module:
+        model = super().load_model()
+        if shipped_path(self.name, self.fingerprint()) is not None:
+            check_shipped(self.name, model.state_dict())
+        return model
+
+    def save_weights(self, model: nn.Module, path: Path) -> None:
+        """A complete Hugging Face directory: the model's ``save_pretrained`` and the byte tokenizer."""
+        quiet_transformers()
+        model.save_pretrained(path)  # type: ignore[operator]
+        byte_tokenizer().save_pretrained(path)

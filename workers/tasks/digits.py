@@ -1,14 +1,21 @@
-"""Built-in classification tasks on scikit-learn's bundled 8x8 digits (no download needed)."""
+"""Built-in classification tasks on scikit-learn's bundled 8x8 digits (no download needed).
+
+The data is fixed everywhere: scikit-learn bundles the digits, and the split is seeded. The seed-0 models
+are shipped with the package (see ``shipped``), so every machine prunes the same weights; other seeds or
+recipes are trained deterministically on first use and cached.
+"""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from functools import cached_property
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from prunehive.workers.tasks.base import Batch, Split, Task
+from prunehive.workers.tasks.shipped import check_shipped, deterministic, shipped_path
 
 
 class _DigitsTask(Task):
@@ -43,6 +50,29 @@ class _DigitsTask(Task):
 
     def split(self, name: Split) -> Batch:
         return self._splits[name]
+
+    def load_model(self) -> nn.Module:
+        """The shipped weights when this is the shipped recipe and seed, else trained once and cached."""
+        path = shipped_path(self.name, self.fingerprint())
+        if path is None:
+            return self._load_or_train()
+        from safetensors.torch import load_file
+
+        state = load_file(path)
+        check_shipped(self.name, state)
+        model = self.architecture()
+        model.load_state_dict(state)
+        return model
+
+    def _train_dense(self, model: nn.Module) -> None:
+        with deterministic():
+            self.train(model, self.train_steps)
+
+    def save_weights(self, model: nn.Module, path: Path) -> None:
+        """The trained weights as one safetensors file, as they are shipped."""
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
 
 
 class DigitsMLP(_DigitsTask):
