@@ -1,11 +1,16 @@
 """The files ``prunehive export`` writes: a Hugging Face directory, a state dict, or an llm-compressor recipe,
 each beside ``prunehive.json`` (what was pruned, how, by which job, and the quality it was measured at).
 
-The recipe follows llm-compressor's one-shot sparsity modifiers (``SparseGPTModifier`` and
-``WandaPruningModifier``, whose ``sparsity`` may be a dict of target module name to sparsity, with
-``targets`` naming those modules and ``mask_structure`` an ``N:M`` pattern, ``0:0`` for unstructured).
-Its ``MagnitudePruningModifier`` takes one global sparsity only, so a candidate ranked by any metric
-other than Wanda is written for SparseGPT, which reproduces the allocation with its own weight choice.
+The recipe is for llm-compressor's one-shot sparsity modifiers (checked against llm-compressor 0.14 by
+``tests/platform/test_llmcompressor_recipe.py``). Their ``sparsity`` is one number or a list indexed by
+position among the modules ``targets`` matches, and llm-compressor enumerates those in the model's module
+order, not the order ``targets`` lists them in. The recipe therefore names the candidate's pruned layers
+exactly, in the job's layer order (the model's module order, as every task lists its prunable layers),
+with the sparsity each layer had in the job. An ``N:M`` job prunes a layer to a whole number of weights
+per group of M, which may differ from layer to layer, and llm-compressor's ``mask_structure`` ``"P:M"``
+prunes P weights of every M (``"2:4"`` is prunehive's ``2:4``, ``"3:4"`` prunehive's ``1:4``), one
+pattern per modifier: such a recipe has one modifier group per pattern. ``per_row`` changes which weights
+compete, not the per-layer allocation, so it is exported too (llm-compressor's Wanda compares within rows).
 """
 
 from __future__ import annotations
@@ -59,28 +64,70 @@ def write_torch(model: Any, out: Path, info: dict[str, Any]) -> list[str]:
     return _listing(out)
 
 
-def recipe(sparsity: dict[str, float], metric: str, granularity: str) -> dict[str, Any]:
-    """An llm-compressor recipe with one pruning modifier carrying the per-layer sparsity dict."""
+# prunehive's own SparseGPT solver: blocks of 128 columns, damping 1% of the Hessian's mean diagonal.
+SPARSEGPT_ARGS: dict[str, Any] = {"block_size": 128, "dampening_frac": 0.01}
+
+
+def modifier_for(metric: str, solver: str) -> tuple[str, str | None]:
+    """The llm-compressor modifier for a job's solver and metric, and a note where it chooses the pruned
+    weights differently from the job (it still prunes each layer to the job's sparsity)."""
+    if solver == "sparsegpt":
+        if metric == "magnitude":  # the solver's own saliency: SparseGPT as the paper and llm-compressor run it
+            return "SparseGPTModifier", None
+        return "SparseGPTModifier", (
+            f"the job chose weights by {metric} under SparseGPT's update; SparseGPTModifier by its own saliency"
+        )
+    if metric == "wanda":
+        return "WandaPruningModifier", None
+    return "SparseGPTModifier", (
+        f"llm-compressor has no one-shot modifier for metric {metric} with per-layer sparsities (its "
+        "MagnitudePruningModifier is a training schedule with one sparsity); SparseGPTModifier keeps the "
+        "allocation, chooses weights by its own saliency and updates the rest"
+    )
+
+
+def recipe(layers: dict[str, float], metric: str, granularity: str, solver: str = "mask") -> dict[str, Any]:
+    """An llm-compressor recipe pruning each of ``layers`` (name -> sparsity, in the model's module order) to
+    its sparsity; layers at 0 are left out, as SparseGPT would still remove one weight a block of them."""
     gran = Granularity.parse(granularity)
-    modifier = "WandaPruningModifier" if metric == "wanda" else "SparseGPTModifier"
-    args: dict[str, Any] = {
-        "sparsity": {name: float(s) for name, s in sparsity.items()},
-        "mask_structure": f"{gran.n}:{gran.m}" if gran.kind == "nm" else "0:0",
-        "targets": list(sparsity),
+    if gran.kind == "channel":
+        raise ValueError("--format recipe: llm-compressor's pruning modifiers take unstructured or N:M sparsity")
+    modifier, _ = modifier_for(metric, solver)
+    extra = SPARSEGPT_ARGS if modifier == "SparseGPTModifier" else {}
+    pruned = {name: float(s) for name, s in layers.items() if s > 0}
+    if not pruned:
+        raise ValueError("--format recipe: the candidate prunes no weight")
+    if gran.kind != "nm":
+        args = {"sparsity": list(pruned.values()), "mask_structure": "0:0", "targets": list(pruned), **extra}
+        return {"sparsity_stage": {"sparsity_modifiers": {modifier: args}}}
+    patterns: dict[int, list[str]] = {}
+    for name, s in pruned.items():  # an N:M layer's sparsity is a whole number of pruned weights per group
+        patterns.setdefault(round(s * gran.m), []).append(name)
+    groups = {
+        f"sparsity_{p}_{gran.m}_modifiers": {
+            modifier: {"sparsity": p / gran.m, "mask_structure": f"{p}:{gran.m}", "targets": names, **extra}
+        }
+        for p, names in sorted(patterns.items())
     }
-    return {"sparsity_stage": {"sparsity_modifiers": {modifier: args}}}
+    return {"sparsity_stage": groups}
 
 
 def write_recipe(
-    sparsity: dict[str, float], metric: str, granularity: str, out: Path, info: dict[str, Any]
+    layers: dict[str, float], metric: str, granularity: str, out: Path, info: dict[str, Any], solver: str = "mask"
 ) -> list[str]:
-    """``recipe.yaml`` for llm-compressor's ``oneshot``, headed by where its numbers come from."""
-    out.mkdir(parents=True, exist_ok=True)
+    """``recipe.yaml`` for llm-compressor's ``oneshot``, headed by where its numbers come from; ``layers`` are
+    the candidate's per-layer sparsities as the job measured them."""
+    body = yaml.safe_dump(recipe(layers, metric, granularity, solver), sort_keys=False, width=1000)
+    _, note = modifier_for(metric, solver)
     head = (
         f"# prunehive job {info['job_id']}, candidate {info['candidate_id']}: per-layer sparsity found with "
-        f"metric {metric}, granularity {granularity}\n"
+        f"metric {metric}, granularity {granularity}, solver {solver}\n"
+        "# llm-compressor indexes each `sparsity` list by position among the modules `targets` matches, in the "
+        "model's module order: the order listed here\n"
     )
-    body = yaml.safe_dump(recipe(sparsity, metric, granularity), sort_keys=False, width=1000)
+    if note:
+        head += f"# note: {note}\n"
+    out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.yaml").write_text(head + body)
     _write_info(out, info)
     return _listing(out)
