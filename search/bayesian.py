@@ -4,7 +4,9 @@ Optuna samples one float per layer inside that layer's bounds; the base class re
 onto the budget. Optuna records the raw sampled point with the objective of its repair, so the
 surrogate learns "raw point -> value" and the projection stays the strategy's own business.
 
-Storage is a URL string (or None for in-memory); this module never touches SQL itself.
+Storage is a URL string (or None for in-memory); this module never touches SQL itself, and uses
+Optuna's public API only. The study is named by the caller (the driver: ``prunehive-<job id>``) and
+its objective carries a name (``metric_names``, e.g. ``val_accuracy``) for optuna-dashboard.
 
 With ``fidelity``/``survivors`` it runs successive halving (:mod:`prunehive.search.halving`) through
 Optuna's own pruning: one Optuna trial per fresh candidate, each stage's value reported as the
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from typing import Any, Literal
 
 import numpy as np
@@ -55,6 +58,7 @@ class BayesianStrategy(Strategy):
         sampler: SamplerName = "tpe",
         storage: str | None = None,
         study_name: str | None = None,
+        metric_names: list[str] | None = None,
         n_startup_trials: int = 10,
         initial: list[list[float]] | None = None,
         fidelity: list[int] | None = None,
@@ -72,6 +76,7 @@ class BayesianStrategy(Strategy):
         self.sampler_name: SamplerName = sampler
         self.storage = storage
         self.study_name = study_name or f"prunehive-bayesian-seed{seed}"
+        self.metric_names = list(metric_names) if metric_names else None
         self.n_startup_trials = n_startup_trials
         lo, hi = space.bounds()
         self.distributions: dict[str, BaseDistribution] = {
@@ -86,6 +91,7 @@ class BayesianStrategy(Strategy):
         self.halving: Halving | None = make_halving(fidelity, survivors, rung)
         self._live: dict[int, optuna.Trial] = {}  # staged trials still running, to report stages on
         self._landed: dict[int, set[int]] = {}  # steps a resumed study already held, by trial number
+        self._ids: optuna.storages.RDBStorage | None = None  # reads trial ids after a resume (``_trial``)
 
     # ---- Optuna plumbing ---------------------------------------------------------------
     @property
@@ -96,13 +102,18 @@ class BayesianStrategy(Strategy):
         return self._study
 
     def _open(self, load_if_exists: bool) -> optuna.Study:
-        return optuna.create_study(
+        study = optuna.create_study(
             storage=self.storage,
             study_name=self.study_name,
             direction="maximize",
             load_if_exists=load_if_exists,
             sampler=self._make_sampler(self.next_id),
         )
+        if self.metric_names and study.metric_names != self.metric_names:  # also names a resumed older study
+            with warnings.catch_warnings():  # experimental in Optuna, stable in what it stores
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(self.metric_names)
+        return study
 
     def _make_sampler(self, candidate_id: int) -> BaseSampler:
         digest = hashlib.sha256(f"{self.seed}:{candidate_id}".encode()).digest()
@@ -169,13 +180,17 @@ class BayesianStrategy(Strategy):
         self.study.tell(number, value, state=state, skip_if_finished=self.halving is not None)
 
     def _trial(self, number: int) -> optuna.Trial:
-        """The running trial ``number``, to report on (re-opened by id after a resume, as ``study.tell``
-        itself finds a trial by number)."""
+        """The running trial ``number``, to report on. After a resume on stored studies it is re-opened
+        by its storage id, read through a storage of our own on the same URL: ids never change, and the
+        study's own storage (it may cache running trials) does every write."""
         if number not in self._live:
-            storage = self.study._storage
-            self._live[number] = optuna.Trial(
-                self.study, storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
-            )
+            if self.storage is None:  # an in-memory study is rebuilt with its running trials in _live
+                raise KeyError(f"trial {number} of study {self.study_name!r} is not running here")
+            if self._ids is None:
+                self._ids = optuna.storages.RDBStorage(self.storage)
+            study_id = self._ids.get_study_id_from_name(self.study_name)
+            trial_id = self._ids.get_trial_id_from_study_id_trial_number(study_id, number)
+            self._live[number] = optuna.Trial(self.study, trial_id)
         return self._live[number]
 
     # ---- state -------------------------------------------------------------------------
@@ -188,8 +203,7 @@ class BayesianStrategy(Strategy):
         return state | ({"halving": self.halving.state_dict()} if self.halving is not None else {})
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
-        if state["study_name"] != self.study_name:
-            raise ValueError(f"state is for study {state['study_name']!r}, this strategy uses {self.study_name!r}")
+        self.study_name = state["study_name"]  # the study holding the trials, even if named otherwise today
         if self.halving is not None:
             self.halving.load_state_dict(state["halving"])
         self.trial_of = {c.id: int(c.meta["trial"]) for c in self._asked().values()}

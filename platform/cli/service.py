@@ -23,6 +23,12 @@ from prunehive.platform.cli.app import (
 )
 
 ALLOW_OPT = typer.Option([], "--allow-task-module", help="A module whose module:factory tasks may run (repeat).")
+DATA_ROOT_OPT = typer.Option(
+    [],
+    "--data-root",
+    help="A directory whose models and data jobs may read (repeat; also PRUNEHIVE_DATA_ROOTS, "
+    "os.pathsep-separated). Without one, specs with hf: or data: paths are refused.",
+)
 users = typer.Typer(no_args_is_help=True, help="Users of the service and their tokens.")
 app.add_typer(users, name="users")
 
@@ -43,6 +49,7 @@ def server(
     ),
     max_jobs: int = typer.Option(2, "--max-jobs", envvar="PRUNEHIVE_MAX_JOBS", help="Jobs run at once."),
     allow: list[str] = ALLOW_OPT,
+    data_root: list[str] = DATA_ROOT_OPT,
     max_body: int = typer.Option(1 << 20, "--max-body-bytes", help="Largest accepted request body."),
     num_cpus: int = typer.Option(None, "--num-cpus", help="CPUs of the local Ray head."),
     dispatch: bool = typer.Option(True, "--dispatch/--no-dispatch", help="Run jobs here, or only serve the API."),
@@ -53,11 +60,13 @@ def server(
 
     from prunehive.platform.service.app import ServiceConfig, create_app
     from prunehive.platform.service.backends import Backend, LocalBackend, RayJobsBackend
+    from prunehive.platform.service.data_roots import ENV, DataRoots, roots_from
     from prunehive.platform.service.dispatcher import Dispatcher
     from prunehive.platform.settings import default_database_url, prunehive_home
     from prunehive.platform.store.jobs import JobStore
     from prunehive.platform.tracking.location import default_tracking_uri
 
+    roots = roots_from(data_root, os.environ.get(ENV))  # a wrong root stops the server before it starts
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("prunehive").setLevel(logging.INFO)
     db_url = database_url or default_database_url()
@@ -65,7 +74,9 @@ def server(
     os.environ["MLFLOW_TRACKING_URI"] = mlflow_uri or default_tracking_uri()
     store = JobStore(db_url)
     modules = [*allow, *filter(None, os.environ.get("PRUNEHIVE_TASK_MODULES", "").split(","))]
-    config = ServiceConfig(allowed_task_modules=tuple(m.strip() for m in modules), max_body_bytes=max_body)
+    config = ServiceConfig(
+        allowed_task_modules=tuple(m.strip() for m in modules), max_body_bytes=max_body, data_roots=roots
+    )
     dispatcher = None
     if dispatch:
         backend: Backend
@@ -78,6 +89,7 @@ def server(
     where = dispatcher.backend.name if dispatcher else "no dispatcher"
     db = store.engine.dialect.name
     err.print(f"prunehive server on http://{host}:{port}: {db} store, {where}, {max_jobs} at once")
+    err.print(DataRoots(roots).describe(), highlight=False)
     try:
         uvicorn.run(create_app(store, dispatcher, config), host=host, port=port, log_level="info")
     finally:

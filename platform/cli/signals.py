@@ -15,6 +15,7 @@ import time
 from types import FrameType
 from typing import NoReturn
 
+import psutil
 import typer
 
 LINGER_SECONDS = 5.0  # how long a cancelled run waits for its library threads before leaving anyway
@@ -72,20 +73,12 @@ def stop_group(pgid: int, grace: float = 10.0) -> None:
 
 def group_alive(pgid: int) -> bool:
     """Whether any process of the group still runs (zombies, already dead, don't count)."""
-    if not os.path.isdir("/proc"):
+    for proc in psutil.process_iter(["status"]):
         try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (OSError, psutil.Error):  # gone meanwhile
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
     return False
 
 

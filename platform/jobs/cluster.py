@@ -7,10 +7,14 @@ Placement rules, documented in the README ("Operating the service"):
 - ``workers`` beyond what such a cluster holds in total run as fewer workers, and the driver says so;
 - otherwise (resources held by other jobs, or nodes still to come) the driver waits, saying what
   is missing every few seconds, up to ``resources.placement_timeout``, then fails with that line.
+
+A worker counts as placed once its slot, a placement group of its own, is reserved (``Slots``):
+Ray's public readiness check, which needs no dashboard (a local Ray runs without one).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -24,6 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from prunehive.workers.tasks.spec import task_directories
 
@@ -145,7 +151,12 @@ def cluster() -> Cluster:
 
 def _can_grow() -> bool:
     """Whether an autoscaler may add nodes: Ray's monitor on a cluster without one reports every node as
-    its own read-only type (``node_<id>``); a real autoscaler names its node types (or runs as v2)."""
+    its own read-only type (``node_<id>``); a real autoscaler names its node types (or runs as v2).
+
+    Ray has no public call that says whether an autoscaler manages the cluster: ``ray.autoscaler.sdk``
+    only sends requests, and ``ray status`` reads these same two keys of the GCS key-value store. So
+    they are read here, through Ray's own accessor; any failure to read them means "cannot grow", and
+    ``PRUNEHIVE_CLUSTER_CAN_GROW`` decides instead where it is set."""
     forced = os.environ.get(CAN_GROW_ENV)
     if forced in ("0", "1"):
         return forced == "1"
@@ -177,30 +188,39 @@ def require(demand: Demand, asked: int = 1, note: Callable[[str], None] = say) -
     return fits
 
 
-def _placed(actors: Sequence[Any]) -> int:
-    """Actors that got a worker process (maybe still building their task), or already died (the
-    caller's ``ray.get`` reports why)."""
-    from ray._private import state
+class Slots:
+    """One placement group of one bundle per worker: Ray's public word on whether a worker's resources
+    are reserved. A worker created into its slot is then placed, however long it takes to build its
+    task; a replacement goes into the same slot, which its dead predecessor freed. ``release`` gives
+    the reservations back (a driver's groups also end with its Ray job)."""
 
-    count = 0
-    for actor in actors:
-        try:
-            info = state.actors(actor_id=actor._actor_id.hex())
-        except Exception:  # noqa: BLE001  (a GCS hiccup: not placed yet, ask again)
-            continue
-        count += bool(info) and (info.get("State") in ("ALIVE", "DEAD") or int(info.get("Pid") or 0) > 0)
-    return count
+    def __init__(self, demand: Demand, count: int) -> None:
+        bundle = {"CPU": demand.cpus, **({"GPU": demand.gpus} if demand.gpus else {})}
+        self.groups = [placement_group([bundle]) for _ in range(count)]
+
+    def options(self, index: int) -> dict[str, Any]:
+        """Actor options that put a worker into slot ``index``."""
+        return {"scheduling_strategy": PlacementGroupSchedulingStrategy(self.groups[index], 0)}
+
+    def placed(self) -> int:
+        return sum(bool(group.wait(timeout_seconds=0)) for group in self.groups)
+
+    def release(self) -> None:
+        for group in self.groups:
+            with contextlib.suppress(Exception):  # already gone with its job, or Ray is shutting down
+                remove_placement_group(group)
+        self.groups = []
 
 
-def wait_placed(actors: Sequence[Any], demand: Demand, timeout: float, note: Callable[[str], None] = say) -> None:
-    """Wait until every actor is placed. Says what is missing after ``FIRST_NOTE_SECONDS`` and every
+def wait_placed(slots: Slots, demand: Demand, timeout: float, note: Callable[[str], None] = say) -> None:
+    """Wait until every slot is reserved. Says what is missing after ``FIRST_NOTE_SECONDS`` and every
     ``NOTE_EVERY_SECONDS``; raises ``PlacementError`` with that line once ``timeout`` seconds pass."""
     start = time.monotonic()
     next_note = start + FIRST_NOTE_SECONDS
-    while (placed := _placed(actors)) < len(actors):
+    while (placed := slots.placed()) < len(slots.groups):
         now = time.monotonic()
         if now >= next_note or now - start >= timeout:
-            line = f"waiting for resources: {placed} of {len(actors)} workers placed ({cluster().text()}; "
+            line = f"waiting for resources: {placed} of {len(slots.groups)} workers placed ({cluster().text()}; "
             line += f"each worker needs {demand.text()})"
             if now - start >= timeout:
                 raise PlacementError(f"{line}; gave up after resources.placement_timeout = {timeout:g} s")

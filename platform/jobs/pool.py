@@ -15,7 +15,7 @@ from typing import Any
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
-from prunehive.platform.jobs.cluster import Demand, require, wait_placed
+from prunehive.platform.jobs.cluster import Demand, Slots, require, wait_placed
 from prunehive.workers.contracts import EvalReply, EvalRequest, WorkerInfo
 
 
@@ -32,11 +32,12 @@ class _Call:
 
 
 class ActorPool:
-    """``size`` actors made by ``factory``; each may hold ``depth`` queued calls."""
+    """``size`` actors made by ``factory``; each may hold ``depth`` queued calls. ``factory(**options)``
+    passes ``options`` (Ray actor options: the worker's placement slot) to the actor it makes."""
 
     def __init__(
         self,
-        factory: Callable[[], Any],
+        factory: Callable[..., Any],
         size: int,
         depth: int = 2,
         max_restarts: int | None = None,
@@ -52,15 +53,16 @@ class ActorPool:
         self.placement_timeout = float(resources.placement_timeout) if resources is not None else 0.0
         if self.demand is not None:
             size = require(self.demand, size)
-        self.actors = [factory() for _ in range(size)]
+        self.slots = Slots(self.demand, size) if self.demand is not None else None
+        self.actors = [self._new(i) for i in range(size)]
         self.inflight: dict[Any, _Call] = {}
         self.restarts = 0
         self.max_restarts = 3 * size if max_restarts is None else max_restarts
 
     def start(self) -> list[WorkerInfo]:
         """Wait until every actor is placed and has built its task; a constructor error is a clear failure."""
-        if self.demand is not None:
-            wait_placed(self.actors, self.demand, self.placement_timeout)
+        if self.demand is not None and self.slots is not None:
+            wait_placed(self.slots, self.demand, self.placement_timeout)
         try:
             return list(ray.get([a.describe.remote() for a in self.actors]))
         except RayTaskError as exc:
@@ -136,8 +138,12 @@ class ActorPool:
             raise RuntimeError(f"evaluation workers died {self.restarts} times; giving up")
         with contextlib.suppress(Exception):  # the actor is already gone
             ray.kill(self.actors[index], no_restart=True)
-        self.actors[index] = self.factory()
+        self.actors[index] = self._new(index)
         # The calls still queued on the dead actor fail on their own and are resent then.
+
+    def _new(self, index: int) -> Any:
+        """A new actor in slot ``index``."""
+        return self.factory(**(self.slots.options(index) if self.slots is not None else {}))
 
     def call_one(self, method: str, *args: Any) -> Any:
         return ray.get(getattr(self.actors[0], method).remote(*args))
@@ -147,6 +153,8 @@ class ActorPool:
             with contextlib.suppress(Exception):  # best effort at exit
                 ray.kill(actor, no_restart=True)
         self.inflight.clear()
+        if self.slots is not None:
+            self.slots.release()
 
 
 def _cause(exc: BaseException) -> str:

@@ -3,7 +3,9 @@
 Specs go through the same ``parse_spec`` as the CLI, so a bad field gets the same one-line
 message (as a 422). Nothing from a request reaches ``eval``: YAML is read with a safe loader
 that also refuses aliases (no "billion laughs"), and ``module:factory`` tasks are refused
-unless the operator allowlisted the module.
+unless the operator allowlisted the module. Jobs read only files under the operator's data
+roots (``data_roots``): any other path is a 403 that names the field, checked before the spec
+is validated so the answer never tells whether the path exists.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
@@ -20,6 +23,7 @@ from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from prunehive.platform.service.auth import Caller, authenticate
+from prunehive.platform.service.data_roots import DataRoots, PathRefused, load_yaml
 from prunehive.platform.service.dispatcher import Dispatcher
 from prunehive.platform.service.schemas import Health, JobDetail, JobList, JobOut, Submitted, TrialList, TrialOut
 from prunehive.platform.spec.job import JobSpec, SpecError, parse_spec
@@ -31,10 +35,12 @@ _bearer = HTTPBearer(auto_error=False)
 
 @dataclass
 class ServiceConfig:
-    """What the operator decides: which ``module:factory`` tasks may run, how big a request may be."""
+    """What the operator decides: which ``module:factory`` tasks may run, which directories jobs may
+    read (``data_roots``, resolved; none: no ``hf:`` or ``data:`` paths), how big a request may be."""
 
     allowed_task_modules: tuple[str, ...] = ()
     max_body_bytes: int = MAX_BODY_BYTES
+    data_roots: tuple[Path, ...] = ()
 
     def task_allowed(self, task: object) -> bool:
         if not isinstance(task, str):
@@ -43,16 +49,6 @@ class ServiceConfig:
             return True  # a built-in task name
         module = task.partition(":")[0]
         return any(module == m or module.startswith(m + ".") for m in self.allowed_task_modules)
-
-
-class _NoAliasLoader(yaml.SafeLoader):
-    """Safe YAML without anchors/aliases: an alias can make a small body expand without bound."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(None, None, "aliases are not allowed", event.start_mark)
-        return super().compose_node(parent, index)
 
 
 def _spec_body_schema() -> dict[str, Any]:
@@ -78,6 +74,7 @@ Auth = Annotated[Caller, Depends(_caller)]
 
 def create_app(store: JobStore, dispatcher: Dispatcher | None = None, config: ServiceConfig | None = None) -> FastAPI:
     cfg = config or ServiceConfig()
+    roots = DataRoots(tuple(Path(r).resolve() for r in cfg.data_roots))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -94,7 +91,7 @@ def create_app(store: JobStore, dispatcher: Dispatcher | None = None, config: Se
 
     def owned_job(job_id: str, who: Caller) -> JobRecord:
         try:
-            job = store.get_job(job_id)
+            job = store.get_job(job_id, owner=None if who.is_admin else who.name)
         except KeyError as exc:
             raise HTTPException(404, str(exc.args[0])) from None
         if not who.may_see(job.owner):
@@ -115,8 +112,10 @@ def create_app(store: JobStore, dispatcher: Dispatcher | None = None, config: Se
     async def submit(request: Request, who: Auth) -> Submitted:
         data = _parse_body(await _read_limited(request, cfg.max_body_bytes), request.headers.get("content-type", ""))
         try:
-            spec = parse_spec(data)
-        except SpecError as exc:
+            spec = parse_spec(roots.check_spec(data))  # paths first: validation looks at the files
+        except PathRefused as exc:
+            raise HTTPException(403, str(exc)) from None
+        except (SpecError, ValueError) as exc:
             raise HTTPException(422, str(exc)) from None
         if not cfg.task_allowed(spec.task):
             raise HTTPException(422, f"task: module of {spec.task!r} is not on this server's allowlist")
@@ -188,7 +187,7 @@ def _parse_body(body: bytes, content_type: str) -> Any:
         text = body.decode("utf-8")
         if "json" in content_type:
             return json.loads(text)
-        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506  (a SafeLoader subclass)
+        return load_yaml(text)
     except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise HTTPException(422, f"spec: not valid YAML or JSON ({first})") from None

@@ -81,6 +81,14 @@ def test_more_workers_than_fit_run_as_fewer_and_say_so(
     )
     trials = store.trials(result["job_id"])
     assert len(trials) == 4 and len({t.worker for t in trials}) <= 2
+    all_free()  # the workers' slots (placement groups) are given back with the pool
+
+
+def all_free(timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while ray.available_resources().get("CPU") != 2.0:
+        assert time.monotonic() < deadline, f"resources still held: {ray.available_resources()}"
+        time.sleep(0.2)
 
 
 def test_workers_waiting_for_held_resources_say_so_then_fail(
@@ -104,6 +112,7 @@ def test_workers_waiting_for_held_resources_say_so_then_fail(
         waited = time.monotonic() - started
     finally:
         ray.kill(holder)
+    all_free()  # the slot still waiting when the job failed was withdrawn: it takes nothing now
     line = "waiting for resources: 0 of 1 workers placed (cluster: 2 CPUs, 0 GPUs; it cannot grow; "
     line += "each worker needs 1 CPU)"
     assert line in capsys.readouterr().err  # said within seconds, before the timeout

@@ -94,9 +94,13 @@ def test_bayesian_resumes_from_sqlite_after_a_crash(tmp_path: Path) -> None:
     lost_numbers = {first.trial_of[x.id] for x in lost}
     del first
 
-    second = BayesianStrategy(space, 10, 0, storage=url, study_name=name, n_startup_trials=3)
+    # Resumed under today's naming, the strategy keeps the study its state was written with, and names its metric.
+    new_name, metric = "prunehive-0123abcd", ["val_neg_log_perplexity"]
+    second = BayesianStrategy(space, 10, 0, storage=url, study_name=new_name, metric_names=metric, n_startup_trials=3)
     second.load_state_dict(checkpoint, told)
+    assert second.study_name == name and optuna.get_all_study_names(url) == [name]
     study = optuna.load_study(study_name=name, storage=url)
+    assert study.metric_names == metric
     assert running(study) == {second.trial_of[c.id]}, "only the pending, unfinished trial may stay RUNNING"
     assert {t.number for t in study.get_trials(states=(TrialState.FAIL,))} == lost_numbers
     assert set(second.pending) == {b.id, c.id}
@@ -109,6 +113,23 @@ def test_bayesian_resumes_from_sqlite_after_a_crash(tmp_path: Path) -> None:
     assert not running(study)
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 10  # 10 told, none twice
     assert len(trials) == 12  # plus the two lost ones, failed
+
+
+def test_a_job_study_is_named_after_the_job_and_its_objective(tmp_path: Path) -> None:
+    """What optuna-dashboard shows for a search job's study: ``prunehive-<job id>`` and the objective's name."""
+    from prunehive.platform.jobs.search.driver import build_strategy, objective_name
+    from prunehive.platform.spec.job import parse_spec
+    from prunehive.workers.contracts import WorkerInfo
+
+    url, space = f"sqlite:///{tmp_path}/jobs.db", synthetic_space()
+    spec = parse_spec({"kind": "search", "search": {"strategy": "bayesian", "budget": 4}})
+    names = {}
+    for quality, higher in (("accuracy", True), ("perplexity", False)):
+        info = WorkerInfo([], [], quality, higher, 1, 1, "w", 0.0, "cpu")
+        strategy = build_strategy(spec, space, f"job{quality}", url, objective=objective_name(spec, info))
+        strategy.ask(1)
+        names[f"prunehive-job{quality}"] = optuna.load_study(study_name=f"prunehive-job{quality}", storage=url)
+    assert [s.metric_names for s in names.values()] == [["val_accuracy"], ["val_neg_log_perplexity"]]
 
 
 def test_bayesian_refuses_to_reuse_a_study_on_a_fresh_start(tmp_path: Path) -> None:

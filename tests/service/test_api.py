@@ -74,6 +74,9 @@ def test_users_see_and_cancel_only_their_own_jobs(api: TestClient, tokens: dict[
     assert {j["job_id"] for j in everything} == {mine, theirs}
     detail = api.get(f"/jobs/{mine[:8]}", headers=auth(tokens["alice"])).json()  # a prefix is enough
     assert detail["job_id"] == mine and detail["budget"] == 3 and detail["spec"]["search"]["strategy"] == "random"
+    hidden = api.get(f"/jobs/{theirs[:4]}", headers=auth(tokens["alice"]))  # a prefix finds only one's own jobs
+    assert hidden.status_code == 404 and theirs not in hidden.text
+    assert api.get(f"/jobs/{theirs[:4]}", headers=auth(tokens["root"])).json()["job_id"] == theirs
     cancelled = api.post(f"/jobs/{theirs}/cancel", headers=auth(tokens["root"]))
     assert cancelled.json() == {"job_id": theirs, "status": "cancelled"}
     again = api.post(f"/jobs/{theirs}/cancel", headers=auth(tokens["root"]))
