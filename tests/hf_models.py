@@ -96,8 +96,9 @@ def image_data(root: Path, per_class: int = 6) -> dict[str, str]:
     return out
 
 
-def vit_classifier(root: Path) -> tuple[Path, dict[str, str]]:
-    """A tiny ViT image classifier with the PIL image processor, and image folders."""
+def vit_classifier(root: Path, channels: int = 3) -> tuple[Path, dict[str, str]]:
+    """A tiny ViT image classifier with the PIL image processor, and image folders (RGB PNGs, which a
+    ``channels=1`` model reads as grayscale)."""
     from transformers import ViTConfig, ViTForImageClassification
     from transformers.models.vit import ViTImageProcessorPil
 
@@ -105,9 +106,10 @@ def vit_classifier(root: Path) -> tuple[Path, dict[str, str]]:
     config = ViTConfig(
         image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=64, num_labels=len(LABELS), id2label=dict(enumerate(LABELS)),
-        label2id={label: i for i, label in enumerate(LABELS)},
+        label2id={label: i for i, label in enumerate(LABELS)}, num_channels=channels,
     )  # fmt: skip
     directory = root / "tiny-vit"
     ViTForImageClassification(config).save_pretrained(directory)
-    ViTImageProcessorPil(size={"height": 16, "width": 16}).save_pretrained(directory)
+    normalise = {"image_mean": [0.5] * channels, "image_std": [0.5] * channels}
+    ViTImageProcessorPil(size={"height": 16, "width": 16}, **normalise).save_pretrained(directory)
     return directory, image_data(root / "images")

@@ -11,6 +11,9 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
+from prunehive.workers.quiet import quiet_libraries
+
+quiet_libraries()  # before MLflow, transformers or Ray load: their chatter stays off stderr
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Search per-layer pruning on Ray; track it in MLflow."
 )

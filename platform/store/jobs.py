@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from prunehive.platform.store.db import StoreError, check
 from prunehive.platform.store.models import JOB_KINDS, JOB_STATUSES, TERMINAL_STATUSES, Job, new_job_id, utcnow
@@ -20,7 +20,7 @@ from prunehive.platform.store.trials import TrialStore
 
 __all__ = ["JobCancelled", "JobRecord", "JobStore", "StoreError", "TrialRecord"]
 
-MIN_PREFIX = 6
+HEX = frozenset("0123456789abcdef")
 
 
 class JobStore(TrialStore, QueueStore):
@@ -40,14 +40,21 @@ class JobStore(TrialStore, QueueStore):
             s.add(job)
         return job.id
 
-    def get_job(self, job_id: str) -> JobRecord:
-        """By full id, or by a unique prefix of at least six characters (like git)."""
+    def get_job(self, job_id: str, owner: str | None = None) -> JobRecord:
+        """By full id, or by any prefix that only one job's id starts with (as git takes commits).
+
+        With ``owner``, a prefix matches only that owner's jobs, so a short prefix cannot reveal the ids
+        of other users' jobs on the service (a full id still finds any job; the caller checks access).
+        """
         with self.session() as s:
             job = s.get(Job, job_id)
-            if job is None and len(job_id) >= MIN_PREFIX and all(c in "0123456789abcdef" for c in job_id.lower()):
-                matches = s.scalars(select(Job).where(Job.id.startswith(job_id.lower())).limit(2)).all()
+            prefix = job_id.lower()
+            if job is None and prefix and set(prefix) <= HEX:  # hex only: never a LIKE pattern
+                where = [Job.id.startswith(prefix)] + ([Job.owner == owner] if owner is not None else [])
+                matches = s.scalars(select(Job).where(*where).limit(2)).all()
                 if len(matches) > 1:
-                    raise KeyError(f"job id prefix {job_id!r} is ambiguous")
+                    count = s.scalar(select(func.count()).select_from(Job).where(*where))
+                    raise KeyError(f"job id prefix {job_id!r} matches {count} jobs; give more characters")
                 job = matches[0] if matches else None
             if job is None:
                 raise KeyError(f"no job {job_id!r}")

@@ -8,7 +8,6 @@ that it calls ``ray.shutdown()`` when the simulation ends, so a second simulatio
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,8 +28,11 @@ from prunehive.workers.federated.statistics import Scoring, stats_asked
 from prunehive.workers.federated.strategy import PruningFedAvg, RoundRecord
 from prunehive.workers.layers import find_prunable_layers
 from prunehive.workers.masks import Granularity
+from prunehive.workers.quiet import quiet_flower
 from prunehive.workers.tasks import load_task
 from prunehive.workers.tasks.base import Task, seed_everything
+
+quiet_flower()  # at once: importing flwr.simulation changed process-wide warning filters (see workers.quiet)
 
 ACTOR_RESTARTS = 3  # a client process that dies is restarted for later rounds (its own reply is an error)
 
@@ -145,7 +147,7 @@ def build_strategy(s: SimulationSettings, on_round: Callable[[RoundRecord], None
 def simulate(s: SimulationSettings, on_round: Callable[[RoundRecord], None]) -> SimulationResult:
     """Run ``s.rounds`` rounds of Flower's simulation engine; ``on_round`` sees each finished round."""
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
-    logging.getLogger("flwr").setLevel(logging.WARNING)
+    quiet_flower()
     strategy = build_strategy(s, on_round)
     server_app = ServerApp()
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import yaml
 
-from prunehive.workers.tasks.spec import HFTaskSpec, TaskError, parse_task_mapping
+from prunehive.workers.tasks.spec import HFTaskSpec, TaskError, parse_task_mapping, resolve_task_paths
 
 if TYPE_CHECKING:
     from prunehive.workers.tasks.base import Evaluation, Task
@@ -66,14 +66,15 @@ def _takes_seed(factory: Callable[..., object]) -> bool:
 
 
 def _from_file(path: Path) -> HFTaskSpec:
-    """A YAML file holding a task mapping, or a whole job spec whose ``task:`` is one."""
+    """A YAML file holding a task mapping, or a whole job spec whose ``task:`` is one; relative paths in
+    it are relative to the file's folder."""
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise TaskError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if isinstance(data, dict) and isinstance(data.get("task"), dict):
         data = data["task"]
-    return _mapping(data)
+    return _mapping(resolve_task_paths(data, path.absolute().parent))
 
 
 def _mapping(data: Any) -> HFTaskSpec:

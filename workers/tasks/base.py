@@ -113,6 +113,10 @@ class Task:
         """All inputs and targets of a split as tensors, for data small enough to hold in memory."""
         raise TaskError(f"task {self.name!r} has no in-memory split {name!r}; its data is streamed by loader()")
 
+    def check_inputs(self) -> None:
+        """Optional: cheap checks of the task's files, run once by the driver before a job exists (and by
+        ``prune``), that raise ``TaskError`` naming a bad file rather than failing every worker later."""
+
     @property
     def in_memory(self) -> bool:
         """Whether the data comes as whole tensors (``split``) rather than streamed batches."""

@@ -3,7 +3,8 @@
 Images come from class folders (see ``image_data``) through the model's own image processor; the
 ``train`` split is the calibration folder. The prunable layers are the Linear and Conv2d layers inside
 the model's repeated blocks (ViT's encoder layers, ResNet's stages), never the stem or the classifier
-head. Quality is accuracy.
+head. Quality is accuracy. Images are converted to the model's number of input channels
+(``config.num_channels``), so a grayscale model reads grayscale images.
 """
 
 from __future__ import annotations
@@ -14,16 +15,17 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from prunehive.workers.tasks.base import Batch, QualityKind, Split, Task
+from prunehive.workers.tasks.base import Batch, QualityKind, Split, Task, TaskError
 from prunehive.workers.tasks.hf_load import (
     DTYPES,
+    LOCAL_ONLY,
     block_layers,
     fresh_model,
     load_image_classifier,
     load_image_processor,
     mlp_inputs,
 )
-from prunehive.workers.tasks.image_data import image_batches, image_folder
+from prunehive.workers.tasks.image_data import check_image_split, image_batches, image_folder, image_mode
 from prunehive.workers.tasks.spec import HFTaskSpec
 from prunehive.workers.tasks.training import CachedStream
 
@@ -44,24 +46,49 @@ class HFImageTask(Task):
         self.spec = spec
         self.name = spec.label  # type: ignore[misc]  # an instance's own name, for messages
         self._processor: Any = None
-        self._labels: tuple[dict[str, int], int] | None = None
+        self._config: Any = None
         self._streams: dict[str, CachedStream] = {}
 
     def load_model(self) -> nn.Module:
         model = load_image_classifier(self.spec.hf, self.spec.dtype)
-        self._labels = ({str(k): int(v) for k, v in model.config.label2id.items()}, int(model.config.num_labels))
+        self._config = model.config
         return model
 
     def architecture(self) -> nn.Module:
         return fresh_model(self.spec.hf, "image-classification")
 
-    def _label_ids(self) -> tuple[dict[str, int], int]:
-        if self._labels is None:
+    def _model_config(self) -> Any:
+        if self._config is None:
             from transformers import AutoConfig
 
-            config = AutoConfig.from_pretrained(self.spec.hf, local_files_only=True)
-            self._labels = ({str(k): int(v) for k, v in config.label2id.items()}, int(config.num_labels))
-        return self._labels
+            self._config = AutoConfig.from_pretrained(self.spec.hf, **LOCAL_ONLY)
+        return self._config
+
+    def _label_ids(self) -> tuple[dict[str, int], int]:
+        config = self._model_config()
+        return {str(k): int(v) for k, v in config.label2id.items()}, int(config.num_labels)
+
+    def _image_mode(self) -> str:
+        """The PIL mode for the model's input channels; the processor's normalisation must agree with it."""
+        channels = int(getattr(self._model_config(), "num_channels", 3))
+        mode = image_mode(channels, "task.hf")
+        if self._processor is None:
+            self._processor = load_image_processor(self.spec.hf)
+        mean = getattr(self._processor, "image_mean", None) if getattr(self._processor, "do_normalize", True) else None
+        if isinstance(mean, (list, tuple)) and len(mean) != channels:
+            raise TaskError(
+                f"task.hf: {str(self.spec.hf / 'preprocessor_config.json')!r} normalises {len(mean)} channels "
+                f"(image_mean), but the model takes {channels} (config.json num_channels)"
+            )
+        return mode
+
+    def check_inputs(self) -> None:
+        """Before a job starts: the processor fits the model, every split's class folders name the
+        model's labels, and every image opens, so a bad file is one line naming it."""
+        self._image_mode()
+        label2id, num_labels = self._label_ids()
+        for field in SPLIT_FIELDS.values():
+            check_image_split(getattr(self.spec.data, field), label2id, num_labels, f"task.data.{field}")
 
     def loader(self, name: Split) -> Iterable[Batch]:
         if name not in self._streams:
@@ -69,13 +96,12 @@ class HFImageTask(Task):
             label2id, num_labels = self._label_ids()
             what = f"task.data.{field}"
             items = image_folder(getattr(self.spec.data, field), label2id, num_labels, self.seed, what)
-            if self._processor is None:
-                self._processor = load_image_processor(self.spec.hf)
+            mode = self._image_mode()
             rows = self.batch_size if name == "train" else self.eval_batch_size
             dtype = DTYPES[self.spec.dtype]
 
             def source() -> Iterable[Batch]:
-                return image_batches(items, self._processor, rows, dtype)
+                return image_batches(items, self._processor, rows, dtype, mode)
 
             self._streams[name] = CachedStream(source, limit=CACHE_BYTES)
         return self._streams[name]

@@ -17,7 +17,7 @@ from torch import nn
 from prunehive.workers.tasks.base import Batch, QualityKind, Split, Task
 from prunehive.workers.tasks.hf_load import block_layers, fresh_model, load_causal_lm, load_tokenizer, mlp_inputs
 from prunehive.workers.tasks.spec import HFTaskSpec
-from prunehive.workers.tasks.text_data import text_batches
+from prunehive.workers.tasks.text_data import check_text_split, text_batches
 from prunehive.workers.tasks.training import CachedStream
 
 SPLIT_FIELDS: dict[str, str] = {"train": "calibration", "validation": "validation", "test": "test"}
@@ -73,6 +73,11 @@ class HFCausalLMTask(CausalLMBlocks):
         if self._tokenizer is None:
             self._tokenizer = load_tokenizer(self.spec.hf)
         return self._tokenizer
+
+    def check_inputs(self) -> None:
+        """Before a job starts: the tokenizer loads and every split holds at least one window."""
+        for field in SPLIT_FIELDS.values():
+            check_text_split(getattr(self.spec.data, field), self.tokenizer, self.spec.seq_len, f"task.data.{field}")
 
     def loader(self, name: Split) -> Iterable[Batch]:
         """The split's windows; capped splits are read once and then served from memory."""

@@ -1,8 +1,10 @@
 """Loading local Hugging Face directories, and finding the repeated blocks whose layers are pruned.
 
 Loading never reaches the network: the hub is switched off before transformers is imported and every
-``from_pretrained`` is ``local_files_only``. Image processors use the PIL backend, since torchvision
-cannot be imported beside the CPU torch wheel on these machines.
+``from_pretrained`` is ``local_files_only``. Nor does it run code from the directory: ``trust_remote_code``
+is False on every call, so a config naming its own Python classes (``auto_map``) is refused, never
+imported (and transformers never asks on stdin whether to run it). Image processors use the PIL
+backend, since torchvision cannot be imported beside the CPU torch wheel on these machines.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch import nn  # noqa: E402
 
 from prunehive.workers.tasks.base import TaskError  # noqa: E402
 
+LOCAL_ONLY: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}  # every from_pretrained
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 # First projections of an MLP: their outputs feed only the MLP's second projection, so a removed output
@@ -39,7 +42,7 @@ def load_causal_lm(directory: Path, dtype: str = "float32") -> nn.Module:
     from transformers import AutoModelForCausalLM
 
     quiet_transformers()
-    model = AutoModelForCausalLM.from_pretrained(directory, dtype=DTYPES[dtype], local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=DTYPES[dtype], **LOCAL_ONLY)
     model.config.use_cache = False
     return model.eval()
 
@@ -48,7 +51,7 @@ def load_image_classifier(directory: Path, dtype: str = "float32") -> nn.Module:
     from transformers import AutoModelForImageClassification
 
     quiet_transformers()
-    model = AutoModelForImageClassification.from_pretrained(directory, dtype=DTYPES[dtype], local_files_only=True)
+    model = AutoModelForImageClassification.from_pretrained(directory, dtype=DTYPES[dtype], **LOCAL_ONLY)
     return model.eval()
 
 
@@ -56,9 +59,9 @@ def fresh_model(directory: Path, kind: str) -> nn.Module:
     """The directory's architecture with new random weights (for federated runs that train from scratch)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageClassification
 
-    config = AutoConfig.from_pretrained(directory, local_files_only=True)
+    config = AutoConfig.from_pretrained(directory, **LOCAL_ONLY)
     auto = AutoModelForCausalLM if kind == "causal-lm" else AutoModelForImageClassification
-    return auto.from_config(config)
+    return auto.from_config(config, trust_remote_code=False)
 
 
 def load_tokenizer(directory: Path) -> Any:
@@ -66,7 +69,7 @@ def load_tokenizer(directory: Path) -> Any:
         raise TaskError(f"no tokenizer in {str(directory)!r}: expected one of {', '.join(TOKENIZER_FILES)}")
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    return AutoTokenizer.from_pretrained(directory, **LOCAL_ONLY)
 
 
 def load_image_processor(directory: Path) -> Any:
@@ -74,7 +77,7 @@ def load_image_processor(directory: Path) -> Any:
         raise TaskError(f"{str(directory / 'preprocessor_config.json')!r} does not exist (the image processor)")
     from transformers import AutoImageProcessor
 
-    return AutoImageProcessor.from_pretrained(directory, local_files_only=True, backend="pil")
+    return AutoImageProcessor.from_pretrained(directory, **LOCAL_ONLY, backend="pil")
 
 
 def repeated_blocks(model: nn.Module) -> str:

@@ -2,7 +2,9 @@
 
 A class folder is named after one of the model's labels (``config.label2id``) or is a class index
 (``0``, ``1``, ...). Files are shuffled once with a fixed seed, so the first calibration batches
-already hold every class, and decoded batch by batch with the model's image processor.
+already hold every class, and decoded batch by batch with the model's image processor, converted to
+the model's number of channels (a grayscale model gets grayscale images). ``check_image_split`` opens
+every file once before a job starts, so a damaged image is one line naming it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,14 @@ import torch
 from prunehive.workers.tasks.base import Batch, TaskError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
+MODES = {1: "L", 3: "RGB", 4: "RGBA"}  # PIL's mode for a model's number of input channels
+
+
+def image_mode(channels: int, what: str) -> str:
+    """The PIL mode images are converted to for a model of ``channels`` input channels."""
+    if channels not in MODES:
+        raise TaskError(f"{what}: a model of {channels} input channels (config.json num_channels) is not supported")
+    return MODES[channels]
 
 
 def class_index(folder: str, label2id: dict[str, int], num_labels: int, what: str) -> int:
@@ -48,8 +58,25 @@ def image_folder(root: Path, label2id: dict[str, int], num_labels: int, seed: in
     return items
 
 
-def image_batches(items: list[tuple[Path, int]], processor: Any, rows: int, dtype: torch.dtype) -> Iterator[Batch]:
-    """(pixel_values, labels) batches of ``rows`` images, decoded as they are needed."""
+def check_image_split(root: Path, label2id: dict[str, int], num_labels: int, what: str) -> None:
+    """Every class folder names a label and every image file opens and verifies (PIL ``verify``)."""
+    from PIL import Image, UnidentifiedImageError
+
+    for path, _ in image_folder(root, label2id, num_labels, 0, what):
+        try:
+            with Image.open(path) as img:
+                img.verify()
+        except UnidentifiedImageError:
+            raise TaskError(f"{what}: {str(path)!r} is not an image (PIL cannot identify its format)") from None
+        except Exception as exc:  # PIL raises several kinds for damaged files (OSError, SyntaxError, ...)
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise TaskError(f"{what}: {str(path)!r} is not a readable image ({reason})") from None
+
+
+def image_batches(
+    items: list[tuple[Path, int]], processor: Any, rows: int, dtype: torch.dtype, mode: str = "RGB"
+) -> Iterator[Batch]:
+    """(pixel_values, labels) batches of ``rows`` images in PIL ``mode``, decoded as they are needed."""
     from PIL import Image
 
     for start in range(0, len(items), rows):
@@ -57,6 +84,6 @@ def image_batches(items: list[tuple[Path, int]], processor: Any, rows: int, dtyp
         images = []
         for path, _ in part:
             with Image.open(path) as img:
-                images.append(img.convert("RGB"))
+                images.append(img.convert(mode))
         pixels = processor(images=images, return_tensors="pt")["pixel_values"].to(dtype)
         yield pixels, torch.tensor([label for _, label in part], dtype=torch.int64)

@@ -1,8 +1,9 @@
 """The ``task:`` mapping of a spec: a local Hugging Face directory and the data files to score it on.
 
-Validated here, before any worker starts, so a wrong path is one line naming it. Relative paths are
-resolved against the current directory (as ``module:factory`` imports are) and stored absolute, so the
-job store, Ray actors and a resumed job all read the same files. The object is what crosses to workers.
+Validated here, before any worker starts, so a wrong path or a weight file cut short is one line naming
+it. Relative paths are resolved against the spec file's folder when the mapping comes from a file (see
+``resolve_task_paths``), else against the current directory, and stored absolute, so the job store, Ray
+actors and a resumed job all read the same files. The object is what crosses to workers.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from prunehive.workers.tasks.weight_files import check_weight_files
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 HFKind = Literal["causal-lm", "image-classification"]
@@ -101,6 +104,7 @@ class HFTaskSpec(BaseModel):
             raise ValueError(f"{str(path / 'config.json')!r} does not exist (hf: needs a save_pretrained directory)")
         if not any((path / name).is_file() for name in WEIGHT_FILES):
             raise ValueError(f"no weights in {str(path)!r}: expected one of {', '.join(WEIGHT_FILES)}")
+        check_weight_files(path)  # a file cut short fails here, not inside a worker
         return path
 
     @property
@@ -139,6 +143,27 @@ def hf_kind(directory: Path) -> HFKind:
         f"{str(directory)!r} holds neither a causal language model nor an image classifier "
         f"(architectures {archs}, model_type {model_type!r})"
     )
+
+
+def _against(value: Any, base: Path) -> Any:
+    if not isinstance(value, str):
+        return value
+    path = Path(value).expanduser()
+    return value if path.is_absolute() else str(base / path)
+
+
+def resolve_task_paths(task: Any, base: Path) -> Any:
+    """A ``task:`` mapping read from a file, with its relative ``hf:`` and ``data:`` paths joined to the
+    file's folder ``base`` (as docker-compose resolves paths), so a spec runs the same from any directory.
+    Anything that is not a mapping (a task name, ``module:factory``) comes back as it is."""
+    if not isinstance(task, dict):
+        return task
+    out = dict(task)
+    if "hf" in out:
+        out["hf"] = _against(out["hf"], base)
+    if isinstance(out.get("data"), dict):
+        out["data"] = {split: _against(path, base) for split, path in out["data"].items()}
+    return out
 
 
 def parse_task_mapping(data: Any) -> HFTaskSpec:
