@@ -102,7 +102,10 @@ class EvalWorker:
             try:
                 if req.metric:  # a metric search's candidate carries its own importance metric
                     self.engine.use_metric(req.metric)
-                evaluator = self.levels if self.levels is not None and not req.metric else self.engine
+                # All zeros is the dense model (a summary's ``dense`` entry): the engine swaps no weight in,
+                # whatever the solver, so a level database need not hold level 0.
+                dense = not any(req.sparsity)
+                evaluator = self.levels if self.levels is not None and not req.metric and not dense else self.engine
                 result = evaluator.evaluate(
                     req.sparsity, splits=req.splits, recovery_steps=req.recovery_steps, limit=req.limit
                 ).counted()

@@ -36,6 +36,23 @@ class Granularity:
         )
 
     @property
+    def per_row(self) -> bool:
+        """Whether weights compete within each output row: ``unstructured`` with ``per_row: true`` only
+        (N:M compares within groups of M, ``channel`` whole output channels; neither reads ``per_row``)."""
+        return self.kind == "row"
+
+    def rule(self, metric: str = "") -> str:
+        """What competes for survival, in words, for summaries and tracking. Wanda's paper compares within
+        each output row; prunehive's default (``per_row: false``) compares across the whole layer."""
+        if self.kind == "row":
+            return "per-row (Wanda paper)" if metric == "wanda" else "per-row"
+        if self.kind == "layer":
+            return "layer-wide (default; the Wanda paper uses per-row)" if metric == "wanda" else "layer-wide"
+        if self.kind == "nm":
+            return f"{self.n}:{self.m} groups within each row"
+        return "whole output channels, layer-wide"
+
+    @property
     def default_sparsity(self) -> float | None:
         return 1.0 - self.n / self.m if self.kind == "nm" else None
 
@@ -47,3 +64,10 @@ class Granularity:
         for d in weight_shape[1:]:
             cols *= d
         return cols % self.m == 0
+
+
+def pruning_rule(granularity: str, per_row: bool, metric: str) -> dict[str, bool | str]:
+    """The effective ``per_row`` and the comparison ``rule`` that ``prune --json``, run summaries and MLflow
+    report, so a reader never has to infer which rule a number was measured with."""
+    g = Granularity.parse(granularity, per_row=per_row)
+    return {"per_row": g.per_row, "rule": g.rule(metric)}

@@ -9,6 +9,7 @@ from prunehive.platform.cli import prune  # noqa: F401  tasks, prune
 from prunehive.platform.cli import bench  # noqa: F401  bench
 from prunehive.platform.cli import jobs  # noqa: F401  run, jobs, show, ui
 from prunehive.platform.cli import export  # noqa: F401  export
+from prunehive.platform.cli import eval  # noqa: F401  eval
 from prunehive.platform.cli import service  # noqa: F401  server, users, submit, cancel, logs
 
 # isort: on

@@ -36,7 +36,10 @@ def prune(
         "unstructured", "--granularity", help="unstructured, 2:4, 4:8 (any N:M) or channel."
     ),
     per_row: bool = typer.Option(
-        False, "--per-row", help="Unstructured: compare weights within each output row (Wanda)."
+        False,
+        "--per-row",
+        help="Unstructured: compare weights within each output row (the Wanda paper's rule); the default "
+        "compares them across the whole layer.",
     ),
     budget: str = typer.Option("params", "--budget", help="What the sparsity counts: params or flops."),
     recovery_steps: int = typer.Option(0, "--recovery-steps", help="Fine-tune this many steps after pruning."),
@@ -73,9 +76,11 @@ def prune(
         table.add_row(name, f"{result['requested'][name]:.4f}", f"{achieved:.4f}")
     out.print(table)
     summary = Table("", "value")
+    summary.add_row("weights compared", result["rule"])
     summary.add_row("achieved sparsity", f"{result['achieved_sparsity']:.4f} (target {result['target_sparsity']:.4f})")
+    dense = result["dense"]["metrics"]
     for split in ("validation", "test"):
-        summary.add_row(f"{q} ({split})", f"{result['metrics'][split][q]:.4f}")
+        summary.add_row(f"{q} ({split})", f"{result['metrics'][split][q]:.4f} (dense {dense[split][q]:.4f})")
     summary.add_row("params", f"{result['params']:,} of {result['dense_params']:,}")
     summary.add_row("FLOPs", f"{result['flops']:,} of {result['dense_flops']:,}")
     summary.add_row("time", f"{result['seconds']:.3f} s")

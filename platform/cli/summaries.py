@@ -10,6 +10,7 @@ from typing import Any
 from rich.table import Table
 
 from prunehive.platform.cli.app import out
+from prunehive.platform.jobs.lm_eval import summary_lines
 
 
 def fmt(value: Any, spec: str = ".3f") -> str:
@@ -28,18 +29,27 @@ def _metric_row(entry: dict[str, Any], q: str) -> list[str]:
     return [f"{entry['achieved_sparsity']:.4f}", f"{m['validation'][q]:.4f}", f"{m['test'][q]:.4f}"]
 
 
+def _rule(result: dict[str, Any]) -> str:
+    """Which weights competed (summaries written before ``rule`` was reported have none)."""
+    return f", {result['rule']}" if result.get("rule") else ""
+
+
 def _search_table(result: dict[str, Any], entries: list[dict[str, Any]]) -> None:
-    """The found candidates (bold) above the baselines, on validation and test."""
+    """The found candidates (bold) above the baselines, on validation and test, the dense model first."""
     q = result["quality"]
-    table = Table(
-        "", "sparsity", f"val {q}", f"test {q}", title=f"job {result['job_id'][:8]}: {result['trials']} trials"
-    )
+    title = f"job {result['job_id'][:8]}: {result['trials']} trials{_rule(result)}"
+    table = Table("", "sparsity", f"val {q}", f"test {q}", title=title)
+    dense = result.get("dense")
+    if dense:
+        table.add_row("dense", *(_metric_row(dense, q) if "error" not in dense else ["failed", dense["error"], ""]))
     for entry in entries:
         label = entry.get("expression") or f"search (#{entry.get('candidate_id', '')})"
         table.add_row(label, *_metric_row(entry, q), style="bold")
     for name, entry in result["baselines"].items():
         table.add_row(name, *(_metric_row(entry, q) if "error" not in entry else ["failed", entry["error"], ""]))
     out.print(table)
+    for line in summary_lines(result.get("lm_eval")):
+        out.print(line, highlight=False)
     out.print(f"MLflow run {result['mlflow_run_id']} at {result['tracking_uri']}  (open it with `prunehive ui`)")
 
 
@@ -65,7 +75,13 @@ def print_benchmarks(results: list[dict[str, Any]]) -> None:
         pct = q == "accuracy"
         for target in r["targets"]:
             title = f"quality: {r['task']} at {target:.0%}, {r['budget']} evaluations, {len(r['seeds'])} seeds"
+            title += _rule(r)
             table = Table("method", "achieved sparsity", f"val {q}", f"test {q} (mean)", "test std", title=title)
+            dense = r.get("dense")
+            if dense and "error" not in dense:
+                scale = 100.0 if pct else 1.0
+                val, test = (scale * dense["metrics"][s][q] for s in ("validation", "test"))
+                table.add_row("dense", f"{dense['achieved_sparsity']:.4f}", f"{val:.2f}", f"{test:.2f}", "-")
             for row in (x for x in r["table"] if x["target"] == target):
                 name = row["name"] if row["kind"] == "strategy" else f"heuristic: {row['name']}"
                 scale = 100.0 if pct else 1.0

@@ -6,6 +6,10 @@ worker built it (the spec's task, metric, granularity, calibration and seed), th
 computed by the same engine and the pruned weights are set to zero in place (no ``torch.nn.utils.prune``
 reparametrisation, so any loader reads the result). Evaluating the written model on the task's
 validation split therefore gives the trial's recorded quality.
+
+``prunehive.json`` and ``--json`` carry the candidate's test scores too (``test_metrics``): as the job's
+summary reports them where it lists the candidate (its best, Pareto front or leaderboard), else scored
+here on the test split of the rebuilt model (trials are scored on validation only).
 """
 
 from __future__ import annotations
@@ -51,7 +55,11 @@ def choose(job: JobRecord, spec: JobSpec, trials: list[TrialRecord], which: str)
         raise ValueError(f"job {job.id} is a {job.kind} job; only search and metric-search jobs have candidates")
     if job.status in ("queued", "running"):
         raise ValueError(f"job {job.id} is {job.status}; export it once it has finished")
-    cid = _candidate_id(job, which)
+    return trial_candidate(job, spec, trials, _candidate_id(job, which))
+
+
+def trial_candidate(job: JobRecord, spec: JobSpec, trials: list[TrialRecord], cid: int) -> Chosen:
+    """Trial ``cid`` of a search job as the job recorded it; also while the job ends (its final evaluation)."""
     trial = next((t for t in trials if t.candidate_id == cid), None)
     if trial is None:
         raise ValueError(f"job {job.id} has no trial with candidate id {cid}")
@@ -72,10 +80,30 @@ def _empty_dir(out: Path) -> Path:
     return out
 
 
-def pruned_model(spec: JobSpec, chosen: Chosen) -> Any:
+def recorded_test(job: JobRecord, candidate_id: int) -> dict[str, float] | None:
+    """The candidate's test scores as the job's summary reports them, or None where it does not list it."""
+    summary = job.summary or {}
+    listed = [summary.get("best"), *summary.get("pareto_front", []), *summary.get("leaderboard", [])]
+    for entry in listed:
+        if isinstance(entry, dict) and entry.get("candidate_id") == candidate_id:
+            test = (entry.get("metrics") or {}).get("test")
+            if test:
+                return {str(k): float(v) for k, v in test.items()}
+    return None
+
+
+def scored_test(task: Any, model: Any) -> dict[str, float]:
+    """The test split's scores of an exported model, by the task's own evaluation (as a worker scores)."""
+    from prunehive.workers.kl import score_splits
+
+    return score_splits(task, model, ("test",))["test"].to_dict()
+
+
+def rebuilt(spec: JobSpec, chosen: Chosen) -> tuple[Any, Any]:
     """The task's model with the candidate's pruned weights zeroed in place, or, for a job whose workers
     read candidates from a solver's level database (``solver: sparsegpt``), with that database's weights;
-    where the job fine-tuned its candidates, fine-tuned the same way with the masks held."""
+    where the job fine-tuned its candidates, fine-tuned the same way with the masks held. The task comes
+    with it, to score the model."""
     import torch
 
     from prunehive.workers.engine import PruningEngine
@@ -118,7 +146,7 @@ def pruned_model(spec: JobSpec, chosen: Chosen) -> Any:
     zero()
     if p.recovery_steps > 0:
         task.train(model, p.recovery_steps, lr=task.lr * 0.1, after_step=zero)
-    return model.cpu().eval()
+    return model.cpu().eval(), task
 
 
 def _solved(engine: Any, solver: str, levels: list[float], batches: int, sparsity: dict[str, float]) -> Any:
@@ -144,6 +172,10 @@ def export_candidate(
         raise ValueError("--format recipe: llm-compressor's pruning modifiers take unstructured or N:M sparsity")
     chosen = choose(job, spec, store.trials(job.id), which)
     target = _empty_dir(Path(out).expanduser().resolve())
+    test = recorded_test(job, chosen.candidate_id)
+    model, task = rebuilt(spec, chosen) if fmt != "recipe" or test is None else (None, None)
+    if test is None:
+        test = scored_test(task, model)
     info = {
         "job_id": job.id,
         "candidate_id": chosen.candidate_id,
@@ -155,14 +187,16 @@ def export_candidate(
         "achieved_sparsity": chosen.result["achieved_sparsity"],
         "layers": chosen.result["layers"],
         "metrics": chosen.result["metrics"],
+        "test_metrics": test,
         "spec": job.spec,
     }
     if fmt == "recipe":
-        files = write_recipe(chosen.sparsity, chosen.metric, spec.pruning.granularity, target, info)
+        measured = {name: float(chosen.result["layers"][name]) for name in chosen.sparsity}  # job's layer order
+        files = write_recipe(measured, chosen.metric, spec.pruning.granularity, target, info, spec.pruning.solver)
     elif hf_task is not None and fmt == "hf":
-        files = write_hf(pruned_model(spec, chosen), hf_task, target, info)
+        files = write_hf(model, hf_task, target, info)
     else:
-        files = write_torch(pruned_model(spec, chosen), target, info)
+        files = write_torch(model, target, info)
     return {
         "job_id": job.id,
         "candidate": chosen.candidate_id,
@@ -173,4 +207,5 @@ def export_candidate(
         "granularity": spec.pruning.granularity,
         "achieved_sparsity": chosen.result["achieved_sparsity"],
         "metrics": chosen.result["metrics"],
+        "test_metrics": test,
     }

@@ -7,6 +7,7 @@ from typing import Any
 from prunehive.search.space import SearchSpace
 from prunehive.workers.baselines import baseline_allocation
 from prunehive.workers.engine import PruningEngine
+from prunehive.workers.granularity import pruning_rule
 from prunehive.workers.layers import count_params
 from prunehive.workers.masks import Granularity
 from prunehive.workers.solvers.level_engine import SOLVERS
@@ -34,7 +35,8 @@ def prune_once(
     seed: int = 0,
     solver: str = "mask",
 ) -> dict[str, Any]:
-    """Prune ``task`` to ``sparsity`` with ``allocation`` and ``metric``; evaluate on val and test.
+    """Prune ``task`` to ``sparsity`` with ``allocation`` and ``metric``; evaluate on val and test, next to
+    the unpruned model (``dense``, the same entry shape as a search's baselines).
 
     ``solver`` sparsegpt prunes each layer at exactly its allocated sparsity, block by block on the outputs
     of the blocks pruned before it (no level database), and updates the remaining weights.
@@ -50,10 +52,13 @@ def prune_once(
         sparsity = gran.default_sparsity if gran.default_sparsity is not None else 0.5
     check_sparsity(sparsity)
     the_task = load_task(task, seed=seed)
+    the_task.check_inputs()  # a damaged weight, text or image file: one line naming it, before loading
     engine = PruningEngine(the_task, metric=metric, granularity=granularity, per_row=per_row, seed=seed)
     if budget not in ("params", "flops"):
         raise ValueError(f"budget {budget!r} is not one of params, flops")
     space = SearchSpace(engine.layers, target=sparsity, budget=budget, min_density=min_density)  # type: ignore[arg-type]
+    # All zeros prunes nothing (no weight is swapped), so this scores the dense model itself; before any solver runs.
+    dense = engine.evaluate([0.0] * len(engine.names), splits=("validation", "test")).entry()
     vector = baseline_allocation(engine, space, allocation)
     if solver == "sparsegpt":
         requested = dict(zip(engine.names, (float(v) for v in vector), strict=True))
@@ -65,6 +70,7 @@ def prune_once(
         "metric": metric,
         "solver": solver,
         "granularity": gran.label,
+        **pruning_rule(granularity, per_row, metric),
         "allocation": allocation,
         "target_sparsity": sparsity,
         "requested": dict(zip(engine.names, (float(v) for v in vector), strict=True)),
@@ -72,6 +78,7 @@ def prune_once(
         "dense_params": engine.total_params,
         "dense_flops": engine.total_flops,
         "quality": the_task.quality,
+        "dense": dense,
         "skipped_layers": engine.skipped,
     }
     if gran.kind == "channel":

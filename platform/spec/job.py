@@ -18,11 +18,12 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from prunehive.platform.jobs import KINDS
 from prunehive.platform.jobs.benchmark.spec import BenchmarkOptions
 from prunehive.platform.jobs.federated.spec import FederatedOptions
+from prunehive.platform.spec.evaluation import EvaluationSpec, check_evaluation, resolve_evaluation_paths
 from prunehive.platform.spec.fields import SpecError as SpecError  # re-exported: callers catch it from here
 from prunehive.platform.spec.fields import Strict
 from prunehive.platform.spec.pruning import PruningSpec
 from prunehive.platform.spec.search import SearchOptions
-from prunehive.workers.tasks.spec import HFTaskSpec, parse_task_mapping, use_spec_directory
+from prunehive.workers.tasks.spec import HFTaskSpec, parse_task_mapping, resolve_task_paths, use_spec_directory
 
 
 class Resources(Strict):
@@ -60,6 +61,9 @@ class JobSpec(Strict):
     # The kinds' own sections (each also named in its registry entry).
     federated: FederatedOptions = Field(default_factory=lambda: FederatedOptions())
     benchmark: BenchmarkOptions = Field(default_factory=lambda: BenchmarkOptions())
+    evaluation: EvaluationSpec | None = Field(
+        None, description="A final evaluation of the best candidate and the dense model: {lm_eval: {tasks: [...]}}."
+    )
 
     @field_validator("task", mode="before")
     @classmethod
@@ -78,6 +82,7 @@ class JobSpec(Strict):
     def _kind_rules(self) -> JobSpec:
         for check in KINDS[self.kind].checks:
             check(self)
+        check_evaluation(self)
         return self
 
     @property
@@ -123,7 +128,7 @@ def parse_spec(data: Any) -> JobSpec:
 
 
 def load_spec(path: str | Path) -> JobSpec:
-    """Read and validate a YAML (or JSON) spec file."""
+    """Read and validate a YAML (or JSON) spec file; relative task paths are relative to its folder."""
     p = Path(path)
     if not p.exists():
         raise SpecError(f"spec file {str(p)!r} does not exist")
@@ -131,6 +136,10 @@ def load_spec(path: str | Path) -> JobSpec:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
         raise SpecError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if isinstance(data, dict) and "task" in data:
+        data = {**data, "task": resolve_task_paths(data["task"], p.absolute().parent)}
+    if isinstance(data, dict) and "evaluation" in data:
+        data = {**data, "evaluation": resolve_evaluation_paths(data["evaluation"], p.absolute().parent)}
     spec = parse_spec(data)
     use_spec_directory(spec.task, p.parent)  # a module:factory task may sit next to its spec
     return spec

@@ -24,7 +24,15 @@ class PruningSpec(Strict):
     )
     metric: str = "magnitude"
     granularity: str = "unstructured"
-    per_row: bool = False
+    per_row: bool = Field(
+        False,
+        description=(
+            "unstructured: compare weights within each output row (the Wanda paper's rule, and locuslab/wanda's "
+            "prune_wanda) instead of across the whole layer (the default, kept on purpose: it scores better on "
+            "code-lm, see the README's heuristics table). N:M and channel ignore it. prune --json, run summaries "
+            "and MLflow params report the effective value (per_row) and the rule in words (rule)."
+        ),
+    )
     min_density: float = Field(0.01, ge=0.0, lt=1.0, description="Every layer keeps at least this fraction.")
     bounds: dict[str, tuple[float, float]] = Field(default_factory=dict, description="Per-layer (min, max) sparsity.")
     allocation: str | dict[str, float] = Field(

@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
 
-from prunehive.platform.tracking.bulk_runs import ChildSpec, run_status, sql_store, write_children
+from prunehive.platform.tracking.bulk_runs import BulkWriter, ChildSpec, bulk_writer, run_status
 from prunehive.platform.tracking.child_logger import ChildLogger
 from prunehive.platform.tracking.location import (
     default_artifact_root,
@@ -88,7 +88,7 @@ class Tracker:
         with store_init_lock(tracking_uri):  # the client creates (and migrates) a new store on first use
             self.client = MlflowClient(tracking_uri)
             self.experiment_id = self._experiment_id(experiment)
-        self._sql_store = sql_store(self.client)
+        self._bulk: BulkWriter | None = bulk_writer(tracking_uri)  # None: MLflow's per-run calls
         self._artifact_root: str | None = None
         if sqlite_wal:
             use_sqlite_wal(tracking_uri)
@@ -173,10 +173,10 @@ class Tracker:
             )
             for name, params, metrics, tags in runs
         ]
-        if self._sql_store is not None:
+        if self._bulk is not None:
             if self._artifact_root is None:
                 self._artifact_root = str(self.client.get_experiment(self.experiment_id).artifact_location)
-            return write_children(self._sql_store, self.experiment_id, self._artifact_root, parent_run_id, specs)
+            return self._bulk.write(self.experiment_id, self._artifact_root, parent_run_id, specs)
         ids = []
         for spec in specs:
             run = self.client.create_run(

@@ -93,3 +93,31 @@ def test_malformed_expression_is_one_line() -> None:
         cwd=ROOT,
     )
     assert proc.returncode == 2 and "expected" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_prune_reports_the_rule_and_the_dense_model() -> None:
+    """The effective per_row and rule are reported, and the dense entry scores at least the pruned model."""
+    args = ["prune", "--task", "digits-mlp", "--sparsity", "0.9", "--metric", "wanda", "--json"]
+    layer = json.loads(runner.invoke(app, args).stdout)
+    row = json.loads(runner.invoke(app, [*args, "--per-row"]).stdout)
+    assert layer["per_row"] is False and layer["rule"].startswith("layer-wide")
+    assert row["per_row"] is True and row["rule"] == "per-row (Wanda paper)"
+    assert layer["metrics"] != row["metrics"]  # the two rules are different masks
+    assert layer["dense"] == row["dense"]  # and the same unpruned model
+    dense = row["dense"]
+    assert dense["achieved_sparsity"] == 0.0 and dense["params"] == row["dense_params"]
+    assert set(dense["layers"]) == set(row["layers"]) and not any(dense["layers"].values())
+    for split in ("validation", "test"):
+        assert dense["metrics"][split]["accuracy"] > 0.9
+        for pruned in (layer, row):
+            assert dense["metrics"][split]["accuracy"] >= pruned["metrics"][split]["accuracy"]
+    nm = runner.invoke(app, ["prune", "--task", "digits-mlp", "--granularity", "2:4", "--per-row", "--json"])
+    assert json.loads(nm.stdout)["per_row"] is False  # N:M compares within groups of M whatever per_row says
+
+
+def test_prune_table_shows_the_rule_and_the_dense_model() -> None:
+    result = runner.invoke(
+        app, ["prune", "--task", "digits-mlp", "--sparsity", "0.5", "--metric", "wanda", "--per-row"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "per-row (Wanda paper)" in result.stdout and "(dense 0.9" in result.stdout

@@ -132,6 +132,10 @@ def test_hf_export_reloads_to_the_trial_quality(
         assert float((modules[name].weight == 0).float().mean()) == pytest.approx(achieved, abs=1e-6)
     evaluation = load_task(tasks[family]).evaluate(model, "validation")
     assert evaluation.quality == pytest.approx(validation(trial.result, quality), rel=1e-4)
+    # Test figures beside validation: the best's, as the job's summary reports them, which the files reproduce.
+    recorded = job["summary"]["best"]["metrics"]["test"]
+    assert info["test_metrics"] == obj["test_metrics"] == recorded and info["metrics"] == trial.result["metrics"]
+    assert load_task(tasks[family]).evaluate(model, "test").quality == pytest.approx(recorded[quality], rel=1e-4)
 
 
 @pytest.mark.ray
@@ -155,6 +159,11 @@ def test_torch_export_of_a_named_candidate(
     assert info["candidate_id"] == other and info["sparsity"] == requested(trial)
     evaluation = load_task(tasks["llama"]).evaluate(model, "validation")
     assert evaluation.quality == pytest.approx(validation(trial.result, "perplexity"), rel=1e-4)
+    # A candidate the summary does not list is scored on test at export.
+    test = load_task(tasks["llama"]).evaluate(model, "test")
+    assert info["test_metrics"] == obj["test_metrics"]
+    assert info["test_metrics"]["perplexity"] == pytest.approx(test.quality, rel=1e-4)
+    assert info["test_metrics"]["loss"] == pytest.approx(test.loss, rel=1e-4)
 
 
 @pytest.mark.ray
@@ -168,13 +177,26 @@ def test_recipe_carries_the_candidates_sparsities(
     recipe = yaml.safe_load((out / "recipe.yaml").read_text())
     modifier = recipe["sparsity_stage"]["sparsity_modifiers"]["WandaPruningModifier"]  # the job's metric
     info = json.loads((out / "prunehive.json").read_text())
-    assert modifier["sparsity"] == info["sparsity"] and modifier["mask_structure"] == "0:0"
-    assert modifier["targets"] == list(modifier["sparsity"])
+    assert modifier["mask_structure"] == "0:0" and len(modifier["targets"]) == 14  # 7 Linear layers a block
     from transformers import AutoModelForCausalLM
 
-    names = dict(AutoModelForCausalLM.from_pretrained(tasks["llama"]["hf"], local_files_only=True).named_modules())
-    assert set(modifier["sparsity"]) <= set(names) and len(modifier["sparsity"]) == 14  # 7 Linear layers a block
-    assert modifier["sparsity"] == requested(trial_of(job, obj["candidate"]))  # the candidate's own numbers
+    model = AutoModelForCausalLM.from_pretrained(tasks["llama"]["hf"], local_files_only=True)
+    in_model_order = [n for n, _ in model.named_modules() if n in modifier["targets"]]
+    assert modifier["targets"] == in_model_order == list(info["sparsity"])  # llm-compressor indexes in this order
+    measured = trial_of(job, obj["candidate"]).result["layers"]  # the candidate's own numbers, as the job pruned
+    assert modifier["sparsity"] == [measured[n] for n in modifier["targets"]]
+    requested_ = requested(trial_of(job, obj["candidate"]))
+    assert all(abs(s - requested_[n]) < 1e-3 for n, s in zip(modifier["targets"], modifier["sparsity"], strict=True))
+
+
+@pytest.mark.ray
+def test_recipe_records_the_test_figures(jobs: dict[str, dict[str, Any]], tmp_path: Path) -> None:
+    """No model is rebuilt for a recipe: the best's test figures come from the job's summary."""
+    job = jobs["llama"]
+    obj = invoke("export", job["summary"]["job_id"], "--format", "recipe", "--out", str(tmp_path / "r"), "--json")
+    info = json.loads((tmp_path / "r" / "prunehive.json").read_text())
+    assert info["test_metrics"] == obj["test_metrics"] == job["summary"]["best"]["metrics"]["test"]
+    assert set(info["test_metrics"]) == {"perplexity", "loss", "objective"}
 
 
 @pytest.mark.ray
@@ -197,6 +219,9 @@ def test_metric_search_best_exports_as_a_state_dict(home: Path, local_ray: None,
     model.load_state_dict(torch.load(out / "model.pt", weights_only=True))
     recorded = summary["best"]["metrics"]["validation"]["accuracy"]
     assert task.evaluate(model, "validation").quality == pytest.approx(recorded, rel=1e-4)
+    test = summary["best"]["metrics"]["test"]
+    assert obj["test_metrics"] == test
+    assert task.evaluate(model, "test").quality == pytest.approx(test["accuracy"], rel=1e-4)
 
 
 @pytest.mark.ray

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from prunehive.platform.cli import app
@@ -45,6 +46,7 @@ FEDERATED = {
 }
 
 SEARCH = ["job_id", "status", "trials", "quality", "best", "baselines", "mlflow_run_id", "tracking_uri", "timing"]
+SEARCH += ["dense", "per_row", "rule"]  # added later: the unpruned model's entry and the comparison rule
 TOP_LEVEL: dict[str, set[str]] = {
     "search": set(SEARCH),
     "nsga2": {*SEARCH, "pareto_front"},
@@ -53,15 +55,18 @@ TOP_LEVEL: dict[str, set[str]] = {
         *("kind", "task", "quality", "higher_is_better", "metric", "granularity", "budget", "seeds", "strategies"),
         *("targets", "trials", "table", "runs", "best", "baselines", "baselines_by_target", "job_id", "status"),
         *("mlflow_run_id", "tracking_uri", "report", "timing"),
+        *("dense", "per_row", "rule"),  # added later
     },
     "federated": {
         *("job_id", "kind", "status", "task", "plan", "final", "bytes_up", "bytes_down", "dense_bytes_up"),
         *("dense_bytes_down", "failures", "uplink_reduction", "rounds", "mlflow_run_id", "tracking_uri", "timing"),
+        *("per_row", "rule"),  # added later
     },
     "prune": {
         *("task", "metric", "granularity", "allocation", "target_sparsity", "requested", "metrics"),
         *("achieved_sparsity", "layers", "params", "flops", "seconds", "dense_params", "dense_flops", "quality"),
         *("skipped_layers", "solver"),  # solver: added in session 3 (issue 14)
+        *("dense", "per_row", "rule"),  # added later
     },
 }
 ENTRY = {"layers", "achieved_sparsity", "metrics", "params", "flops"}  # a best or baseline candidate
@@ -95,11 +100,18 @@ def test_run_json_keys(home: Path, kind: str) -> None:
     assert set(obj["best"]["metrics"]) == {"validation", "test"}
     assert all(set(m) == SPLIT for m in obj["best"]["metrics"].values())
     assert all(set(b) == ENTRY for b in obj["baselines"].values())
+    assert set(obj["dense"]) == ENTRY and obj["dense"]["achieved_sparsity"] == 0.0
+    assert obj["per_row"] is False and obj["rule"] == "layer-wide"
     for entry in obj.get("pareto_front", []) + obj.get("leaderboard", []):
         assert set(entry) == BEST[kind]
+    parent = MlflowClient(obj["tracking_uri"]).get_run(obj["mlflow_run_id"]).data
+    assert parent.params["per_row"] == "False" and parent.params["rule"] == "layer-wide"
+    dense_test = obj["dense"]["metrics"]["test"]["accuracy"]
+    assert parent.metrics.get("dense.test.accuracy") == pytest.approx(dense_test)
 
 
 def test_prune_json_keys() -> None:
     obj = invoke(["prune", "--task", "digits-mlp", "--sparsity", "0.8", "--json"])
     assert set(obj) == TOP_LEVEL["prune"]
     assert set(obj["metrics"]) == {"validation", "test"} and set(obj["metrics"]["test"]) == SPLIT
+    assert set(obj["dense"]) == ENTRY and set(obj["dense"]["metrics"]) == {"validation", "test"}

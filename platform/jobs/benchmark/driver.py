@@ -25,6 +25,7 @@ from prunehive.platform.settings import prunehive_home
 from prunehive.platform.spec.job import JobSpec, parse_spec
 from prunehive.platform.store.jobs import JobCancelled, JobStore
 from prunehive.workers.contracts import EvalResult
+from prunehive.workers.granularity import pruning_rule
 
 TAG_BENCHMARK = "prunehive.benchmark_job_id"
 
@@ -114,6 +115,7 @@ class BenchmarkRun(JobRun):
             "task": spec.task_ref,
             "metric": spec.pruning.metric,
             "granularity": spec.pruning.granularity,
+            **pruning_rule(spec.pruning.granularity, spec.pruning.per_row, spec.pruning.metric),
             "strategies": ",".join(bench.strategies),
             "seeds": ",".join(str(s) for s in bench.seed_list),
             "sparsities": ",".join(target_label(s) for s in bench.sparsities or [None]),
@@ -187,4 +189,7 @@ def _final_metrics(result: dict[str, Any]) -> dict[str, float]:
             if row[f"{split}_std"] is not None:
                 metrics[f"{key}.{split}.{q}.std"] = row[f"{split}_std"]
         metrics[f"{key}.achieved_sparsity"] = row["achieved_sparsity"]
+    dense = result.get("dense") or {}
+    for split, scores in dense.get("metrics", {}).items():  # as a search's parent run names them
+        metrics.update({f"dense.{split}.{k}": float(v) for k, v in scores.items()})
     return metrics

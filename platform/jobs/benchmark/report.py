@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prunehive.platform.jobs.benchmark import plots as benchmark_plots
+from prunehive.workers.granularity import pruning_rule
 
 if TYPE_CHECKING:
     from prunehive.platform.spec.job import JobSpec
@@ -119,6 +120,7 @@ def aggregate(cells: list[Cell], spec: JobSpec) -> dict[str, Any]:
         "higher_is_better": _higher(quality),
         "metric": spec.pruning.metric,
         "granularity": spec.pruning.granularity,
+        **pruning_rule(spec.pruning.granularity, spec.pruning.per_row, spec.pruning.metric),
         "budget": spec.search.budget,
         "seeds": spec.benchmark.seed_list,
         "strategies": list(spec.benchmark.strategies),
@@ -130,6 +132,8 @@ def aggregate(cells: list[Cell], spec: JobSpec) -> dict[str, Any]:
         "best": dict(top.summary["best"], strategy=top.strategy, seed=top.seed),
         "baselines": baselines[target_label(targets[0])],
         "baselines_by_target": baselines,
+        # the unpruned model, as every cell's workers scored it (cells run before it was reported have none)
+        "dense": cells[0].summary.get("dense"),
     }
 
 
@@ -156,6 +160,10 @@ def markdown_table(result: dict[str, Any], target: float | None) -> str:
         f"| method | evaluations | achieved sparsity | validation {q} | test {q} |",
         "|---|---:|---:|---:|---:|",
     ]
+    dense = result.get("dense")
+    if dense and "error" not in dense:
+        val, test = (_fmt(dense["metrics"][s][q], q) for s in ("validation", "test"))
+        lines.append(f"| dense | – | {dense['achieved_sparsity']:.4f} | {val} | {test} |")
     for r in rows:
         name = r["name"] if r["kind"] == "strategy" else f"heuristic: {r['name']}"
         evals = "–" if r["evaluations"] is None else f"{r['evaluations']:.0f}"
@@ -217,7 +225,7 @@ def write_report(directory: Path, result: dict[str, Any], cells: list[Cell], spe
 
     seeds = result["seeds"]
     head = (
-        f"# Benchmark: {spec.task}, {spec.pruning.metric} {spec.pruning.granularity} pruning\n\n"
+        f"# Benchmark: {spec.task}, {spec.pruning.metric} {spec.pruning.granularity} pruning ({result['rule']})\n\n"
         f"Strategies {', '.join(result['strategies'])}, each with the same budget of {result['budget']} "
         f"evaluations and {len(seeds)} seed(s) ({', '.join(map(str, seeds))}), {spec.resources.workers} workers. "
         f"Searches optimise validation; test is reported as mean ± standard deviation over seeds. "

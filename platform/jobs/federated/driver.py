@@ -22,6 +22,7 @@ from prunehive.platform.spec.job import JobSpec
 from prunehive.platform.store.jobs import JobStore
 from prunehive.workers.federated.simulation import SimulationResult, SimulationSettings, simulate
 from prunehive.workers.federated.strategy import RoundRecord
+from prunehive.workers.granularity import pruning_rule
 
 
 def settings_for(spec: JobSpec, store: JobStore, dense: bool = False) -> SimulationSettings:
@@ -116,6 +117,7 @@ class FederatedRun(JobRun):
             "tiers": ",".join(f"{t:g}" for t in s.targets),
             "metric": s.metric,
             "granularity": s.granularity + (" per row" if s.per_row else ""),
+            **pruning_rule(s.granularity, s.per_row, s.metric),
             "allocation": s.allocation if isinstance(s.allocation, str) else "explicit",
             "clients": s.clients,
             "fraction": s.fraction,
@@ -172,6 +174,7 @@ class FederatedRun(JobRun):
             "status": "succeeded",
             "task": s.task,
             "plan": s.plan,
+            **pruning_rule(s.granularity, s.per_row, s.metric),
             "final": {
                 "test_accuracy": last.test_accuracy[-1],
                 "sparsity": result.tier_sparsity[-1],

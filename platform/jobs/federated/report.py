@@ -114,7 +114,8 @@ def print_federated_summary(result: dict[str, Any]) -> None:
 
     from prunehive.platform.cli.app import out
 
-    table = Table("model", "sparsity", "test accuracy", title=f"job {result['job_id'][:8]}: {result['plan']}")
+    rule = f", {result['rule']}" if result.get("rule") else ""  # summaries written before it was reported
+    table = Table("model", "sparsity", "test accuracy", title=f"job {result['job_id'][:8]}: {result['plan']}{rule}")
     final = result["final"]
     for tier in final.get("tiers") or [{"target": final["sparsity"], **final}]:
         label = f"{result['plan']} {tier['target']:.0%}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from prunehive.platform.jobs.search.dense import DENSE, dense_entry, dense_metrics, dense_named, rule_of
 from prunehive.platform.jobs.search.finish import (
     Named,
     completed,
@@ -54,7 +55,7 @@ def finish_metric_search(
         raise RuntimeError("no expression evaluated successfully; see the failed trials with `prunehive show`")
     exprs = [Named(f"expr-{c.id}", c, f"{EXPRESSION_PREFIX}{c.expression}") for c in top]
     baselines = [Named(b, Candidate(-1, allocation, expression=b), b) for b in spec.search.baselines]
-    replies = reevaluate(pool, exprs + baselines, spec.pruning.recovery_steps)
+    replies = reevaluate(pool, [*exprs, *baselines, dense_named(len(allocation))], spec.pruning.recovery_steps)
 
     board: list[tuple[Candidate, EvalResult]] = []
     for e in exprs:
@@ -68,11 +69,13 @@ def finish_metric_search(
     base_results = completed(base_replies)
 
     best_cand, best = board[0]
-    tracker.log_metrics(parent, final_metrics(best, base_results, q))
+    tracker.log_metrics(parent, final_metrics(best, base_results, q) | dense_metrics(replies[DENSE]))
     board_entries = [{"expression": c.expression, "candidate_id": c.id, **r.entry()} for c, r in board]
     base_entries = entries(base_replies)
-    tracker.log_dict(parent, {"leaderboard": board_entries, "baselines": base_entries}, "leaderboard.json")
-    tracker.log_text(parent, leaderboard_markdown(board, base_replies, q), "leaderboard.md")
+    dense = dense_entry(replies[DENSE])
+    board_json = {"leaderboard": board_entries, "baselines": base_entries, "dense": dense}
+    tracker.log_dict(parent, board_json, "leaderboard.json")
+    tracker.log_text(parent, leaderboard_markdown(board, {**base_replies, DENSE: replies[DENSE]}, q), "leaderboard.md")
     log_best_so_far(run, parent, strategy, base_results, q)
     model = pool.call_one("export", allocation, f"{EXPRESSION_PREFIX}{best_cand.expression}")
     tracker.log_model(parent, model, name="pruned_model")
@@ -85,6 +88,8 @@ def finish_metric_search(
         "best": board_entries[0],
         "leaderboard": board_entries,
         "baselines": base_entries,
+        "dense": dense,
+        **rule_of(spec),
         "mlflow_run_id": parent,
         "tracking_uri": run.tracking_uri,
     }

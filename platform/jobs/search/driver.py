@@ -16,6 +16,8 @@ from prunehive.platform.jobs.base import JobRun
 from prunehive.platform.jobs.cluster import connect_ray
 from prunehive.platform.jobs.pool import ActorPool
 from prunehive.platform.jobs.progress import SearchProgress
+from prunehive.platform.jobs.search.dense import rule_of
+from prunehive.platform.jobs.search.finish import final_lm_eval
 from prunehive.platform.jobs.search.trials import (
     ChildRun,
     child_run,
@@ -47,15 +49,15 @@ def auto_batch(seconds: float, budget: int, workers: int, depth: int) -> int:
 
 def make_pool(spec: JobSpec) -> ActorPool:
     res = spec.resources
-    remote = ray.remote(EvalWorker).options(  # type: ignore[attr-defined]
-        num_cpus=res.cpus_per_worker, num_gpus=res.gpus_per_worker, max_restarts=0
-    )
+    remote = ray.remote(EvalWorker)  # type: ignore[attr-defined]
     threads = max(1, int(res.cpus_per_worker))
     latency = latency_request(spec)
 
-    def factory() -> Any:
+    def factory(**placement: Any) -> Any:
+        """One worker; ``placement``: the pool's actor options (its slot's scheduling strategy)."""
         p = spec.pruning
-        return remote.remote(
+        actor = remote.options(num_cpus=res.cpus_per_worker, num_gpus=res.gpus_per_worker, max_restarts=0, **placement)
+        return actor.remote(
             spec.task,
             p.metric,
             p.granularity,
@@ -97,6 +99,16 @@ def fixed_allocation(spec: JobSpec, space: SearchSpace, pool: ActorPool) -> list
     return [float(chosen.get(n, 0.0)) for n in space.names]
 
 
+def objective_name(spec: JobSpec, info: WorkerInfo) -> str:
+    """What a search maximises, named for Optuna's dashboard: ``val_accuracy``, or for a task scored by
+    its loss ``val_neg_log_perplexity`` (the objective is minus the mean loss), or ``val_neg_kl``."""
+    if spec.search.fitness == "kl":
+        return "val_neg_kl"
+    if info.higher_is_better:
+        return f"val_{info.quality}"
+    return "val_neg_log_perplexity" if info.quality == "perplexity" else "val_neg_loss"
+
+
 def build_strategy(
     spec: JobSpec,
     space: SearchSpace,
@@ -104,6 +116,7 @@ def build_strategy(
     store_url: str,
     allocation: list[float] | None = None,
     warm: list[list[float]] | None = None,
+    objective: str | None = None,
 ) -> Strategy:
     options = dict(spec.search.options)
     if spec.strategy == "gp-metric":
@@ -115,7 +128,9 @@ def build_strategy(
         options.setdefault("survivors", spec.search.survivors)
     if spec.strategy == "bayesian":
         options.setdefault("storage", store_url)
-        options.setdefault("study_name", f"prunehive-{job_id}")
+        options.setdefault("study_name", f"prunehive-{job_id}")  # the job's study in optuna-dashboard
+        if objective is not None:
+            options.setdefault("metric_names", [objective])
     return make_strategy(spec.strategy, space, spec.search.budget, spec.search.seed, **options)
 
 
@@ -151,7 +166,9 @@ class SearchRun(JobRun):
                 if spec.strategy in WARM_STARTABLE and spec.search.warm_start:
                     space = self.space.to_dict()
                     warm = [pool.call_one("allocation", name, space) for name in spec.search.baselines]
-                strategy = build_strategy(spec, self.space, self.job_id, self.store.url, self.allocation, warm)
+                strategy = build_strategy(
+                    spec, self.space, self.job_id, self.store.url, self.allocation, warm, objective_name(spec, info)
+                )
                 parent = self._open_parent(strategy, info)
                 if self.job.strategy_state:
                     strategy.load_state_dict(self.job.strategy_state, self.store.history(self.job_id))
@@ -166,6 +183,7 @@ class SearchRun(JobRun):
                     result = finish_metric_search(self, pool, strategy, info, parent)
                 else:
                     result = summary.finish(self, pool, strategy, info, parent)
+                final_lm_eval(self, parent, result)
                 if spec.pruning.solver != "mask":
                     result["level_database"] = pool.call_one("level_database")
                 result["timing"] = {
@@ -187,6 +205,7 @@ class SearchRun(JobRun):
                 "strategy": self.spec.strategy,
                 "metric": self.spec.pruning.metric,
                 "granularity": self.spec.pruning.granularity,
+                **rule_of(self.spec),  # per_row and rule: which weights compete, as the summary says
                 "solver": self.spec.pruning.solver,
                 "target_sparsity": self.space.target,
                 "budget": self.spec.search.budget,

@@ -27,12 +27,13 @@ class Named:
     name: str
     candidate: Candidate
     metric: str | None = None  # the importance metric to rank by, where it is not the worker's own
+    recovery: bool = True  # fine-tuned like the candidates (the dense model is scored as it is)
 
 
 def reevaluate(pool: ActorPool, named: list[Named], recovery_steps: int) -> dict[str, EvalReply]:
     """Each named candidate evaluated on validation and test, spread over the workers."""
     for i, n in enumerate(named):
-        req = EvalRequest(i, list(n.candidate.sparsity), n.metric, SPLITS, recovery_steps)
+        req = EvalRequest(i, list(n.candidate.sparsity), n.metric, SPLITS, recovery_steps if n.recovery else 0)
         pool.submit(i % len(pool.actors), [req])
     out: dict[str, EvalReply] = {}
     while not pool.idle:
@@ -119,3 +120,14 @@ def evaluation_tokens(run: SearchRun, replies: dict[str, EvalReply]) -> int:
     """Validation tokens (or samples) the whole job scored: every trial, plus the final re-evaluations'."""
     final = sum(r.result.tokens or 0 for r in replies.values() if r.result is not None)
     return sum(trial_tokens(run).values()) + final
+
+
+def final_lm_eval(run: SearchRun, parent: str, summary: dict[str, Any]) -> None:
+    """The spec's ``evaluation.lm_eval``, if any: the best candidate and the dense model scored with lm-eval,
+    under the summary's ``lm_eval`` key and on the parent run (``lm_eval_<task>_<metric>``)."""
+    evaluation = run.spec.evaluation
+    if evaluation is None or evaluation.lm_eval is None:
+        return
+    from prunehive.platform.jobs.zero_shot import final_evaluation  # torch and lm-eval only where asked for
+
+    summary["lm_eval"] = final_evaluation(run, parent, int(summary["best"]["candidate_id"]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from prunehive.platform.jobs.search.dense import DENSE, dense_entry, dense_metrics, dense_named, rule_of
 from prunehive.platform.jobs.search.finish import (
     Named,
     completed,
@@ -50,7 +51,8 @@ def finish(run: SearchRun, pool: ActorPool, strategy: Strategy, info: WorkerInfo
     baselines = [
         Named(name, Candidate(-1, pool.call_one("allocation", name, space.to_dict()))) for name in spec.search.baselines
     ]
-    replies = reevaluate(pool, [Named(f"best-{c.id}", c) for c in best] + baselines, spec.pruning.recovery_steps)
+    named = [Named(f"best-{c.id}", c) for c in best] + baselines + [dense_named(len(space.names))]
+    replies = reevaluate(pool, named, spec.pruning.recovery_steps)
     q = info.quality
     front: list[Scored] = []
     for c in best:
@@ -65,6 +67,7 @@ def finish(run: SearchRun, pool: ActorPool, strategy: Strategy, info: WorkerInfo
     head = front[0] if strategy.n_objectives == 1 else _at_target(front, space.target)
     final = final_metrics(head[1], base_results, q)
     final["best.achieved_sparsity"] = head[1].achieved_sparsity
+    final.update(dense_metrics(replies[DENSE]))
     run.tracker.log_metrics(parent, final)
     _log_artifacts(run, strategy, parent, head[1], front, base_results, info, pool)
 
@@ -75,6 +78,8 @@ def finish(run: SearchRun, pool: ActorPool, strategy: Strategy, info: WorkerInfo
         "quality": q,
         "best": _entry(head),
         "baselines": entries(base_replies),
+        "dense": dense_entry(replies[DENSE]),
+        **rule_of(spec),
         "mlflow_run_id": parent,
         "tracking_uri": run.tracking_uri,
     }
@@ -83,7 +88,8 @@ def finish(run: SearchRun, pool: ActorPool, strategy: Strategy, info: WorkerInfo
     search = spec.search
     if search.fidelity is not None or search.fitness != "quality" or spec.pruning.solver != "mask":
         # EvoPress-class jobs (issue 14) report what they spent; other jobs' JSON keeps its keys
-        out["evaluation_tokens"] = evaluation_tokens(run, replies)
+        # the dense model's score is a reference, not spent on comparing candidates
+        out["evaluation_tokens"] = evaluation_tokens(run, {n: r for n, r in replies.items() if n != DENSE})
     return out
 
 
