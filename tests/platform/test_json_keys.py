@@ -46,7 +46,7 @@ FEDERATED = {
 }
 
 SEARCH = ["job_id", "status", "trials", "quality", "best", "baselines", "mlflow_run_id", "tracking_uri", "timing"]
-SEARCH += ["dense", "per_row", "rule"]  # added later: the unpruned model's entry and the comparison rule
+SEARCH += ["dense", "per_row", "rule"]  # added 2026-12-06: the unpruned model's entry and the comparison rule
 TOP_LEVEL: dict[str, set[str]] = {
     "search": set(SEARCH),
     "nsga2": {*SEARCH, "pareto_front"},
@@ -55,18 +55,18 @@ TOP_LEVEL: dict[str, set[str]] = {
         *("kind", "task", "quality", "higher_is_better", "metric", "granularity", "budget", "seeds", "strategies"),
         *("targets", "trials", "table", "runs", "best", "baselines", "baselines_by_target", "job_id", "status"),
         *("mlflow_run_id", "tracking_uri", "report", "timing"),
-        *("dense", "per_row", "rule"),  # added later
+        *("dense", "per_row", "rule"),  # added 2026-12-06
     },
     "federated": {
         *("job_id", "kind", "status", "task", "plan", "final", "bytes_up", "bytes_down", "dense_bytes_up"),
         *("dense_bytes_down", "failures", "uplink_reduction", "rounds", "mlflow_run_id", "tracking_uri", "timing"),
-        *("per_row", "rule"),  # added later
+        *("per_row", "rule"),  # added 2026-12-06
     },
     "prune": {
         *("task", "metric", "granularity", "allocation", "target_sparsity", "requested", "metrics"),
         *("achieved_sparsity", "layers", "params", "flops", "seconds", "dense_params", "dense_flops", "quality"),
-        *("skipped_layers", "solver"),  # solver: added in session 3 (issue 14)
-        *("dense", "per_row", "rule"),  # added later
+        *("skipped_layers", "solver"),  # solver: added 2026-12-01
+        *("dense", "per_row", "rule"),  # added 2026-12-06
     },
 }
 ENTRY = {"layers", "achieved_sparsity", "metrics", "params", "flops"}  # a best or baseline candidate
