@@ -28,6 +28,7 @@ from optuna.samplers import BaseSampler, GPSampler, TPESampler
 from optuna.trial import TrialState, create_trial
 
 from prunehive.search.halving import Halving, make_halving, staged_candidate, top_stage_best
+from prunehive.search.options import BayesianOptions
 from prunehive.search.space import SearchSpace
 from prunehive.search.strategy import Candidate, Outcome, Strategy
 
@@ -48,6 +49,7 @@ class BayesianStrategy(Strategy):
     """
 
     name = "bayesian"
+    Options = BayesianOptions
 
     def __init__(
         self,

@@ -29,6 +29,7 @@ from deap import base, tools
 
 from prunehive.search.halving import Halving, make_halving, staged_candidate, top_stage_best
 from prunehive.search.levels import level_switch, settle
+from prunehive.search.options import EvolutionOptions
 from prunehive.search.space import SearchSpace
 from prunehive.search.strategy import Candidate, Outcome, Strategy
 
@@ -110,6 +111,7 @@ class EvolutionStrategy(Strategy):
     """
 
     name = "evolution"
+    Options = EvolutionOptions
     n_objectives = 1
 
     def __init__(

@@ -20,6 +20,7 @@ import numpy as np
 
 from prunehive.search.halving import check_stages, top_stage_best
 from prunehive.search.levels import level_switch, settle
+from prunehive.search.options import EvoPressOptions
 from prunehive.search.space import SearchSpace
 from prunehive.search.strategy import Candidate, Outcome, Strategy
 
@@ -50,6 +51,7 @@ class EvoPressStrategy(Strategy):
     """
 
     name = "evopress"
+    Options = EvoPressOptions
     n_objectives = 1
 
     def __init__(

@@ -37,10 +37,10 @@ from prunehive.search.expr_syntax import (
     terminals,
     to_string,
 )
+from prunehive.search.options import DEFAULT_SEEDS, GPMetricOptions
 from prunehive.search.space import SearchSpace
 from prunehive.search.strategy import Candidate, Outcome, Strategy
 
-DEFAULT_SEEDS = ("abs(W)", "mul(abs(W),X)", "abs(mul(W,G))")  # magnitude, wanda, snip
 _GP_MODULES = (*_DEAP_MODULES, _deap_gp)
 
 
@@ -101,6 +101,7 @@ class GPMetricStrategy(Strategy):
     """
 
     name = "gp-metric"
+    Options = GPMetricOptions
     n_objectives = 1
 
     def __init__(

@@ -16,6 +16,7 @@ import numpy as np
 from deap import base, tools
 
 from prunehive.search.evolution import Individual, deap_random
+from prunehive.search.options import NSGA2Options
 from prunehive.search.space import SearchSpace
 from prunehive.search.strategy import Candidate, Outcome, Strategy
 
@@ -41,6 +42,7 @@ class NSGA2Strategy(Strategy):
     """
 
     name = "nsga2"
+    Options = NSGA2Options
     n_objectives = 2
 
     def __init__(

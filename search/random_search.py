@@ -12,6 +12,7 @@ from typing import Any, Literal
 import numpy as np
 
 from prunehive.search.halving import Halving, make_halving, staged_candidate, top_stage_best
+from prunehive.search.options import RandomOptions
 from prunehive.search.space import SearchSpace
 from prunehive.search.strategy import Candidate, Strategy
 
@@ -31,6 +32,7 @@ class RandomStrategy(Strategy):
     """
 
     name = "random"
+    Options = RandomOptions
     n_objectives = 1
 
     def __init__(

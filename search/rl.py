@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from prunehive.search.options import RLOptions
 from prunehive.search.rl_agent import (  # clamp_sparsity: re-exported
     action_band,
     clamp_sparsity,
@@ -74,6 +75,7 @@ class RLStrategy(Strategy):
     """
 
     name = "rl"
+    Options = RLOptions
 
     def __init__(
         self,

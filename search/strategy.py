@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from prunehive.search.options import StrategyOptions
 from prunehive.search.space import SearchSpace
 
 OutcomeState = Literal["complete", "failed"]
@@ -60,6 +61,16 @@ class Strategy(ABC):
 
     name: ClassVar[str] = "base"
     n_objectives: ClassVar[int] = 1
+    Options: ClassVar[type[StrategyOptions]] = StrategyOptions  # the keyword arguments a spec may set
+    warm_startable: ClassVar[bool] = False  # takes ``initial`` vectors: the baselines' allocations
+    multi_fidelity: ClassVar[bool] = False  # takes ``fidelity`` / ``survivors`` stages
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """The capabilities are declared once, on ``Options`` (which the spec reads without importing
+        the strategy and its torch, optuna or deap), and mirrored here."""
+        super().__init_subclass__(**kwargs)
+        cls.warm_startable = cls.Options.warm_startable
+        cls.multi_fidelity = cls.Options.multi_fidelity
 
     def __init__(self, space: SearchSpace, budget: int, seed: int = 0) -> None:
         if budget < 1:

@@ -14,13 +14,12 @@ from pydantic import Field, field_validator, model_validator
 from prunehive.platform.spec.fields import Strict, one_of
 from prunehive.search.allocations import ALLOCATIONS, HEURISTICS
 from prunehive.search.halving import check_stages
-from prunehive.search.registry import STRATEGIES
+from prunehive.search.registry import OPTIONS, STRATEGIES, check_options
 
 if TYPE_CHECKING:
     from prunehive.platform.spec.job import JobSpec
 
 METRIC_BASELINES = ("magnitude", "wanda", "snip")  # what a metric search is compared with
-MULTI_FIDELITY = ("evopress", "evolution", "bayesian", "random")  # take search.fidelity / search.survivors
 
 
 class LatencyOptions(Strict):
@@ -42,7 +41,9 @@ class SearchOptions(Strict):
     latency: LatencyOptions | None = Field(
         None, description="Time every candidate (default {batch: 1, repeats: 30} where latency is asked for)."
     )
-    options: dict[str, Any] = Field(default_factory=dict, description="The strategy's own keyword arguments.")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="The strategy's own options, checked against its model (search/options.py)."
+    )
     baselines: list[str] = Field(default_factory=lambda: list(ALLOCATIONS))
     eval_timeout: float | None = Field(
         None, gt=0, description="Seconds per candidate; a slower evaluation fails (metric-search default: 120)."
@@ -107,11 +108,13 @@ def check_search(spec: JobSpec) -> None:
     if spec.search.strategy is None:
         spec.search.strategy = "evolution"
     _baselines_within(spec, tuple(HEURISTICS))
-    if spec.search.fidelity is not None and spec.search.strategy not in MULTI_FIDELITY:
+    if spec.search.fidelity is not None and not OPTIONS[spec.search.strategy].multi_fidelity:
+        staged = [name for name, model in OPTIONS.items() if model.multi_fidelity]
         raise ValueError(
             f"search.fidelity: strategy {spec.search.strategy!r} has no multi-fidelity selection; "
-            f"use one of {', '.join(MULTI_FIDELITY)}"
+            f"use one of {', '.join(staged)}"
         )
+    spec.search.options = check_options(spec.search.strategy, spec.search.options)
     check_latency(spec)
 
 
@@ -135,4 +138,5 @@ def check_metric_search(spec: JobSpec) -> None:
     if search.baselines == list(ALLOCATIONS):
         search.baselines = list(METRIC_BASELINES)
     _baselines_within(spec, METRIC_BASELINES)
+    search.options = check_options("gp-metric", search.options)
     check_latency(spec)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from prunehive.search.allocations import ALLOCATIONS
-from prunehive.search.registry import STRATEGIES
+from prunehive.search.registry import STRATEGIES, check_options
 
 if TYPE_CHECKING:
     from prunehive.platform.spec.job import JobSpec
@@ -96,6 +96,7 @@ def check_benchmark(spec: JobSpec) -> None:
     for name in bench.options:
         if name not in bench.strategies:
             raise ValueError(f"benchmark.options: {name!r} is not in benchmark.strategies")
+        bench.options[name] = check_options(name, bench.options[name], f"benchmark.options.{name}")
     if bench.sparsities is not None and spec.pruning.flops_budget is not None:
         raise ValueError("benchmark.sparsities: give either pruning.flops_budget or benchmark.sparsities")
     if bench.sparsities is None and spec.pruning.flops_budget is None:

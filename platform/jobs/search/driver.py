@@ -28,13 +28,12 @@ from prunehive.platform.jobs.search.trials import (
 )
 from prunehive.platform.spec.job import JobSpec
 from prunehive.platform.store.jobs import JobCancelled, JobStore
-from prunehive.search.registry import make_strategy
+from prunehive.search.registry import make_strategy, strategy_class, strategy_options
 from prunehive.search.space import Layer, SearchSpace
 from prunehive.search.strategy import Candidate, Outcome, Strategy
 from prunehive.workers.actor import EvalWorker
 from prunehive.workers.contracts import EvalResult, WorkerInfo
 
-WARM_STARTABLE = ("evolution", "bayesian", "evopress", "rl", "nsga2")  # strategies that take ``initial`` vectors
 CANCEL_CHECK_SECONDS = 2.0  # how often a running search looks at its job's cancel flag
 
 
@@ -118,19 +117,19 @@ def build_strategy(
     warm: list[list[float]] | None = None,
     objective: str | None = None,
 ) -> Strategy:
-    options = dict(spec.search.options)
+    options = strategy_options(spec.strategy, spec.search.options)  # the spec checked them; defaults added
     if spec.strategy == "gp-metric":
-        options.setdefault("allocation", allocation)
-    if spec.strategy in WARM_STARTABLE and spec.search.warm_start and warm:
-        options.setdefault("initial", warm)
+        options["allocation"] = allocation
+    if strategy_class(spec.strategy).warm_startable and spec.search.warm_start and warm:
+        options["initial"] = warm
     if spec.search.fidelity is not None:  # stages are recorded on each candidate (meta fidelity, tokens)
-        options.setdefault("fidelity", spec.search.fidelity)
-        options.setdefault("survivors", spec.search.survivors)
+        options["fidelity"] = spec.search.fidelity
+        options["survivors"] = spec.search.survivors
     if spec.strategy == "bayesian":
-        options.setdefault("storage", store_url)
-        options.setdefault("study_name", f"prunehive-{job_id}")  # the job's study in optuna-dashboard
+        options["storage"] = store_url
+        options["study_name"] = f"prunehive-{job_id}"  # the job's study in optuna-dashboard
         if objective is not None:
-            options.setdefault("metric_names", [objective])
+            options["metric_names"] = [objective]
     return make_strategy(spec.strategy, space, spec.search.budget, spec.search.seed, **options)
 
 
@@ -163,7 +162,7 @@ class SearchRun(JobRun):
                 self.space = build_space(spec, info.layers)
                 self.allocation = fixed_allocation(spec, self.space, pool) if spec.kind == "metric-search" else None
                 warm = None
-                if spec.strategy in WARM_STARTABLE and spec.search.warm_start:
+                if strategy_class(spec.strategy).warm_startable and spec.search.warm_start:
                     space = self.space.to_dict()
                     warm = [pool.call_one("allocation", name, space) for name in spec.search.baselines]
                 strategy = build_strategy(
