@@ -17,8 +17,8 @@ from prunehive.workers.tasks.base import Batch, Task, TaskError
 
 
 def brings_model(task: Task) -> bool:
-    """Whether the task loads a trained model (rather than training ``architecture()`` on first use)."""
-    return type(task).load_model is not Task.load_model
+    """Whether the task loads a trained model (rather than training ``architecture()`` by its own recipe)."""
+    return not task.trains_own_model and type(task).load_model is not Task.load_model
 
 
 def start_model(task: Task) -> nn.Module:

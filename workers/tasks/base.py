@@ -85,6 +85,9 @@ class Task:
     name: ClassVar[str] = "task"
     quality: ClassVar[QualityKind] = "accuracy"
     description: ClassVar[str] = ""
+    # The model is ``architecture()`` trained by the task's own recipe (shipped, cached or trained on first
+    # use) even where ``load_model`` is overridden, so a federated simulation starts from the fresh architecture.
+    trains_own_model: ClassVar[bool] = False
     batch_size: int = 64
     eval_batch_size: int = 512
     train_steps: int = 1000

@@ -51,6 +51,8 @@ class _DigitsTask(Task):
     def split(self, name: Split) -> Batch:
         return self._splits[name]
 
+    trains_own_model = True  # shipped or trained by its recipe: federated runs start fresh
+
     def load_model(self) -> nn.Module:
         """The shipped weights when this is the shipped recipe and seed, else trained once and cached."""
         path = shipped_path(self.name, self.fingerprint())
