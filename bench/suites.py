@@ -1,6 +1,7 @@
 """Benchmarks that report ratios measured side by side in one run, never absolute timings to assert on.
 
-``eval`` (``eval_cost.py``): a candidate's evaluation against a bare forward pass. ``throughput``
+``eval`` (``eval_cost.py``): a candidate's evaluation against a bare forward pass; with a level solver
+(``level_cost.py``), a level database's size and cost per candidate, compact against dense. ``throughput``
 (``throughput.py``): real search jobs at 1 and 2 workers against a bare loop. ``quality`` (``quality.py``):
 the benchmark job kind on the built-in tasks. ``speedup`` (``speedup.py``): measured latency of channel-pruned
 models next to their FLOPs. ``memory`` (``memory.py``): what an evaluation worker holds beyond its model.
@@ -25,8 +26,19 @@ def run_suite(
     min_seconds: float = 1.0,
     seeds: int | None = None,
     strategies: list[str] | None = None,
+    solver: str | None = None,
 ) -> dict[str, Any]:
-    """Run one suite; its result is what ``prunehive bench --json`` prints."""
+    """Run one suite; its result is what ``prunehive bench --json`` prints. ``solver`` (eval only): evaluate
+    through that solver's level database, compact against dense (``level_cost.py``)."""
+    if solver is not None and suite != "eval":
+        raise ValueError(f"--solver applies to the eval suite only, not {suite!r}")
+    if suite == "eval" and solver is not None:
+        from prunehive.bench.eval_cost import EVAL_TASKS
+        from prunehive.bench.level_cost import level_eval_suite
+
+        return level_eval_suite(
+            tasks or list(EVAL_TASKS), solver, repeats=repeats, warmup=warmup, threads=threads, min_seconds=min_seconds
+        )
     if suite == "eval":
         from prunehive.bench.eval_cost import eval_suite
 

@@ -63,6 +63,49 @@ def _print_eval(result: dict[str, Any]) -> None:
     out.print(f"medians of interleaved repeats; torch threads: {result['tasks'][0]['threads']}")
 
 
+def _print_levels(result: dict[str, Any]) -> None:
+    goals = result["goals"]
+    sizes = Table(
+        "task", "model MB", "level / model dense", "level / model compact", "goal", "build s dense",
+        "build s compact", title=f"eval: {result['solver']} level database size, compact vs dense",
+    )  # fmt: skip
+    costs = Table(
+        "task", "repeats", "evaluate ms dense", "evaluate ms compact", "ratio", "paired", "goal",
+        "uncached ratio", "decode share", "forward ms", title="eval: cost per candidate, compact vs dense",
+    )  # fmt: skip
+    for r in result["tasks"]:
+        size_ok = r["compact_level_over_model"] <= goals["level_bytes_over_model"]
+        cost_ok = r["cost_ratio"] <= goals["level_cost_ratio"]
+        sizes.add_row(
+            r["task"],
+            f"{r['model_bytes'] / 2**20:.1f}",
+            f"{r['dense_level_over_model']:.3f}",
+            f"{r['compact_level_over_model']:.3f}",
+            f"<= {goals['level_bytes_over_model']} " + ("[green]met[/green]" if size_ok else "[red]missed[/red]"),
+            f"{r['dense_build_seconds']:.1f}",
+            f"{r['compact_build_seconds']:.1f}",
+        )
+        costs.add_row(
+            r["task"],
+            str(r["repeats"]),
+            f"{1000 * r['eval_seconds_dense_db']:.3f}",
+            f"{1000 * r['eval_seconds_compact_db']:.3f}",
+            f"{r['cost_ratio']:.3f}",
+            f"{r['cost_ratio_paired']:.3f}",
+            f"<= {goals['level_cost_ratio']} " + ("[green]met[/green]" if cost_ok else "[red]missed[/red]"),
+            f"{r['uncached_cost_ratio']:.3f}",
+            f"{100 * r['uncached_read_share']:+.1f}%",
+            f"{1000 * r['bare_seconds']:.3f}",
+        )
+    out.print(sizes)
+    out.print(costs)
+    out.print(
+        "level / model: a level's bytes on average over the levels; uncached: compact with no decoded level kept; "
+        "decode share: reading every level uncached minus reading it dense, over a dense-layout evaluation; "
+        f"medians of interleaved repeats; torch threads: {result['tasks'][0]['threads']}"
+    )
+
+
 def _print_memory(result: dict[str, Any]) -> None:
     table = Table(
         "task", "metric", "model MB", "worker extra MB", "extra / model", "goal", "bare eval extra MB",
@@ -191,6 +234,11 @@ def bench(
     strategies: str = typer.Option(
         None, "--strategies", help="quality: comma-separated strategies (evolution,nsga2,bayesian,rl,random)."
     ),
+    solver: str = typer.Option(
+        None,
+        "--solver",
+        help="eval: evaluate through this solver's level database (sparsegpt or mask), compact vs dense layout.",
+    ),
     as_json: bool = JSON_OPT,
 ) -> None:
     """Benchmark evaluation cost (eval), search throughput (throughput), strategies' quality (quality) or the
@@ -199,6 +247,11 @@ def bench(
 
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
+    if solver is not None:
+        from prunehive.workers.solvers.level_engine import SOLVERS
+
+        if suite != "eval" or solver not in SOLVERS:
+            raise ValueError(f"--solver {solver!r}: the eval suite takes one of {', '.join(SOLVERS)}")
     tasks = [task] if task else None
     with err.status(f"running the {suite} benchmark"), _stdout_to_stderr():
         result = run_suite(
@@ -211,9 +264,12 @@ def bench(
             min_seconds=min_seconds,
             seeds=seeds,
             strategies=[s.strip() for s in strategies.split(",")] if strategies else None,
+            solver=solver,
         )
     if as_json:
         print_json(result)
+    elif solver is not None:
+        _print_levels(result)
     elif suite == "eval":
         _print_eval(result)
     elif suite == "quality":

@@ -2,15 +2,16 @@
 
 Built beside a ``PruningEngine`` (whose model, layers, counts and statistics it shares; the engine's
 own masks are never used here). A candidate's weights are the database's tensors themselves: each
-layer's parameter is pointed at the stored tensor (memory-mapped on CPU), the model is scored, and the
-parameters get their dense tensors back, so nothing is copied and the restore is exact.
+layer's parameter is pointed at the level's tensor (decoded once and kept, or a view of the mapping in
+the dense layout), the model is scored, and the parameters get their dense tensors back, so the model's
+own weights are never written and the restore is exact.
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -18,7 +19,7 @@ from torch import nn
 
 from prunehive.workers.contracts import EvalResult
 from prunehive.workers.solvers.builders import mask_levels, sparsegpt_levels
-from prunehive.workers.solvers.level_db import DEFAULT_LEVELS, LevelDatabase, fingerprint
+from prunehive.workers.solvers.level_db import DECODED_CACHE_BYTES, DEFAULT_LEVELS, LevelDatabase, fingerprint
 from prunehive.workers.solvers.sparsegpt import check_solver_metric
 from prunehive.workers.solvers.swap import measure, nonzeros, score_with
 from prunehive.workers.tasks.base import Split
@@ -35,8 +36,11 @@ def open_database(
     levels: Sequence[float] = DEFAULT_LEVELS,
     calibration_batches: int = 8,
     damping: float = 0.01,
+    layout: str = "compact",
+    cache_bytes: int = DECODED_CACHE_BYTES,
 ) -> LevelDatabase:
-    """The engine's layers at ``levels`` by ``solver``, from disk or built once for the node."""
+    """The engine's layers at ``levels`` by ``solver``, from disk or built once for the node (``layout`` and
+    ``cache_bytes``: see ``LevelDatabase``; the dense layout is there to compare against)."""
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
     levels = [float(v) for v in levels]
@@ -54,13 +58,17 @@ def open_database(
     key = fingerprint(model.state_dict(), batches, settings)
     if solver == "sparsegpt":
         check_solver_metric(engine.metric_name)
-        return LevelDatabase.open_or_build(
-            f"{task.name}-{solver}",
-            key,
-            levels,
-            lambda: sparsegpt_levels(task, model, engine.names, gran, engine.metric_name, levels, batches, damping),
-        )
-    return LevelDatabase.open_or_build(f"{task.name}-{solver}", key, levels, lambda: mask_levels(engine, levels))
+
+        def build() -> Iterator[tuple[str, list[torch.Tensor]]]:
+            return sparsegpt_levels(task, model, engine.names, gran, engine.metric_name, levels, batches, damping)
+
+    else:
+
+        def build() -> Iterator[tuple[str, list[torch.Tensor]]]:
+            return mask_levels(engine, levels)
+
+    name, total = f"{task.name}-{solver}", len(engine.names)
+    return LevelDatabase.open_or_build(name, key, levels, build, total, layout=layout, cache_bytes=cache_bytes)
 
 
 class LevelEngine:
