@@ -95,3 +95,24 @@ def print_benchmarks(results: list[dict[str, Any]]) -> None:
                 )
             out.print(table)
         out.print(f"report {r.get('report')}; MLflow run {r.get('mlflow_run_id')} at {r.get('tracking_uri')}")
+
+
+def print_federated(result: dict[str, Any]) -> None:
+    """``kind: federated``: each tier's final sparsity and accuracy, the dense reference, what was sent."""
+    table = Table(
+        "model", "sparsity", "test accuracy", title=f"job {result['job_id'][:8]}: {result['plan']}{_rule(result)}"
+    )
+    final = result["final"]
+    for tier in final.get("tiers") or [{"target": final["sparsity"], **final}]:
+        label = f"{result['plan']} {tier['target']:.0%}"
+        table.add_row(label, f"{tier['sparsity']:.4f}", f"{tier['test_accuracy']:.4f}", style="bold")
+    dense = result.get("dense_reference")
+    if dense:
+        table.add_row("dense FedAvg", "0", f"{dense['final']['test_accuracy']:.4f}")
+    out.print(table)
+    out.print(
+        f"uplink {result['bytes_up'] / 1e6:.2f} MB ({result['uplink_reduction']:.2f}x less than dense "
+        f"{result['dense_bytes_up'] / 1e6:.2f} MB), downlink {result['bytes_down'] / 1e6:.2f} MB, "
+        f"{result['failures']} failed client replies"
+    )
+    out.print(f"MLflow run {result['mlflow_run_id']} at {result['tracking_uri']}  (open it with `prunehive ui`)")

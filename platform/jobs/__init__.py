@@ -65,7 +65,7 @@ _ALL = (
     JobKind(
         "federated",
         f"{_JOBS}.federated.driver:FederatedRun",
-        f"{_JOBS}.federated.report:print_federated_summary",
+        f"{_SHOW}:print_federated",
         (check_federated, check_search),
         "federated",
         FederatedOptions,

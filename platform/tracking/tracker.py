@@ -120,6 +120,14 @@ class Tracker:
         self.log_params(run.info.run_id, params)
         return str(run.info.run_id)
 
+    def start_child(self, parent_run_id: str, name: str) -> str:
+        """A RUNNING child run of ``parent_run_id`` that the caller finishes with :meth:`finish_parent`."""
+        run = self.client.create_run(self.experiment_id, tags={MLFLOW_PARENT_RUN_ID: parent_run_id}, run_name=name)
+        return str(run.info.run_id)
+
+    def rename(self, run_id: str, name: str) -> None:
+        self.client.update_run(run_id, name=name)
+
     def resume_parent(self, run_id: str) -> None:
         self.client.update_run(run_id, status="RUNNING")
 

@@ -96,3 +96,9 @@ def test_each_kind_prints_its_own_summary(capsys: pytest.CaptureFixture[str]) ->
     print_summary(metric, "metric-search")
     text = capsys.readouterr().out
     assert "mul(W, X)" in text and "abs(W)" in text and "search (#" not in text
+    final = {"sparsity": 0.8, "test_accuracy": 0.93}
+    fed = {**common, "kind": "federated", "plan": "fixed", "final": final, "dense_reference": {"final": final}}
+    fed |= {"bytes_up": 2e6, "bytes_down": 4e6, "dense_bytes_up": 8e6, "uplink_reduction": 4.0, "failures": 1}
+    print_summary(fed)
+    text = capsys.readouterr().out
+    assert "fixed 80%" in text and "dense FedAvg" in text and "uplink 2.00 MB (4.00x less" in text

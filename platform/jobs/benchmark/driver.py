@@ -68,14 +68,14 @@ class BenchmarkRun(JobRun):
     def run(self) -> dict[str, Any]:
         spec = self.spec
         started = time.perf_counter()
-        connect_ray(self.ray_address)
-        self.store.set_status(self.job_id, "running")
         with self.ending():
-            parent = self.job.mlflow_run_id
+            parent = self.job.mlflow_run_id  # opened first, so MLflow's Duration spans Ray and the workers
             if parent is None:
                 parent = self._open_parent()
             else:
                 self.tracker.resume_parent(parent)
+            self.store.set_status(self.job_id, "running")
+            connect_ray(self.ray_address)
             plan = self._plan()
             pool = make_pool(spec)  # one set of warm actors for every cell: same task and pruning setup
             try:
@@ -124,7 +124,7 @@ class BenchmarkRun(JobRun):
             "workers": spec.resources.workers,
         }
         run_id = self.tracker.start_parent(self.job_id, params, {"prunehive.kind": "benchmark"})
-        self.tracker.client.update_run(run_id, name=f"benchmark-{self.job_id[:8]}")
+        self.tracker.rename(run_id, f"benchmark-{self.job_id[:8]}")
         self.store.set_mlflow_run(self.job_id, run_id)
         self.tracker.log_dict(run_id, self.job.spec, "spec.json")
         return run_id
@@ -158,9 +158,7 @@ class BenchmarkRun(JobRun):
         layers = summary["best"]["layers"]
         # Nest the cell's run under the benchmark and give it a readable name and its allocation as params.
         self.tracker.set_tags(run_id, {MLFLOW_PARENT_RUN_ID: parent, TAG_BENCHMARK: self.job_id})
-        self.tracker.client.update_run(
-            run_id, name=f"{entry['strategy']}-seed{entry['seed']}-{target_label(entry['sparsity'])}"
-        )
+        self.tracker.rename(run_id, f"{entry['strategy']}-seed{entry['seed']}-{target_label(entry['sparsity'])}")
         self.tracker.log_params(run_id, {f"sparsity.{n}": round(v, 6) for n, v in layers.items()})
         trials = sorted(self.store.trials(job.id), key=lambda t: t.id)  # in the order they were told
         # NSGA-II also explores below the target; only evaluations that reach it count towards the curve.

@@ -13,8 +13,6 @@ import sys
 import time
 from typing import Any
 
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-
 from prunehive.platform.jobs.base import JobRun
 from prunehive.platform.jobs.cluster import connect_ray
 from prunehive.platform.jobs.federated import report
@@ -80,10 +78,10 @@ class FederatedRun(JobRun):
     def _run(self) -> dict[str, Any]:
         spec = self.spec
         started = time.perf_counter()
-        self.store.set_status(self.job_id, "running")
         with self.ending():
             pruned = settings_for(spec, self.store)
-            parent = self._open_parent(pruned)
+            parent = self._open_parent(pruned)  # before Ray starts, so MLflow's Duration spans the job
+            self.store.set_status(self.job_id, "running")
             total = spec.federated.rounds * (2 if spec.federated.dense_reference else 1)
             with report.RoundProgress(total, enabled=self.show_progress) as bar:
                 result = self._simulate(pruned, parent, "pruned", bar)
@@ -96,9 +94,7 @@ class FederatedRun(JobRun):
 
     def _dense_reference(self, parent: str, bar: report.RoundProgress) -> SimulationResult:
         """Dense FedAvg with the same seed, as the child run ``dense-fedavg``."""
-        child = self.tracker.client.create_run(
-            self.tracker.experiment_id, tags={MLFLOW_PARENT_RUN_ID: parent}, run_name="dense-fedavg"
-        ).info.run_id
+        child = self.tracker.start_child(parent, "dense-fedavg")
         self.tracker.log_params(child, {"plan": "dense", "seed": self.spec.federated.seed})
         try:
             dense = self._simulate(settings_for(self.spec, self.store, dense=True), child, "dense", bar)

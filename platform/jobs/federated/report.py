@@ -1,4 +1,5 @@
-"""What a federated run shows: a round progress bar, per-round MLflow metrics, and its two plots."""
+"""What a federated run records: a round progress bar, per-round MLflow metrics, its two plots and its
+per-round table (its summary for people is rendered by ``platform/cli/summaries.py``)."""
 
 from __future__ import annotations
 
@@ -106,27 +107,3 @@ def history_rows(history: Sequence[RoundRecord]) -> list[dict[str, Any]]:
         }
         for r in history
     ]
-
-
-def print_federated_summary(result: dict[str, Any]) -> None:
-    """The human-readable end of a federated job (``prunehive run`` without ``--json``, ``prunehive show``)."""
-    from rich.table import Table
-
-    from prunehive.platform.cli.app import out
-
-    rule = f", {result['rule']}" if result.get("rule") else ""  # summaries written before it was reported
-    table = Table("model", "sparsity", "test accuracy", title=f"job {result['job_id'][:8]}: {result['plan']}{rule}")
-    final = result["final"]
-    for tier in final.get("tiers") or [{"target": final["sparsity"], **final}]:
-        label = f"{result['plan']} {tier['target']:.0%}"
-        table.add_row(label, f"{tier['sparsity']:.4f}", f"{tier['test_accuracy']:.4f}", style="bold")
-    dense = result.get("dense_reference")
-    if dense:
-        table.add_row("dense FedAvg", "0", f"{dense['final']['test_accuracy']:.4f}")
-    out.print(table)
-    out.print(
-        f"uplink {result['bytes_up'] / 1e6:.2f} MB ({result['uplink_reduction']:.2f}x less than dense "
-        f"{result['dense_bytes_up'] / 1e6:.2f} MB), downlink {result['bytes_down'] / 1e6:.2f} MB, "
-        f"{result['failures']} failed client replies"
-    )
-    out.print(f"MLflow run {result['mlflow_run_id']} at {result['tracking_uri']}  (open it with `prunehive ui`)")

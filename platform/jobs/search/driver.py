@@ -153,11 +153,13 @@ class SearchRun(JobRun):
 
         spec = self.spec
         started = time.perf_counter()
-        connect_ray(self.ray_address)
-        self.store.set_status(self.job_id, "running")
-        pool = self.pool or make_pool(spec)
+        pool = self.pool
         try:
             with self.ending():
+                parent = self._open_parent()  # first, so MLflow's Duration spans Ray, the workers and the warm start
+                self.store.set_status(self.job_id, "running")
+                connect_ray(self.ray_address)
+                pool = pool or make_pool(spec)
                 info = pool.start()[0]
                 self.space = build_space(spec, info.layers)
                 self.allocation = fixed_allocation(spec, self.space, pool) if spec.kind == "metric-search" else None
@@ -168,7 +170,6 @@ class SearchRun(JobRun):
                 strategy = build_strategy(
                     spec, self.space, self.job_id, self.store.url, self.allocation, warm, objective_name(spec, info)
                 )
-                parent = self._open_parent(strategy, info)
                 if self.job.strategy_state:
                     strategy.load_state_dict(self.job.strategy_state, self.store.history(self.job_id))
                 logger = self.tracker.background(parent)
@@ -190,13 +191,14 @@ class SearchRun(JobRun):
                     "search_seconds": finishing - searching,
                     "finish_seconds": time.perf_counter() - finishing,
                 }
+                self.tracker.log_metrics(parent, {f"timing.{k}": v for k, v in result["timing"].items()})
                 return self.succeed(parent, result)
         finally:
-            if self.pool is None:
+            if self.pool is None and pool is not None:
                 pool.shutdown()
 
-    def _open_parent(self, strategy: Strategy, info: WorkerInfo) -> str:
-        """A new parent run, or (resuming) the old one swept of runs the crash left behind."""
+    def _open_parent(self) -> str:
+        """A new parent run, or (resuming) the old one swept of runs the crash left behind; needs only the spec."""
         run_id = self.job.mlflow_run_id
         if run_id is None:
             params = {
@@ -206,7 +208,7 @@ class SearchRun(JobRun):
                 "granularity": self.spec.pruning.granularity,
                 **rule_of(self.spec),  # per_row and rule: which weights compete, as the summary says
                 "solver": self.spec.pruning.solver,
-                "target_sparsity": self.space.target,
+                "target_sparsity": self.spec.pruning.target,
                 "budget": self.spec.search.budget,
                 "seed": self.spec.search.seed,
                 "workers": self.spec.resources.workers,
