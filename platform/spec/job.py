@@ -2,7 +2,7 @@
 
 Errors name the field and the allowed values, e.g.
 ``search.strategy: 'evolve' is not one of evolution, nsga2, bayesian, rl, random``. The kinds, their
-own sections and their cross-field rules come from the job-kind registry (``platform/jobs``).
+own sections and their cross-field rules come from the kinds' table (``spec/kinds.py``).
 Nothing here imports torch: the API server validates specs without it.
 """
 
@@ -15,12 +15,12 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from prunehive.platform.jobs import KINDS
-from prunehive.platform.jobs.benchmark.spec import BenchmarkOptions
-from prunehive.platform.jobs.federated.spec import FederatedOptions
+from prunehive.platform.spec.benchmark import BenchmarkOptions
 from prunehive.platform.spec.evaluation import EvaluationSpec, check_evaluation, resolve_evaluation_paths
+from prunehive.platform.spec.federated import FederatedOptions
 from prunehive.platform.spec.fields import SpecError as SpecError  # re-exported: callers catch it from here
 from prunehive.platform.spec.fields import Strict
+from prunehive.platform.spec.kinds import KIND_RULES
 from prunehive.platform.spec.pruning import PruningSpec
 from prunehive.platform.spec.search import SearchOptions
 from prunehive.workers.tasks.spec import HFTaskSpec, parse_task_mapping, resolve_task_paths, use_spec_directory
@@ -43,12 +43,12 @@ class Tracking(Strict):
 
 def _kinds_text() -> str:
     """The kinds as pydantic words a Literal's error: 'a', 'b' or 'c'."""
-    names = [repr(k) for k in KINDS]
+    names = [repr(k) for k in KIND_RULES]
     return f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
 
 
 class JobSpec(Strict):
-    kind: str = Field("search", json_schema_extra={"enum": list(KINDS)})
+    kind: str = Field("search", json_schema_extra={"enum": list(KIND_RULES)})
     name: str | None = None
     task: str | HFTaskSpec = Field(
         "digits-mlp", description="A built-in name, package.module:factory, or {hf: DIR, data: {...}, ...}."
@@ -58,7 +58,7 @@ class JobSpec(Strict):
     search: SearchOptions = Field(default_factory=lambda: SearchOptions())
     resources: Resources = Field(default_factory=lambda: Resources())
     tracking: Tracking = Field(default_factory=Tracking)
-    # The kinds' own sections (each also named in its registry entry).
+    # The kinds' own sections (each also named in its line of spec/kinds.py).
     federated: FederatedOptions = Field(default_factory=lambda: FederatedOptions())
     benchmark: BenchmarkOptions = Field(default_factory=lambda: BenchmarkOptions())
     evaluation: EvaluationSpec | None = Field(
@@ -74,13 +74,13 @@ class JobSpec(Strict):
     @field_validator("kind", mode="before")
     @classmethod
     def _kind(cls, v: Any) -> Any:
-        if not isinstance(v, str) or v not in KINDS:
+        if not isinstance(v, str) or v not in KIND_RULES:
             raise ValueError(f"{v!r} input should be {_kinds_text()}")
         return v
 
     @model_validator(mode="after")
     def _kind_rules(self) -> JobSpec:
-        for check in KINDS[self.kind].checks:
+        for check in KIND_RULES[self.kind].checks:
             check(self)
         check_evaluation(self)
         return self
@@ -91,7 +91,7 @@ class JobSpec(Strict):
 
     @property
     def display_name(self) -> str:
-        return self.name or KINDS[self.kind].default_name(self)
+        return self.name or KIND_RULES[self.kind].default_name(self)
 
     @property
     def task_ref(self) -> str:

@@ -2,7 +2,7 @@
 
 Every kind reads ``search:`` (a benchmark takes its budget from it, a federated job its seed-free
 defaults), so the section lives here; :func:`check_search` and :func:`check_metric_search` are the
-cross-field rules the job-kind registry runs for ``search`` and ``metric-search``.
+cross-field rules the kinds' table (``spec/kinds.py``) runs for ``search`` and ``metric-search``.
 """
 
 from __future__ import annotations

@@ -27,10 +27,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from prunehive.platform.jobs import KINDS
+from prunehive.platform.spec.kinds import KIND_RULES
 
 VERSION_TABLE = "prunehive_alembic_version"
-JOB_KINDS = frozenset(KINDS)  # the job-kind registry's names
+JOB_KINDS = frozenset(KIND_RULES)  # the job kinds' names (spec/kinds.py)
 JOB_STATUSES = frozenset({"queued", "running", "succeeded", "failed", "cancelled"})
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 TRIAL_STATES = frozenset({"complete", "failed"})

@@ -12,6 +12,7 @@ import pytest
 from prunehive.platform.cli.summaries import print_summary
 from prunehive.platform.jobs import KINDS, job_kind
 from prunehive.platform.spec.job import JobSpec, SpecError, parse_spec
+from prunehive.platform.spec.kinds import KIND_RULES
 from prunehive.platform.store.models import JOB_KINDS
 
 NO_TORCH = textwrap.dedent(
@@ -53,14 +54,16 @@ def test_spec_validation_and_the_422_path_do_not_import_torch(tmp_path: Path) ->
 
 
 def test_every_kind_is_registered_once_everywhere() -> None:
-    assert set(JOB_KINDS) == set(KINDS) == {"search", "metric-search", "federated", "benchmark"}
-    assert JobSpec.model_json_schema()["properties"]["kind"]["enum"] == list(KINDS)
+    assert set(JOB_KINDS) == set(KINDS) == set(KIND_RULES) == {"search", "metric-search", "federated", "benchmark"}
+    assert JobSpec.model_json_schema()["properties"]["kind"]["enum"] == list(KIND_RULES)
     for kind in KINDS.values():
+        rules = kind.rules
+        assert rules is KIND_RULES[kind.name]  # the jobs build on the spec's table, not a copy of it
         spec = parse_spec({"kind": kind.name})
-        assert spec.display_name == f"digits-mlp-{spec.strategy if kind.named_by == 'strategy' else kind.name}"
-        if kind.section is not None:  # a kind's own section is a typed field of the spec
-            assert JobSpec.model_fields[kind.section].annotation is kind.options
-            assert isinstance(getattr(spec, kind.section), kind.options)  # type: ignore[arg-type]
+        assert spec.display_name == f"digits-mlp-{spec.strategy if rules.named_by == 'strategy' else kind.name}"
+        if rules.section is not None:  # a kind's own section is a typed field of the spec
+            assert JobSpec.model_fields[rules.section].annotation is rules.options
+            assert isinstance(getattr(spec, rules.section), rules.options)  # type: ignore[arg-type]
         assert callable(kind.driver_class()) and callable(job_kind(kind.name).print_summary)
 
 

@@ -1,5 +1,6 @@
 """The layers' import directions, read from the source with ``ast``: the CLI depends on the jobs, never the
-reverse, and drivers reach MLflow through ``Tracker`` methods rather than its client."""
+reverse; the jobs depend on the spec and the store, never the reverse; and drivers reach MLflow through
+``Tracker`` methods rather than its client."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import pytest
 PLATFORM = Path(__file__).resolve().parents[2] / "platform"
 BELOW_CLI = ("jobs", "store", "spec")  # layers the CLI is built on
 CLI = "prunehive.platform.cli"
+BELOW_JOBS = ("spec", "store")  # layers the jobs are built on
+JOBS = "prunehive.platform.jobs"
 
 
 def sources(*folders: str) -> Iterator[Path]:
@@ -48,9 +51,14 @@ def client_uses(text: str) -> Iterator[int]:
                 yield node.lineno
 
 
-def cli_imports(path: Path) -> list[str]:
+def imports_of(path: Path, layer: str) -> list[str]:
+    """Where ``path`` imports ``layer`` or a module under it, anywhere in the file (functions included)."""
     found = imported(path.read_text(), module_of(path), path.name == "__init__.py")
-    return [f"line {n}: {m}" for n, m in found if m == CLI or m.startswith(CLI + ".")]
+    return [f"line {n}: {m}" for n, m in found if m == layer or m.startswith(layer + ".")]
+
+
+def cli_imports(path: Path) -> list[str]:
+    return imports_of(path, CLI)
 
 
 def test_the_checks_see_what_they_look_for() -> None:
@@ -64,6 +72,17 @@ def test_the_checks_see_what_they_look_for() -> None:
     assert not list(client_uses("x = self.tracker.log_metrics(r, {})\nc = service.client\n"))
 
 
+def test_the_checks_see_imports_inside_functions() -> None:
+    """A function-local or ``TYPE_CHECKING`` import of the jobs counts as much as one at the top."""
+    text = (
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from prunehive.platform.jobs.base import JobRun\n"
+        "def driver():\n    import prunehive.platform.jobs\n    from ..jobs import KINDS\n"
+    )
+    found = set(imported(text, "prunehive.platform.spec.kinds"))
+    assert {(3, f"{JOBS}.base"), (5, JOBS), (6, JOBS), (6, f"{JOBS}.KINDS")} <= found
+    assert JOBS not in {m for _, m in imported("from prunehive.platform.jobsite import x\n", "a.b")}
+
+
 @pytest.mark.parametrize("path", list(sources(*BELOW_CLI)), ids=lambda p: str(p.relative_to(PLATFORM)))
 def test_lower_layers_do_not_import_the_cli(path: Path) -> None:
     bad = cli_imports(path)
@@ -73,3 +92,10 @@ def test_lower_layers_do_not_import_the_cli(path: Path) -> None:
 def test_drivers_use_tracker_methods_not_its_client() -> None:
     bad = [f"{p.relative_to(PLATFORM)}:{n}" for p in sources("jobs") for n in client_uses(p.read_text())]
     assert not bad, f"use a Tracker method instead of its MLflow client: {bad}"
+
+
+@pytest.mark.parametrize("path", list(sources(*BELOW_JOBS)), ids=lambda p: str(p.relative_to(PLATFORM)))
+def test_spec_and_store_do_not_import_the_jobs(path: Path) -> None:
+    """The spec and the job store read the kinds from ``spec/kinds.py``; the jobs build on them, not the reverse."""
+    bad = imports_of(path, JOBS)
+    assert not bad, f"{path.relative_to(PLATFORM)} imports the jobs: {bad}"
