@@ -77,6 +77,8 @@ def test_every_kind_at_once_through_one_server(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{port}"
     try:
         args = ["server", "--port", str(port), "--max-jobs", "4", "--num-cpus", "4"]
+        (tmp_path / "llama").mkdir()
+        args += ["--data-root", str(tmp_path / "llama")]  # the hf: search reads its model and data there
         server = procs.start("server", [bin_path("prunehive"), *args])
         wait_for(lambda: http_ok(f"{url}/healthz"), "prunehive server", 180)
         health = HealthWatch(url)
