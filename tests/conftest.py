@@ -32,6 +32,17 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="module")
+def module_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Like ``home``, shared by a module's tests: jobs that one test runs, later tests export or evaluate."""
+    path = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PRUNEHIVE_HOME", str(path))
+        for name in ("MLFLOW_TRACKING_URI", "PRUNEHIVE_DATABASE_URL", "RAY_ADDRESS"):
+            mp.delenv(name, raising=False)
+        yield path
+
+
+@pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
     """A new 2-CPU Ray for the module ("local": never a cluster that `ray start` left on the machine)."""
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +27,9 @@ SMALL = {"calibration": 1024, "validation": 512, "test": 512}
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One job store and MLflow store for the module: its jobs are exported by several tests."""
-    path = tmp_path_factory.mktemp("export-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PRUNEHIVE_HOME", str(path))
-        for name in ("MLFLOW_TRACKING_URI", "PRUNEHIVE_DATABASE_URL", "RAY_ADDRESS"):
-            mp.delenv(name, raising=False)
-        yield path
+def home(module_home: Path) -> Path:
+    """One job store and MLflow store for the module: later tests read the jobs that earlier ones ran."""
+    return module_home
 
 
 @pytest.fixture(scope="module")

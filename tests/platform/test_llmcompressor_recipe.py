@@ -20,7 +20,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,13 +64,9 @@ def llmcompressor_site() -> Path:
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("recipe-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PRUNEHIVE_HOME", str(path))
-        for name in ("MLFLOW_TRACKING_URI", "PRUNEHIVE_DATABASE_URL", "RAY_ADDRESS"):
-            mp.delenv(name, raising=False)
-        yield path
+def home(module_home: Path) -> Path:
+    """One job store and MLflow store for the module: later tests read the jobs that earlier ones ran."""
+    return module_home
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ MLflow store; ``limit`` keeps every evaluation to a few questions.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +28,9 @@ KEYS = {"job_id", "candidate", "tasks", "limit", "lm_eval", "mlflow_run_id", "ml
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("lm-eval-home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PRUNEHIVE_HOME", str(path))
-        for name in ("MLFLOW_TRACKING_URI", "PRUNEHIVE_DATABASE_URL", "RAY_ADDRESS"):
-            mp.delenv(name, raising=False)
-        yield path
+def home(module_home: Path) -> Path:
+    """One job store and MLflow store for the module: later tests read the jobs that earlier ones ran."""
+    return module_home
 
 
 @pytest.fixture(scope="module")
