@@ -1,4 +1,4 @@
-"""Issue 14's table on code-lm: baselines with the mask (wanda) and sparsegpt solvers, evolution at one
+"""The EvoPress table on code-lm: baselines with the mask (wanda) and sparsegpt solvers, evolution at one
 fidelity with quality fitness, and evopress with KL fitness and multi-fidelity, over seeds.
 
 Run: .venv/bin/python scripts/evopress_table.py [--budget 400] [--seeds 0 1 2] [--pruning 70% 2:4]
@@ -19,10 +19,14 @@ from pathlib import Path
 
 import yaml
 
+from prunehive.platform.jobs.summary_types import SearchSummary
+from prunehive.workers.contracts import Entry
+
 PRUNING = {"70%": {"sparsity": 0.7}, "2:4": {"granularity": "2:4"}}
 
 
-def run(spec: dict, workdir: Path) -> dict:
+def run(spec: dict, workdir: Path) -> tuple[SearchSummary, float]:
+    """The job's summary (``run --json``) and its wall seconds."""
     path = workdir / f"spec-{time.monotonic_ns()}.yaml"
     path.write_text(yaml.safe_dump(spec))
     started = time.perf_counter()
@@ -34,9 +38,10 @@ def run(spec: dict, workdir: Path) -> dict:
     )
     if done.returncode != 0:
         raise SystemExit(f"job failed: {done.stderr.strip().splitlines()[-1]}")
-    out = json.loads(done.stdout)
-    out["wall_seconds"] = time.perf_counter() - started
-    return out
+    summary = SearchSummary.from_dict(json.loads(done.stdout))
+    if summary.quality.name != "perplexity":
+        raise SystemExit(f"expected a task scored by perplexity, got {summary.quality.name}")
+    return summary, time.perf_counter() - started
 
 
 def main() -> None:
@@ -58,10 +63,12 @@ def main() -> None:
                     "pruning": {**pruning, "metric": metric, "solver": solver},
                     "search": {"strategy": "random", "budget": 1, "baselines": ["uniform", "owl", "atp"]},
                 }
-                out = run(spec, work)
-                for name, entry in out["baselines"].items():
+                out, _ = run(spec, work)
+                for name, entry in out.baselines.items():
+                    if not isinstance(entry, Entry):
+                        raise SystemExit(f"baseline {name} failed: {entry.error}")
                     rows[f"{label} | {name} ({'wanda' if solver == 'mask' else 'sparsegpt'})"] = {
-                        "test": [entry["metrics"]["test"]["perplexity"]],
+                        "test": [entry.quality("test")],
                         "tokens": None,
                         "wall": None,
                     }
@@ -84,12 +91,12 @@ def main() -> None:
                         "pruning": {**pruning, "metric": "magnitude", "solver": "sparsegpt"},
                         "search": {**search, "budget": args.budget, "seed": seed, "baselines": ["uniform"]},
                     }
-                    out = run(spec, work)
-                    rows[key]["test"].append(out["best"]["metrics"]["test"]["perplexity"])
-                    rows[key]["validation"].append(out["best"]["metrics"]["validation"]["perplexity"])
-                    rows[key]["tokens"].append(out.get("evaluation_tokens"))
-                    rows[key]["wall"].append(out["wall_seconds"])
-                    print(key, seed, rows[key]["test"][-1], out.get("evaluation_tokens"), file=sys.stderr)
+                    out, wall = run(spec, work)
+                    rows[key]["test"].append(out.best.quality("test"))
+                    rows[key]["validation"].append(out.best.quality("validation"))
+                    rows[key]["tokens"].append(out.evaluation_tokens)
+                    rows[key]["wall"].append(wall)
+                    print(key, seed, rows[key]["test"][-1], out.evaluation_tokens, file=sys.stderr)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=1))
     print("| sparsity | method | test ppl | validation ppl | evaluation tokens | wall s |")

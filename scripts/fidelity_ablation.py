@@ -1,4 +1,4 @@
-"""Issue 14's multi-fidelity goal on code-lm: does multi-step selection reach single fidelity's final
+"""The multi-fidelity goal on code-lm: does multi-step selection reach single fidelity's final
 validation fitness with at most half the evaluation tokens?
 
 Both arms are the same `evopress` search (KL fitness, sparsegpt level database, 70% unstructured,
@@ -21,9 +21,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from prunehive.platform.jobs.summary_types import SearchSummary
+from prunehive.workers.contracts import EvalResult
 
 STAGES = {"fidelity": [2048, 8192, 32768], "survivors": [8, 2, 1]}
 
@@ -38,7 +42,16 @@ def cli(*args: str) -> dict:
     return out
 
 
-def run(search: dict, seed: int, budget: int, workdir: Path) -> dict:
+@dataclass(frozen=True)
+class Arm:
+    """One search of the comparison: its summary, its completed trials' (candidate id, result), wall time."""
+
+    summary: SearchSummary
+    trials: list[tuple[int, EvalResult]]
+    wall_seconds: float
+
+
+def run(search: dict, seed: int, budget: int, workdir: Path) -> Arm:
     spec = {
         "kind": "search",
         "task": "code-lm",
@@ -57,29 +70,30 @@ def run(search: dict, seed: int, budget: int, workdir: Path) -> dict:
     path = workdir / f"spec-{time.monotonic_ns()}.yaml"
     path.write_text(yaml.safe_dump(spec))
     started = time.perf_counter()
-    out = cli("run", str(path))
-    out["wall_seconds"] = time.perf_counter() - started
-    out["trial_rows"] = cli("show", out["job_id"])["trial_rows"]
-    return out
+    summary = SearchSummary.from_dict(cli("run", str(path)))
+    wall = time.perf_counter() - started
+    rows = cli("show", summary.job_id)["trial_rows"]  # show's rows: candidate_id, state, result, error, worker
+    done = [(int(r["candidate_id"]), EvalResult.from_dict(r["result"])) for r in rows if r["state"] == "complete"]
+    return Arm(summary, done, wall)
 
 
-def curve(rows: list[dict]) -> list[tuple[int, float, float]]:
+def curve(trials: list[tuple[int, EvalResult]]) -> list[tuple[int, float, float]]:
     """(validation tokens spent so far, KL, perplexity) of the search's best-by-KL candidate so far, at
     every trial scored on all of validation, in run order: the search's own view of its progress."""
-    full = max(int(r["result"]["tokens"]) for r in rows if r["result"])
+    full = max(r.tokens or 0 for _, r in trials)
     spent, best, points = 0, (float("inf"), float("inf")), []
-    for row in sorted(rows, key=lambda r: r["candidate_id"]):
-        if row["state"] != "complete" or not row["result"]:
-            continue
-        spent += int(row["result"]["tokens"])
-        if int(row["result"]["tokens"]) == full:
-            scores = row["result"]["metrics"]["validation"]
-            best = min(best, (float(scores["kl"]), float(scores["perplexity"])))
+    for _, result in sorted(trials, key=lambda t: t[0]):
+        spent += result.tokens or 0
+        if result.tokens == full:
+            scores = result.metrics["validation"]
+            if scores.kl is None:
+                raise SystemExit("the trials carry no KL: the searches must use fitness kl")
+            best = min(best, (scores.kl, scores.quality))
             points.append((spent, *best))
     return points
 
 
-def compare(single: list[dict], multi: list[dict]) -> dict:
+def compare(single: list[tuple[int, EvalResult]], multi: list[tuple[int, EvalResult]]) -> dict:
     """Single fidelity's final best (its KL, the fitness, and that candidate's validation perplexity) as
     bars, and the multi-fidelity arm's tokens until its best-so-far first reaches each."""
     one, many = curve(single), curve(multi)
@@ -108,15 +122,15 @@ def main() -> None:
         for seed in args.seeds:
             single = run({}, seed, args.single, Path(tmp))
             multi = run(STAGES, seed, args.multi, Path(tmp))
-            entry = {"seed": seed, "single_job": single["job_id"], "multi_job": multi["job_id"]}
-            entry |= compare(single["trial_rows"], multi["trial_rows"])
+            entry = {"seed": seed, "single_job": single.summary.job_id, "multi_job": multi.summary.job_id}
+            entry |= compare(single.trials, multi.trials)
             entry |= {
-                "single_test_ppl": single["best"]["metrics"]["test"]["perplexity"],
-                "multi_test_ppl": multi["best"]["metrics"]["test"]["perplexity"],
-                "single_validation_ppl": single["best"]["metrics"]["validation"]["perplexity"],
-                "multi_validation_ppl": multi["best"]["metrics"]["validation"]["perplexity"],
-                "single_wall_s": single["wall_seconds"],
-                "multi_wall_s": multi["wall_seconds"],
+                "single_test_ppl": single.summary.best.quality("test"),
+                "multi_test_ppl": multi.summary.best.quality("test"),
+                "single_validation_ppl": single.summary.best.quality("validation"),
+                "multi_validation_ppl": multi.summary.best.quality("validation"),
+                "single_wall_s": single.wall_seconds,
+                "multi_wall_s": multi.wall_seconds,
             }
             seeds.append(entry)
             print(json.dumps({k: v for k, v in entry.items() if not k.endswith("curve")}), file=sys.stderr)

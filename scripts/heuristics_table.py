@@ -21,6 +21,7 @@ from prunehive.platform.jobs.prune_once import check_sparsity
 from prunehive.search.space import SearchSpace
 from prunehive.workers.baselines import baseline_allocation
 from prunehive.workers.engine import PruningEngine
+from prunehive.workers.quality import Quality
 from prunehive.workers.tasks import load_task
 
 SPARSITIES = {"digits-mlp": (0.5, 0.8, 0.9, 0.95), "code-lm": (0.5, 0.7)}
@@ -38,10 +39,13 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def measure(task_name: str, seed: int) -> tuple[str, float, dict[tuple[float, str, str], float]]:
-    """(quality kind, dense test quality, {(sparsity, metric, allocation): test quality})."""
+Cells = dict[tuple[float, str, str], float]  # (sparsity, metric, allocation) -> test quality
+
+
+def measure(task_name: str, seed: int) -> tuple[Quality, float, Cells]:
+    """(the task's quality, dense test quality, {(sparsity, metric, allocation): test quality})."""
     task = load_task(task_name, seed=seed)
-    cells: dict[tuple[float, str, str], float] = {}
+    cells: Cells = {}
     dense = float("nan")
     for metric, metric_name, per_row in RULES:
         start = time.perf_counter()
@@ -60,14 +64,10 @@ def measure(task_name: str, seed: int) -> tuple[str, float, dict[tuple[float, st
                     raise RuntimeError(f"{task_name} {metric} {allocation}: achieved {result.achieved_sparsity}")
                 cells[(sparsity, metric, allocation)] = result.metrics["test"].quality
                 log(f"  {sparsity:.2f} {allocation:8s} {task.quality} {cells[(sparsity, metric, allocation)]:.4f}")
-    return task.quality, dense, cells
+    return Quality(task.quality, task.higher_is_better), dense, cells
 
 
-def fmt(quality: str, value: float) -> str:
-    return f"{100 * value:.1f}%" if quality == "accuracy" else f"{value:.2f}"
-
-
-def table(results: dict[str, tuple[str, float, dict[tuple[float, str, str], float]]], seed: int) -> str:
+def table(results: dict[str, tuple[Quality, float, Cells]], seed: int) -> str:
     lines = [
         "# Heuristic allocations: test quality",
         "",
@@ -78,7 +78,7 @@ def table(results: dict[str, tuple[str, float, dict[tuple[float, str, str], floa
         "within each output row (`per_row: true`, `prunehive prune --per-row`). "
         "Regenerate with `.venv/bin/python scripts/heuristics_table.py > docs/heuristics.md`.",
         "",
-        "Dense models: " + "; ".join(f"{t} test {q} {fmt(q, dense)}" for t, (q, dense, _) in results.items()) + ".",
+        "Dense models: " + "; ".join(f"{t} test {q.name} {q.fmt(dense)}" for t, (q, dense, _) in results.items()) + ".",
         "",
         "| task | sparsity | metric | " + " | ".join(ALLOCATIONS) + " |",
         "|---|---:|---|" + "---:|" * len(ALLOCATIONS),
@@ -87,8 +87,8 @@ def table(results: dict[str, tuple[str, float, dict[tuple[float, str, str], floa
         for sparsity in SPARSITIES[task_name]:
             for metric, _, _ in RULES:
                 values = [cells[(sparsity, metric, a)] for a in ALLOCATIONS]
-                best = fmt(quality, max(values) if quality == "accuracy" else min(values))
-                shown = [f"**{fmt(quality, v)}**" if fmt(quality, v) == best else fmt(quality, v) for v in values]
+                best = quality.fmt(quality.best(values))
+                shown = [f"**{quality.fmt(v)}**" if quality.fmt(v) == best else quality.fmt(v) for v in values]
                 lines.append(f"| {task_name} | {sparsity:.2f} | {metric} | " + " | ".join(shown) + " |")
     return "\n".join(lines) + "\n"
 

@@ -16,14 +16,13 @@ import torch
 
 from prunehive.search.space import SearchSpace
 from prunehive.workers.baselines import baseline_allocation
+from prunehive.workers.build import EngineSpec, build_engine
 from prunehive.workers.contracts import EvalReply, EvalRequest, LatencyRequest, WorkerInfo
 from prunehive.workers.engine import PruningEngine
 from prunehive.workers.kl import DenseReference
 from prunehive.workers.latency import LatencyMeter
 from prunehive.workers.solvers.level_db import DEFAULT_LEVELS
 from prunehive.workers.solvers.level_engine import LevelEngine, open_database
-from prunehive.workers.tasks import load_task
-from prunehive.workers.tasks.base import seed_everything
 
 
 class EvalWorker:
@@ -51,19 +50,11 @@ class EvalWorker:
         if threads:
             torch.set_num_threads(threads)
         device = "cuda" if gpus > 0 and torch.cuda.is_available() else "cpu"
-        seed_everything(seed)
         start = time.perf_counter()
-        self.task = load_task(task, seed=seed)
-        self.engine = PruningEngine(
-            self.task,
-            metric,
-            granularity,
-            per_row=per_row,
-            calibration_batches=calibration_batches,
-            seed=seed,
-            device=device,
-            with_grads=with_grads,
+        self.engine = self.make_engine(
+            EngineSpec(task, metric, granularity, per_row, calibration_batches, seed, device, with_grads)
         )
+        self.task = self.engine.task
         if fitness == "kl":
             self.engine.reference = DenseReference.build(self.task, self.engine.model)
         self.levels: LevelEngine | None = None
@@ -73,6 +64,10 @@ class EvalWorker:
         self.latency = LatencyMeter(self.engine, latency) if latency is not None else None
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self.build_seconds = time.perf_counter() - start
+
+    def make_engine(self, spec: EngineSpec) -> PruningEngine:
+        """The engine candidates are scored with (a federated search's worker scores them on clients)."""
+        return build_engine(spec)
 
     def describe(self) -> WorkerInfo:
         """What the driver needs to build the search space, without loading any model itself."""
@@ -118,11 +113,14 @@ class EvalWorker:
                 out.append(EvalReply(req.candidate_id, error=line, worker=self.worker_id, trace=trace))
         return out
 
-    def export(self, vector: list[float], metric: str | None = None) -> torch.nn.Module:
-        """The pruned model of a candidate (physically smaller for channel granularity)."""
+    def export(self, vector: list[float], metric: str | None = None, recovery_steps: int = 0) -> torch.nn.Module:
+        """A candidate's model as ``prunehive export`` writes it: pruned weights zeroed, fine-tuned where
+        the job fine-tuned its candidates (physically smaller for channel granularity)."""
         if metric:
             self.engine.use_metric(metric)
-        return self.levels.export(vector) if self.levels is not None and not metric else self.engine.export(vector)
+        if self.levels is not None and not metric:
+            return self.levels.export(vector, recovery_steps)
+        return self.engine.export(vector, recovery_steps)
 
     def level_database(self) -> dict[str, Any] | None:
         """The level database's path, build time, size and levels, for the job summary (None: solver mask)."""

@@ -2,7 +2,8 @@
 
 Plain dataclasses with no torch import, so the driver, the store, the summaries and the API can use
 them without loading a model stack. Ray pickles them as they are; ``to_dict``/``from_dict`` are used
-only where they leave Python: the job store's JSON columns, MLflow and ``--json`` output.
+only where they leave Python: the job store's JSON columns, MLflow and ``--json`` output. An
+:class:`Entry` is a result as a job summary lists it (``platform/jobs/summary_types.py`` holds the summaries).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from prunehive.search.space import Layer
+from prunehive.workers.quality import Quality
 
 if TYPE_CHECKING:
     from prunehive.workers.tasks.base import Split
@@ -108,15 +110,8 @@ class EvalResult:
         return self.metrics[split].quality
 
     def entry(self) -> dict[str, Any]:
-        """The shape of a summary's ``best``/``baselines`` entries (a trial's row has ``seconds`` too)."""
-        return {
-            "layers": dict(self.layers),
-            "achieved_sparsity": self.achieved_sparsity,
-            "metrics": {s: m.to_dict() for s, m in self.metrics.items()},
-            "params": self.params,
-            "flops": self.flops,
-            **self._latency(),
-        }
+        """The JSON of a summary's ``best``/``baselines`` entries (a trial's row has ``seconds`` too)."""
+        return Entry.of(self).to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -174,3 +169,107 @@ class WorkerInfo:
     worker: str
     build_seconds: float
     device: str
+
+    @property
+    def scored_by(self) -> Quality:
+        """The task's quality with its direction, as summaries and tables show it."""
+        return Quality(self.quality, self.higher_is_better)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A summary's entry for one evaluated candidate (its ``best``, a baseline, the ``dense`` model, a Pareto
+    member or a leaderboard row): an :class:`EvalResult` without its timing, plus where it came from;
+    ``strategy``/``seed``, the search that found it (a benchmark's best)."""
+
+    layers: dict[str, float]
+    achieved_sparsity: float
+    metrics: dict[str, SplitMetrics]
+    params: int
+    flops: int
+    latency_ms: float | None = None
+    speedup: float | None = None
+    candidate_id: int | None = None
+    expression: str | None = None  # a metric search's formula
+    strategy: str | None = None
+    seed: int | None = None
+
+    @classmethod
+    def of(cls, result: EvalResult, candidate_id: int | None = None, expression: str | None = None) -> Entry:
+        timed = result.latency_ms is not None and result.speedup is not None
+        return cls(
+            dict(result.layers),
+            result.achieved_sparsity,
+            dict(result.metrics),
+            result.params,
+            result.flops,
+            result.latency_ms if timed else None,
+            result.speedup if timed else None,
+            candidate_id,
+            expression,
+        )
+
+    def quality(self, split: str = "validation") -> float:
+        return self.metrics[split].quality
+
+    def to_dict(self) -> dict[str, Any]:
+        """The keys in the order summaries have always had them: a leaderboard row leads with its expression
+        and id, other entries end with the id (and a benchmark's best with the strategy and seed)."""
+        out: dict[str, Any] = {}
+        if self.expression is not None:
+            out.update(expression=self.expression, candidate_id=self.candidate_id)
+        out.update(
+            layers=dict(self.layers),
+            achieved_sparsity=self.achieved_sparsity,
+            metrics={s: m.to_dict() for s, m in self.metrics.items()},
+            params=self.params,
+            flops=self.flops,
+        )
+        if self.latency_ms is not None and self.speedup is not None:
+            out.update(latency_ms=self.latency_ms, speedup=self.speedup)
+        if self.expression is None and self.candidate_id is not None:
+            out["candidate_id"] = self.candidate_id
+        if self.strategy is not None:
+            out["strategy"] = self.strategy
+        if self.seed is not None:
+            out["seed"] = self.seed
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Entry:
+        def optional(key: str, kind: type) -> Any:
+            return None if data.get(key) is None else kind(data[key])
+
+        return cls(
+            layers={str(k): float(v) for k, v in data["layers"].items()},
+            achieved_sparsity=float(data["achieved_sparsity"]),
+            metrics={s: SplitMetrics.from_dict(m) for s, m in data["metrics"].items()},
+            params=int(data["params"]),
+            flops=int(data["flops"]),
+            latency_ms=optional("latency_ms", float),
+            speedup=optional("speedup", float),
+            candidate_id=optional("candidate_id", int),
+            expression=optional("expression", str),
+            strategy=optional("strategy", str),
+            seed=optional("seed", int),
+        )
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A baseline or dense entry the task could not evaluate: reported with its error, not dropped."""
+
+    error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": self.error}
+
+
+def entry_from_dict(data: dict[str, Any]) -> Entry | Failed:
+    """An entry of a summary's JSON, or its failure (``{"error": ...}``)."""
+    return Failed(data["error"]) if "error" in data else Entry.from_dict(data)
+
+
+def entry_of(reply: EvalReply) -> Entry | Failed:
+    """The entry of a re-evaluated candidate, or its error."""
+    return Entry.of(reply.result) if reply.result is not None else Failed(reply.error)

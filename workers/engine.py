@@ -21,13 +21,15 @@ from torch.utils.hooks import RemovableHandle
 
 from prunehive.search.space import Layer
 from prunehive.workers.allocator import release_freed
+from prunehive.workers.apply import CandidateMasks, candidate_masks, output_keep, recover
 from prunehive.workers.calibration import ALL, Statistics
 from prunehive.workers.contracts import EvalResult, SplitMetrics
 from prunehive.workers.flops import ChannelFlops
 from prunehive.workers.kl import DenseReference, score_splits
 from prunehive.workers.layers import count_flops, count_params, find_prunable_layers
 from prunehive.workers.masks import Granularity, Ranking
-from prunehive.workers.metrics import Metric, get_metric, statistics_read
+from prunehive.workers.metrics import Metric, get_metric, random_metric, statistics_read, wanda
+from prunehive.workers.structured import prune_channels
 from prunehive.workers.tasks.base import Split, Task
 
 Swapped = list[tuple[torch.Tensor, torch.Tensor]]
@@ -107,8 +109,6 @@ class PruningEngine:
         """Scores of one layer by one metric, reading only the statistics it reads."""
         stats = self.stats.layer(name, statistics_read(metric_name))
         if metric_name == "random":
-            from prunehive.workers.metrics import random_metric
-
             return random_metric(stats, seed=self.seed + self.names.index(name))
         return metric(stats)
 
@@ -134,8 +134,6 @@ class PruningEngine:
 
     def outlier_ratios(self, m: float = 5.0) -> list[float]:
         """OWL's per-layer share of Wanda scores above ``m`` times the layer mean."""
-        from prunehive.workers.metrics import wanda
-
         out = []
         for n in self.names:
             score = wanda(self.stats[n])
@@ -163,6 +161,10 @@ class PruningEngine:
     def masks(self, sparsity: Mapping[str, float] | Iterable[float]) -> dict[str, torch.Tensor]:
         return {n: self.rankings[n].mask(s) for n, s in self.as_dict(sparsity).items()}
 
+    def candidate(self, sparsity: Mapping[str, float] | Iterable[float]) -> CandidateMasks:
+        """The candidate's keep-masks by parameter name, as ``workers/apply.py`` applies them."""
+        return candidate_masks(self.model, self.masks(sparsity), self.granularity.kind == "channel")
+
     def pruned_counts(self, sparsity: Mapping[str, float]) -> dict[str, int]:
         """Weights each layer loses at ``sparsity``: from the rankings alone, equal to counting the masks."""
         return {n: self.rankings[n].pruned_weights(s) for n, s in sparsity.items()}
@@ -189,8 +191,9 @@ class PruningEngine:
             _put_back(swapped)
 
     def _hook(self, module: nn.Module, ranking: Ranking, s: float, swapped: Swapped) -> RemovableHandle:
-        prune = ranking.pruner(s)
-        bias_keep = ranking.channels_kept(s) if self.granularity.kind == "channel" and module.bias is not None else None
+        prune = ranking.pruner(s)  # dense x ranking.mask(s): the weight ``apply`` writes, never written here
+        channel = self.granularity.kind == "channel" and module.bias is not None
+        bias_keep = output_keep(ranking.mask(s)) if channel else None  # the bias rule ``apply`` uses
         large = ranking.stored is None  # no stored rank: a big layer, whose temporaries go back to the OS
 
         def pre(mod: nn.Module, _args: Any) -> None:
@@ -233,25 +236,15 @@ class PruningEngine:
     def _finetuned(
         self, values: dict[str, float], splits: tuple[Split, ...], steps: int, limit: int | None = None
     ) -> dict[str, SplitMetrics]:
-        """Recovery: prune in place, fine-tune with the masks re-applied after every step, score, and load
-        back a snapshot of the whole model (training moves every parameter, pruned or not)."""
-        masks = self.masks(values)
+        """Recovery (``workers/apply.py:recover``) in place, score, and load back a snapshot of the whole
+        model (training moves every parameter, pruned or not)."""
+        candidate = self.candidate(values)  # all masks first: zeroing weights must not change the ranking
         snapshot = copy.deepcopy(self.model.state_dict())
         try:
-            self._apply(masks, bias=True)
-            self.task.train(self.model, steps, lr=self.task.lr * 0.1, after_step=lambda: self._apply(masks))
+            recover(self.task, self.model, candidate, steps)
             return self._score_splits(splits, limit)
         finally:
             self.model.load_state_dict(snapshot)
-
-    def _apply(self, masks: Mapping[str, torch.Tensor], bias: bool = False) -> None:
-        """Zero the pruned weights in place (and, for ``channel`` with ``bias``, the removed outputs' bias)."""
-        with torch.no_grad():
-            for n, mask in masks.items():
-                module = self.modules[n]
-                module.weight.data.mul_(mask)
-                if bias and self.granularity.kind == "channel" and module.bias is not None:
-                    module.bias.data.mul_(mask.reshape(mask.shape[0], -1)[:, 0])
 
     def _measure(self, sparsity: Mapping[str, float]) -> tuple[float, dict[str, float], int, int]:
         """Achieved sparsity, per-layer sparsity, nonzero parameters and forward FLOPs of a candidate.
@@ -279,18 +272,20 @@ class PruningEngine:
         return removed / prunable, per_layer, self.total_params - removed, flops
 
     # ---- export -------------------------------------------------------------------------
-    def export(self, sparsity: Mapping[str, float] | Iterable[float]) -> nn.Module:
-        """A pruned copy: physically smaller for ``channel``, else torch.nn.utils.prune masks
-        (``weight_orig`` and ``weight_mask``), as a user would save or fine-tune it."""
-        if self.granularity.kind == "channel":
-            from prunehive.workers.structured import prune_channels
-
-            plan = {n: self.rankings[n].removed_channels(s) for n, s in self.as_dict(sparsity).items()}
-            return prune_channels(self.model, plan, self.example)
-        from torch.nn.utils import prune
-
-        model = copy.deepcopy(self.model)
-        modules = dict(model.named_modules())
-        for n, mask in self.masks(sparsity).items():
-            prune.custom_from_mask(modules[n], "weight", mask.to(modules[n].weight.dtype))
-        return model
+    def export(
+        self, sparsity: Mapping[str, float] | Iterable[float], recovery_steps: int = 0, shrink: bool = True
+    ) -> nn.Module:
+        """The candidate as a user saves it: a copy with the pruned weights zeroed in plain parameters (no
+        ``torch.nn.utils.prune`` reparametrisation), fine-tuned first where ``recovery_steps`` asks; for
+        ``channel`` with ``shrink``, the physically smaller model (removed channels taken out)."""
+        values = self.as_dict(sparsity)
+        shrunk = self.granularity.kind == "channel" and shrink
+        if shrunk and recovery_steps == 0:  # every zeroed entry is removed: no masked copy needed first
+            model = self.model
+        else:
+            model = copy.deepcopy(self.model)
+            recover(self.task, model, self.candidate(values), recovery_steps)
+        if not shrunk:
+            return model
+        plan = {n: self.rankings[n].removed_channels(s) for n, s in values.items()}
+        return prune_channels(model, plan, self.example)  # a copy

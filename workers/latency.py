@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
+from torch.sparse import to_sparse_semi_structured
 
 from prunehive.workers.contracts import EvalResult, LatencyRequest
 
@@ -74,22 +75,9 @@ def paired_ms(
     return 1000.0 * statistics.median(dense_s), 1000.0 * statistics.median(pruned_s)
 
 
-def plain(model: nn.Module) -> nn.Module:
-    """``model`` with torch.nn.utils.prune's masks folded into the weights: the forward hooks go, the
-    zeros stay (what a dense kernel runs)."""
-    from torch.nn.utils import prune
-
-    for module in model.modules():
-        if hasattr(module, "weight_mask"):
-            prune.remove(module, "weight")
-    return model
-
-
 def semi_structured(model: nn.Module) -> nn.Module:
     """2:4 Linear weights as semi-structured sparse tensors (CUDA, half precision); layers whose shape
     the sparse kernels do not take stay dense."""
-    from torch.sparse import to_sparse_semi_structured
-
     model = model.half()
     for module in model.modules():
         if isinstance(module, nn.Linear):
@@ -111,7 +99,6 @@ def deployable(engine: PruningEngine, sparsity: Mapping[str, float] | Iterable[f
     model = engine.export(sparsity).eval()
     if engine.granularity.kind == "channel":
         return model, "channel"
-    model = plain(model)
     if uses_semi_structured(engine):
         return semi_structured(model), "semi-structured"
     return model, "dense"

@@ -2,10 +2,12 @@
 
 The candidate comes from the job store exactly as the job evaluated it: its per-layer sparsities (and,
 for a metric search, its expression) from its trial row. The model is rebuilt in this process the way a
-worker built it (the spec's task, metric, granularity, calibration and seed), the candidate's masks are
-computed by the same engine and the pruned weights are set to zero in place (no ``torch.nn.utils.prune``
-reparametrisation, so any loader reads the result). Evaluating the written model on the task's
-validation split therefore gives the trial's recorded quality.
+worker built it (``workers/build.py``, from the spec's task, metric, granularity, calibration and seed) and
+exported as the worker exports the model the job logs to MLflow (``PruningEngine.export``): pruned weights
+zeroed in plain parameters (no ``torch.nn.utils.prune`` reparametrisation, so any loader reads the result),
+fine-tuned where the job fine-tuned, and for ``channel`` the physically smaller model (except in a Hugging
+Face directory, whose config holds one width per kind of layer: there removed channels are zeroed).
+Evaluating the written model on the task's validation split therefore gives the trial's recorded quality.
 
 ``prunehive.json`` and ``--json`` carry the candidate's test scores too (``test_metrics``): as the job's
 summary reports them where it lists the candidate (its best, Pareto front or leaderboard), else scored
@@ -18,10 +20,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from prunehive.platform.jobs.export_formats import FORMATS, write_hf, write_recipe, write_torch
+from prunehive.platform.jobs.search.federated_eval import engine_for
+from prunehive.platform.jobs.summary_types import SearchSummary, TrialRow
 from prunehive.platform.spec.job import JobSpec, parse_spec
 from prunehive.platform.store.jobs import JobRecord, JobStore, TrialRecord
+from prunehive.workers.build import EngineSpec
+from prunehive.workers.contracts import EvalResult
+from prunehive.workers.kl import score_splits
 from prunehive.workers.metrics import EXPRESSION_PREFIX
+from prunehive.workers.solvers.level_engine import LevelEngine, open_database
+from prunehive.workers.tasks.base import Task
 from prunehive.workers.tasks.spec import HFTaskSpec
 
 SEARCH_KINDS = ("search", "metric-search")
@@ -34,15 +45,15 @@ class Chosen:
     candidate_id: int
     sparsity: dict[str, float]  # requested, per layer, in the workers' layer order
     metric: str  # the importance metric its weights were ranked by
-    result: dict[str, Any]  # the trial's recorded result (metrics, achieved sparsity, per-layer)
+    result: EvalResult  # the trial's recorded result (metrics, achieved sparsity, per-layer)
 
 
 def _candidate_id(job: JobRecord, which: str) -> int:
     if which == "best":
-        best = (job.summary or {}).get("best")
-        if not isinstance(best, dict) or "candidate_id" not in best:
+        best = SearchSummary.from_dict(job.summary).best.candidate_id if job.summary else None
+        if best is None:
             raise ValueError(f"job {job.id} has no best candidate ({job.status}); name a trial with --candidate ID")
-        return int(best["candidate_id"])
+        return best
     try:
         return int(which)
     except ValueError:
@@ -60,18 +71,19 @@ def choose(job: JobRecord, spec: JobSpec, trials: list[TrialRecord], which: str)
 
 def trial_candidate(job: JobRecord, spec: JobSpec, trials: list[TrialRecord], cid: int) -> Chosen:
     """Trial ``cid`` of a search job as the job recorded it; also while the job ends (its final evaluation)."""
-    trial = next((t for t in trials if t.candidate_id == cid), None)
-    if trial is None:
+    record = next((t for t in trials if t.candidate_id == cid), None)
+    if record is None:
         raise ValueError(f"job {job.id} has no trial with candidate id {cid}")
+    trial = TrialRow.of(record)
     if trial.state != "complete" or trial.result is None:
         raise ValueError(f"candidate {cid} of job {job.id} did not complete: {trial.error}")
-    names = list(trial.result["layers"])  # the workers' layer order, as the trial recorded it
-    vector = [float(v) for v in trial.params["sparsity"]]
+    names = list(trial.result.layers)  # the workers' layer order, as the trial recorded it
+    vector = trial.candidate.sparsity
     if len(vector) != len(names):
         raise ValueError(f"candidate {cid} of job {job.id} has {len(vector)} sparsities for {len(names)} layers")
-    expression = trial.params.get("expression")
+    expression = trial.candidate.expression
     metric = f"{EXPRESSION_PREFIX}{expression}" if expression else spec.pruning.metric
-    return Chosen(cid, dict(zip(names, vector, strict=True)), metric, dict(trial.result))
+    return Chosen(cid, dict(zip(names, vector, strict=True)), metric, trial.result)
 
 
 def _empty_dir(out: Path) -> Path:
@@ -82,78 +94,41 @@ def _empty_dir(out: Path) -> Path:
 
 def recorded_test(job: JobRecord, candidate_id: int) -> dict[str, float] | None:
     """The candidate's test scores as the job's summary reports them, or None where it does not list it."""
-    summary = job.summary or {}
-    listed = [summary.get("best"), *summary.get("pareto_front", []), *summary.get("leaderboard", [])]
-    for entry in listed:
-        if isinstance(entry, dict) and entry.get("candidate_id") == candidate_id:
-            test = (entry.get("metrics") or {}).get("test")
-            if test:
-                return {str(k): float(v) for k, v in test.items()}
-    return None
+    entry = SearchSummary.from_dict(job.summary).listed(candidate_id) if job.summary else None
+    test = entry.metrics.get("test") if entry is not None else None
+    return test.to_dict() if test is not None else None
 
 
 def scored_test(task: Any, model: Any) -> dict[str, float]:
     """The test split's scores of an exported model, by the task's own evaluation (as a worker scores)."""
-    from prunehive.workers.kl import score_splits
-
     return score_splits(task, model, ("test",))["test"].to_dict()
 
 
-def rebuilt(spec: JobSpec, chosen: Chosen) -> tuple[Any, Any]:
-    """The task's model with the candidate's pruned weights zeroed in place, or, for a job whose workers
-    read candidates from a solver's level database (``solver: sparsegpt``), with that database's weights;
-    where the job fine-tuned its candidates, fine-tuned the same way with the masks held. The task comes
-    with it, to score the model."""
-    import torch
-
-    from prunehive.workers.engine import PruningEngine
-    from prunehive.workers.tasks import load_task
-    from prunehive.workers.tasks.base import seed_everything
-
+def engine_spec(spec: JobSpec) -> EngineSpec:
+    """The engine a job's workers built, from its spec (``EvalWorker`` gets the same fields)."""
     p = spec.pruning
-    seed_everything(spec.seed)  # as a worker does before building its task
-    task = load_task(spec.task, seed=spec.seed)
-    engine = PruningEngine(
-        task,
-        p.metric,
-        p.granularity,
-        per_row=p.per_row,
-        calibration_batches=p.calibration_batches,
-        seed=spec.seed,
-        with_grads=True if spec.kind == "metric-search" else None,  # as the job's workers were built
+    with_grads = True if spec.kind == "metric-search" else None  # as the job's workers were built
+    return EngineSpec(
+        spec.task, p.metric, p.granularity, p.per_row, p.calibration_batches, spec.seed, with_grads=with_grads
     )
+
+
+def rebuilt(spec: JobSpec, chosen: Chosen, shrink: bool = False) -> tuple[nn.Module, Task]:
+    """The candidate's model as the job's worker exports it (``EvalWorker.export``, the model logged to
+    MLflow): pruned weights zeroed, or a solver's level database weights (``solver: sparsegpt``); fine-tuned
+    where the job fine-tuned its candidates; for ``channel`` with ``shrink``, physically smaller. The task
+    comes with it, to score the model."""
+    p = spec.pruning
+    engine = engine_for(spec, engine_spec(spec))  # a federated search's: statistics from its clients
     if engine.names != list(chosen.sparsity):
         raise ValueError(f"the task's prunable layers changed since the job ran: {engine.names}")
     engine.use_metric(chosen.metric)
     if p.solver != "mask" and not chosen.metric.startswith(EXPRESSION_PREFIX):  # as the workers chose
-        model = _solved(engine, p.solver, p.levels, p.calibration_batches, chosen.sparsity)
-        modules = dict(model.named_modules())
-        masks = {n: modules[n].weight != 0 for n in chosen.sparsity}  # the solver's updated weights, held
+        levels = LevelEngine(engine, open_database(engine, p.solver, p.levels, p.calibration_batches))
+        model = levels.export(chosen.sparsity, p.recovery_steps)
     else:
-        masks = engine.masks(chosen.sparsity)  # all masks first: zeroing weights must not change the ranking
-        model = engine.model
-        modules = dict(model.named_modules())
-    channel = p.granularity == "channel"
-
-    def zero() -> None:
-        with torch.no_grad():
-            for name, mask in masks.items():
-                module = modules[name]
-                module.weight.mul_(mask)
-                if channel and module.bias is not None:  # a removed output channel loses its bias too
-                    module.bias.mul_(mask.reshape(mask.shape[0], -1).any(1))
-
-    zero()
-    if p.recovery_steps > 0:
-        task.train(model, p.recovery_steps, lr=task.lr * 0.1, after_step=zero)
-    return model.cpu().eval(), task
-
-
-def _solved(engine: Any, solver: str, levels: list[float], batches: int, sparsity: dict[str, float]) -> Any:
-    """The candidate's weights from the node's level database (a solver that updates the kept weights)."""
-    from prunehive.workers.solvers.level_engine import LevelEngine, open_database
-
-    return LevelEngine(engine, open_database(engine, solver, levels, batches)).export(sparsity)
+        model = engine.export(chosen.sparsity, p.recovery_steps, shrink=shrink)
+    return model.cpu().eval(), engine.task
 
 
 def export_candidate(
@@ -173,9 +148,14 @@ def export_candidate(
     chosen = choose(job, spec, store.trials(job.id), which)
     target = _empty_dir(Path(out).expanduser().resolve())
     test = recorded_test(job, chosen.candidate_id)
-    model, task = rebuilt(spec, chosen) if fmt != "recipe" or test is None else (None, None)
+    # A Hugging Face config.json holds one width per kind of layer: a channel candidate is written there at
+    # its dense shapes, removed channels zeroed; every other form is the physically smaller model.
+    shrink = fmt != "hf"
+    model, task = rebuilt(spec, chosen, shrink) if fmt != "recipe" or test is None else (None, None)
     if test is None:
         test = scored_test(task, model)
+    recorded = chosen.result
+    metrics = {split: m.to_dict() for split, m in recorded.metrics.items()}
     info = {
         "job_id": job.id,
         "candidate_id": chosen.candidate_id,
@@ -184,14 +164,14 @@ def export_candidate(
         "granularity": spec.pruning.granularity,
         "per_row": spec.pruning.per_row,
         "sparsity": chosen.sparsity,
-        "achieved_sparsity": chosen.result["achieved_sparsity"],
-        "layers": chosen.result["layers"],
-        "metrics": chosen.result["metrics"],
+        "achieved_sparsity": recorded.achieved_sparsity,
+        "layers": dict(recorded.layers),
+        "metrics": metrics,
         "test_metrics": test,
         "spec": job.spec,
     }
     if fmt == "recipe":
-        measured = {name: float(chosen.result["layers"][name]) for name in chosen.sparsity}  # job's layer order
+        measured = {name: recorded.layers[name] for name in chosen.sparsity}  # the job's layer order
         files = write_recipe(measured, chosen.metric, spec.pruning.granularity, target, info, spec.pruning.solver)
     elif hf_task is not None and fmt == "hf":
         files = write_hf(model, hf_task, target, info)
@@ -205,7 +185,7 @@ def export_candidate(
         "files": files,
         "metric": chosen.metric,
         "granularity": spec.pruning.granularity,
-        "achieved_sparsity": chosen.result["achieved_sparsity"],
-        "metrics": chosen.result["metrics"],
+        "achieved_sparsity": recorded.achieved_sparsity,
+        "metrics": metrics,
         "test_metrics": test,
     }

@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from prunehive.workers.granularity import Granularity
@@ -55,9 +56,8 @@ def write_hf(model: Any, task: HFTaskSpec, out: Path, info: dict[str, Any]) -> l
 
 
 def write_torch(model: Any, out: Path, info: dict[str, Any]) -> list[str]:
-    """``model.pt``: the state dict, pruned weights zeroed, for the task's own architecture."""
-    import torch
-
+    """``model.pt``: the state dict, pruned weights zeroed, for the task's own architecture (a channel
+    candidate's: the physically smaller model's, each layer at its kept width)."""
     out.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out / "model.pt")
     _write_info(out, info)

@@ -9,6 +9,8 @@ from typing import Self
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from prunehive.workers.quality import Quality
+
 
 class StderrBar:
     """A rich bar on stderr: a label, the bar, done of total, the given columns, elapsed time; a no-op when
@@ -38,7 +40,7 @@ class StderrBar:
 class SearchProgress(StderrBar):
     """Trials done of budget, best so far, trials per second."""
 
-    def __init__(self, budget: int, done: int, quality: str, enabled: bool = True) -> None:
+    def __init__(self, budget: int, done: int, quality: Quality, enabled: bool = True) -> None:
         super().__init__(
             "[bold]search", TextColumn("{task.fields[best]}"), TextColumn("{task.fields[rate]}"), enabled=enabled
         )
@@ -46,7 +48,7 @@ class SearchProgress(StderrBar):
         self.start = time.perf_counter()
         self.done0 = done
         self.done = done
-        self.label = "best objective" if quality != "accuracy" else "best val accuracy"
+        self.label = f"best val {quality.name}" if quality.higher_is_better else "best objective"
         self.task = self.progress.add_task("search", total=budget, completed=done, best="", rate="")
 
     def update(self, n: int, best: float | None) -> None:

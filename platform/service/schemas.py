@@ -1,4 +1,8 @@
-"""What the API returns; the CLI's ``--json`` output of ``jobs``/``show`` has the same shape."""
+"""What the API returns; the CLI's ``--json`` output of ``jobs``/``show`` has the same shape.
+
+This is a JSON boundary: a job's ``summary`` is served as the store holds it (its kind's type,
+``platform/jobs/summary_types.py`` and ``report_types.py``, reads it back), and trial rows pass through
+:class:`TrialRow`, so the API serves only rows of the recorded shape."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from prunehive.platform.jobs.summary_types import TrialRow
 from prunehive.platform.store.jobs import JobRecord, TrialRecord
 
 
@@ -37,7 +42,7 @@ class JobOut(BaseModel):
 
 class JobDetail(JobOut):
     spec: dict[str, Any]
-    summary: dict[str, Any] | None
+    summary: dict[str, Any] | None  # the summary's JSON, as ``to_dict`` of its kind's type wrote it
     budget: int | None
 
 
@@ -56,7 +61,8 @@ class TrialOut(BaseModel):
 
     @classmethod
     def of(cls, t: TrialRecord) -> TrialOut:
-        return cls.model_validate(_fields(cls, t))
+        row = TrialRow.of(t).to_dict()
+        return cls.model_validate({name: row[name] for name in cls.model_fields})
 
 
 class TrialList(BaseModel):

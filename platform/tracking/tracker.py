@@ -245,14 +245,15 @@ class Tracker:
 
     def log_model(self, run_id: str, model: Any, name: str = "model") -> str:
         """Log a ``torch.nn.Module`` as an MLflow 3 LoggedModel linked to ``run_id``; returns ``models:/<id>``.
+        A search logs its best candidate as ``prunehive export`` writes it (``PruningEngine.export``).
 
         Driver only: MLflow 3 resolves the store from the process-global tracking URI and, without an
         active run, would file the model under the default experiment. So we create the LoggedModel in our
         experiment ourselves and scope the global URI to this call (under a lock). Pickle format (``pt2``,
         MLflow 3's default, needs an input example); pinned requirements skip environment inference.
         """
-        import mlflow.pytorch
-        import torch
+        import mlflow.pytorch  # local: keeps torch out of the service and CLI start-up (jobs/base.py imports this)
+        import torch  # local: as above
 
         logged = self.client.create_logged_model(self.experiment_id, name=name, source_run_id=run_id)
         quiet = logging.getLogger("mlflow.pytorch")  # its pickle-format warning on every log is noise here

@@ -7,9 +7,12 @@ from pathlib import Path
 import pytest
 
 from prunehive.platform.jobs.federated.driver import settings_for
+from prunehive.platform.jobs.summary_types import SearchSummary
 from prunehive.platform.spec.job import parse_spec
 from prunehive.platform.store.jobs import JobStore
+from prunehive.workers.contracts import Entry, SplitMetrics
 from prunehive.workers.federated.simulation import build_strategy
+from prunehive.workers.quality import Quality
 
 LAYERS = {"fc1": 0.7, "fc2": 0.9, "fc3": 0.9, "fc4": 0.8, "fc5": 0.3}
 
@@ -22,7 +25,10 @@ def store(tmp_path: Path) -> JobStore:
 def search_job(store: JobStore, status: str = "succeeded") -> str:
     job_id = store.create_job("search", "digits-mlp-evolution", parse_spec({"kind": "search"}).model_dump(mode="json"))
     store.set_status(job_id, "running")
-    store.set_summary(job_id, {"best": {"layers": LAYERS, "achieved_sparsity": 0.85}})
+    split = SplitMetrics("accuracy", 0.9, 0.3, 0.9)
+    best = Entry(LAYERS, 0.85, {"validation": split, "test": split}, 1000, 2000, candidate_id=7)
+    summary = SearchSummary(job_id, "succeeded", 8, Quality.named("accuracy"), best, {}, "run", "file:///mlruns")
+    store.set_summary(job_id, summary.to_dict())
     store.set_status(job_id, status)
     return job_id
 

@@ -75,10 +75,13 @@ def test_a_level_solver_scores_the_dense_model_without_a_level_zero(home: Path) 
 
 def test_the_printed_summary_starts_from_the_dense_model(capsys: pytest.CaptureFixture[str]) -> None:
     def entry(sparsity: float, acc: float) -> dict[str, Any]:
-        return {"achieved_sparsity": sparsity, "metrics": {"validation": {"accuracy": acc}, "test": {"accuracy": acc}}}
+        split = {"accuracy": acc, "loss": 1.0 - acc, "objective": acc}
+        scores = {"metrics": {"validation": split, "test": split}, "params": 100, "flops": 200}
+        return {"layers": {"fc1": sparsity}, "achieved_sparsity": sparsity, **scores}
 
     summary = {
-        **{"job_id": "0123456789", "trials": 4, "quality": "accuracy", "mlflow_run_id": "r", "tracking_uri": "u"},
+        **{"job_id": "0123456789", "status": "succeeded", "trials": 4, "quality": "accuracy"},
+        **{"mlflow_run_id": "r", "tracking_uri": "u"},
         **{"best": {**entry(0.9, 0.5), "candidate_id": 2}, "baselines": {"uniform": entry(0.9, 0.2)}},
         **{"dense": entry(0.0, 0.9722), "per_row": True, "rule": "per-row (Wanda paper)"},
     }

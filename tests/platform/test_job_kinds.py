@@ -83,12 +83,23 @@ def test_metric_names_match_the_metric_functions() -> None:
 
 
 def _entry(sparsity: float, acc: float, **extra: object) -> dict[str, object]:
-    metrics = {"validation": {"accuracy": acc}, "test": {"accuracy": acc - 0.01}}
-    return {"achieved_sparsity": sparsity, "metrics": metrics, **extra}
+    def split(a: float) -> dict[str, float]:
+        return {"accuracy": a, "loss": 1.0 - a, "objective": a}
+
+    metrics = {"validation": split(acc), "test": split(acc - 0.01)}
+    return {
+        "layers": {"fc1": sparsity},
+        "achieved_sparsity": sparsity,
+        "metrics": metrics,
+        "params": 9,
+        "flops": 18,
+        **extra,
+    }
 
 
 def test_each_kind_prints_its_own_summary(capsys: pytest.CaptureFixture[str]) -> None:
-    common = {"job_id": "0123456789", "trials": 7, "quality": "accuracy", "mlflow_run_id": "r1", "tracking_uri": "u"}
+    common = {"job_id": "0123456789", "status": "succeeded", "trials": 7, "quality": "accuracy"}
+    common |= {"mlflow_run_id": "r1", "tracking_uri": "u"}
     baselines = {"uniform": _entry(0.5, 0.80), "erk": {"error": "boom"}}
     search = {**common, "best": _entry(0.5, 0.9, candidate_id=3), "baselines": baselines}
     print_summary(search)  # a search summary carries no kind
@@ -99,9 +110,10 @@ def test_each_kind_prints_its_own_summary(capsys: pytest.CaptureFixture[str]) ->
     print_summary(metric, "metric-search")
     text = capsys.readouterr().out
     assert "mul(W, X)" in text and "abs(W)" in text and "search (#" not in text
-    final = {"sparsity": 0.8, "test_accuracy": 0.93}
-    fed = {**common, "kind": "federated", "plan": "fixed", "final": final, "dense_reference": {"final": final}}
-    fed |= {"bytes_up": 2e6, "bytes_down": 4e6, "dense_bytes_up": 8e6, "uplink_reduction": 4.0, "failures": 1}
+    final = {"sparsity": 0.8, "test_accuracy": 0.93, "client_accuracy": 0.9}
+    traffic = {"bytes_up": 2e6, "bytes_down": 4e6, "dense_bytes_up": 8e6, "dense_bytes_down": 8e6, "failures": 1}
+    fed = {**common, "kind": "federated", "task": "digits-mlp", "plan": "fixed", "final": final, "rounds": []}
+    fed |= {**traffic, "uplink_reduction": 4.0, "dense_reference": {"final": final, **traffic}}
     print_summary(fed)
     text = capsys.readouterr().out
     assert "fixed 80%" in text and "dense FedAvg" in text and "uplink 2.00 MB (4.00x less" in text

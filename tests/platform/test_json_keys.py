@@ -17,6 +17,11 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from prunehive.platform.cli import app
+from prunehive.platform.jobs.report_types import summary_from_dict
+from prunehive.platform.jobs.summary_types import TrialRow
+from prunehive.platform.service.schemas import TrialOut
+from prunehive.platform.settings import default_database_url
+from prunehive.platform.store.jobs import JobStore
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("local_ray")]
 runner = CliRunner()
@@ -93,6 +98,16 @@ def test_run_json_keys(home: Path, kind: str) -> None:
     path.write_text(yaml.safe_dump(spec))
     obj = invoke(["run", str(path), "--json"])
     assert set(obj) == TOP_LEVEL[kind]
+    assert json.dumps(summary_from_dict(obj).to_dict()) == json.dumps(obj)  # the typed summary writes the same JSON
+    store = JobStore(default_database_url())
+    try:
+        records = store.trials(obj["job_id"])
+    finally:
+        store.close()
+    assert bool(records) == (kind not in ("benchmark", "federated"))  # a benchmark's trials are its cells' jobs'
+    for record in records:  # the store's rows, typed and back (the API serves them through the same type)
+        assert TrialRow.of(record).to_dict() == {k: getattr(record, k) for k in TrialRow.of(record).to_dict()}
+        assert TrialOut.of(record).model_dump() == {k: getattr(record, k) for k in TrialOut.model_fields}
     if kind == "federated":
         assert set(obj["final"]) == {"test_accuracy", "sparsity", "client_accuracy", "layers"}
         return

@@ -115,11 +115,12 @@ def test_wanda_statistics_are_input_norms(mlp: QuickMLP) -> None:
     assert torch.allclose(stats["fc1"].X[0], expected, rtol=1e-5)
 
 
-def test_export_follows_torch_prune_conventions(mlp: QuickMLP) -> None:
+def test_export_zeroes_weights_under_their_own_names(mlp: QuickMLP) -> None:
     engine = PruningEngine(mlp)
     model = engine.export([0.5] * 5)
     fc1 = dict(model.named_modules())["fc1"]
-    assert hasattr(fc1, "weight_orig") and hasattr(fc1, "weight_mask")
+    assert set(model.state_dict()) == set(engine.model.state_dict())  # no weight_orig / weight_mask
+    assert not fc1._forward_pre_hooks
     assert float((fc1.weight == 0).float().mean()) == pytest.approx(0.5, abs=1e-3)
 
 

@@ -58,6 +58,7 @@ def collect_updates(
         node = int(msg.metadata.src_node_id)
         content = msg.content
         state, masks = decode(content.array_records["arrays"], template, sent_masks.get(node))
+        # wire boundary: the client's numbers arrive in the Flower MetricRecord named "metrics"
         metrics = {k: float(v) for k, v in content.metric_records["metrics"].items()}  # type: ignore[arg-type]
         weight = float(metrics.get("num-examples", 1.0))
         updates.append(ClientUpdate(node, state, masks, weight, metrics))

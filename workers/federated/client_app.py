@@ -22,8 +22,10 @@ from flwr.clientapp import ClientApp
 from torch import nn
 from torch.func import functional_call
 
+from prunehive.workers.apply import masked, reapplier
 from prunehive.workers.calibration import collect_stats
 from prunehive.workers.federated.aggregation import SUBMASKS_KEY
+from prunehive.workers.federated.client_cost import plain_loss, training_cost
 from prunehive.workers.federated.encoding import decode, decode_masks, encode
 from prunehive.workers.federated.models import start_model, train_rows
 from prunehive.workers.federated.partition import partition_indices
@@ -100,24 +102,16 @@ def nested_loss(
         params = dict(model.named_parameters())
         value = task.loss_fn(model(x), y)
         for sub in submasks:
-            masked = {n: params[n] * m.to(params[n].dtype) for n, m in sub.items()}
-            value = value + task.loss_fn(functional_call(model, masked, (x,)), y)
+            value = value + task.loss_fn(functional_call(model, masked(params, sub), (x,)), y)
         return value
 
     return loss
 
 
 def reapply(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> Callable[[], None] | None:
-    """Zero the pruned weights again (``Task.train``'s ``after_step``); None when nothing is masked."""
-    params = dict(model.named_parameters())
-    pairs = [(params[n], m.to(params[n].dtype)) for n, m in masks.items()]
-
-    def after_step() -> None:
-        with torch.no_grad():
-            for p, m in pairs:
-                p.mul_(m)
-
-    return after_step if pairs else None
+    """Zero the pruned weights again (``Task.train``'s ``after_step``, ``workers/apply.py``'s rule); None
+    when nothing is masked."""
+    return reapplier(model, masks) if masks else None
 
 
 @app.query()
@@ -156,22 +150,30 @@ def train(msg: Message, context: Context) -> Message:
         if SUBMASKS_KEY in msg.content.array_records
         else []
     )
+    steps = epochs * math.ceil(len(x) / batch)  # local epochs over this client's rows, as batches
+    loss = nested_loss(task, subs)
+    cost = training_cost(model, loss or plain_loss(task.loss_fn), (x[:batch], y[:batch]), masks, steps)
     mean_loss = task.train(
         model,
-        epochs * math.ceil(len(x) / batch),  # local epochs over this client's rows, as batches
+        steps,
         lr=_num(cfg, "lr") or None,
         after_step=reapply(model, masks),
         seed=int(_num(cfg, "seed")) * 1_000_003 + round_ * 1_009 + pid,
         data=(x, y),
         batch_size=batch,
-        loss=nested_loss(task, subs),
+        loss=loss,
         cosine=False,
     )
     accuracy = task.evaluate(model, "test").quality
     records: dict[str, ArrayRecord | MetricRecord | ConfigRecord] = {
         "arrays": encode(model.state_dict(), masks, send_masks=False),
         "metrics": MetricRecord(
-            {"num-examples": len(x), "train-loss": mean_loss / (1 + len(subs)), "accuracy": accuracy}
+            {
+                "num-examples": len(x),
+                "train-loss": mean_loss / (1 + len(subs)),
+                "accuracy": accuracy,
+                **cost.metrics(),
+            }
         ),
     }
     return Message(RecordDict(records), reply_to=msg)

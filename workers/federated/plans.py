@@ -17,10 +17,13 @@ import numpy as np
 import torch
 
 from prunehive.search.space import SearchSpace
+from prunehive.workers.apply import with_biases
 from prunehive.workers.baselines import heuristic_allocation
 from prunehive.workers.calibration import LayerStats
 from prunehive.workers.masks import Granularity, Ranking
 
+# Named algorithms, each a strategy (and where it needs one a client action) in workers/federated/plan_<name>.py.
+NAMED_PLANS = ("fedtiny", "hidenseek", "feddst", "prunefl", "autoflip")
 TierMasks = dict[str, torch.Tensor]  # parameter name ("fc1.weight", and "fc1.bias" for channels) -> bool mask
 UNSTRUCTURED = Granularity("layer")
 
@@ -131,13 +134,14 @@ class MaskPlan:
 
 
 def with_bias_masks(tiers: list[TierMasks], biases: set[str]) -> list[TierMasks]:
-    """Channel masks also drop the removed channels' biases (named in ``biases``), as a search's engine does."""
-    for masks in tiers:
-        for name in list(masks):
-            bias = name.removesuffix(".weight") + ".bias"
-            if bias in biases:
-                masks[bias] = masks[name].reshape(masks[name].shape[0], -1)[:, 0].clone()
-    return tiers
+    """Channel masks also drop the removed channels' biases (named in ``biases``), by the rule every
+    candidate is applied with (``workers/apply.py:output_keep``)."""
+    return [with_biases(masks, biases) for masks in tiers]
+
+
+def named_plan_module(name: str) -> str:
+    """The module of a named plan (``NAMED_PLANS``); importing it registers its client actions."""
+    return f"prunehive.workers.federated.plan_{name}"
 
 
 def masked_sparsity(masks: Mapping[str, torch.Tensor], total: int) -> float:

@@ -86,7 +86,7 @@ class PooledStats:
     def add(self, reply: Message) -> None:
         """One good reply's statistics."""
         content = reply.content
-        metrics = content.metric_records["metrics"]
+        metrics = content.metric_records["metrics"]  # wire boundary: the reply's Flower MetricRecord
         rows, batches = int(metrics["rows"]), int(metrics["batches"])  # type: ignore[arg-type]
         self.rows += rows
         self.batches += batches

@@ -23,6 +23,7 @@ from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import sample_nodes
 from flwr.supercore import log
 
+from prunehive.workers.apply import masked
 from prunehive.workers.calibration import LayerStats
 from prunehive.workers.federated.aggregation import SUBMASKS_KEY, collect_updates, masked_average
 from prunehive.workers.federated.encoding import Masks, dense_record, encode, encode_masks, record_bytes
@@ -48,6 +49,8 @@ class RoundRecord:
     train_loss: float = float("nan")
     test_accuracy: list[float] = field(default_factory=list)  # per tier
     seconds: float = 0.0
+    client_flops: float = 0.0  # local training FLOPs, summed over the round's clients (see client_cost)
+    peak_client_bytes: int = 0  # the largest client's measured peak training memory
 
 
 def error_summary(reason: str, limit: int = 300) -> str:
@@ -58,9 +61,7 @@ def error_summary(reason: str, limit: int = 300) -> str:
 
 
 def apply_masks(state: dict[str, torch.Tensor], masks: Masks | None) -> dict[str, torch.Tensor]:
-    if not masks:
-        return dict(state)
-    return {n: t * masks[n].to(t.dtype) if n in masks else t for n, t in state.items()}
+    return masked(state, masks or {})
 
 
 class PruningFedAvg(FedAvg):
@@ -106,7 +107,7 @@ class PruningFedAvg(FedAvg):
         ask = [Message(RecordDict({}), dst_node_id=n, message_type=MessageType.QUERY) for n in nodes]
         by_node = {n: i for i, n in enumerate(nodes)}
         for reply in grid.send_and_receive(ask, timeout=timeout):
-            if not reply.has_error():
+            if not reply.has_error():  # wire boundary: the partition id arrives in the reply's MetricRecord
                 by_node[reply.metadata.src_node_id] = int(reply.content.metric_records["metrics"]["partition-id"])  # type: ignore[arg-type]
         self.node_tier = {n: pid % self.plan.tiers for n, pid in by_node.items()}
 
@@ -221,6 +222,9 @@ class PruningFedAvg(FedAvg):
         self.state = masked_average(updates, self.state)
         total = sum(u.weight for u in updates)
         record.client_accuracy = sum(u.weight * u.metrics.get("accuracy", 0.0) for u in updates) / total
+        record.client_flops += sum(u.metrics.get("train-flops", 0.0) for u in updates)
+        peaks = [int(u.metrics.get("peak-bytes", 0)) for u in updates]
+        record.peak_client_bytes = max([record.peak_client_bytes, *peaks])
         record.train_loss = sum(u.weight * u.metrics.get("train-loss", 0.0) for u in updates) / total
         metrics = MetricRecord({"accuracy": record.client_accuracy, "train-loss": record.train_loss})
         return dense_record(self.state), metrics

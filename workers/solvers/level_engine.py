@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from prunehive.workers.apply import held, recover
 from prunehive.workers.contracts import EvalResult
 from prunehive.workers.solvers.builders import mask_levels, sparsegpt_levels
 from prunehive.workers.solvers.level_db import DECODED_CACHE_BYTES, DEFAULT_LEVELS, LevelDatabase, fingerprint
@@ -111,13 +112,15 @@ class LevelEngine:
         achieved, per_layer, params, flops = measure(self.engine, self.dense_nonzeros, counts)
         return EvalResult(metrics, achieved, per_layer, params, flops, time.perf_counter() - start)
 
-    def export(self, sparsity: Mapping[str, float] | Iterable[float]) -> nn.Module:
-        """A copy of the model holding the candidate's weights."""
+    def export(self, sparsity: Mapping[str, float] | Iterable[float], recovery_steps: int = 0) -> nn.Module:
+        """A copy of the model holding the candidate's weights, fine-tuned with their zeros held
+        (``workers/apply.py:recover``) where ``recovery_steps`` asks."""
         model = copy.deepcopy(self.engine.model)
         modules = dict(model.named_modules())
         with torch.no_grad():
             for n, i in zip(self.names, self.nearest(sparsity), strict=True):
                 modules[n].weight.copy_(self.db.weight(n, i))
+        recover(self.engine.task, model, held(model, self.names), recovery_steps)
         return model
 
     def describe(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from prunehive.workers.apply import held, recover
 from prunehive.workers.contracts import SplitMetrics
 from prunehive.workers.kl import score_splits
 from prunehive.workers.tasks.base import Split
@@ -41,9 +42,8 @@ def score_with(
             weight = weight.to(engine.device)
             # Training writes its weights, so it gets a copy; scoring only reads the given tensor.
             param.data = weight.clone() if recovery_steps > 0 else weight
-        if recovery_steps > 0:
-            masks = [(param, param.data != 0) for param, _ in swapped]
-            task.train(model, recovery_steps, lr=task.lr * 0.1, after_step=lambda: _reapply(masks))
+        if recovery_steps > 0:  # the given weights' zeros held through the fine-tune
+            recover(task, model, held(model, list(weights)), recovery_steps)
         metrics = score_splits(task, model, splits, limit, engine.reference)
     finally:
         while swapped:
@@ -74,8 +74,3 @@ def measure(
 def nonzeros(weights: Mapping[str, torch.Tensor]) -> dict[str, int]:
     return {n: int(torch.count_nonzero(w)) for n, w in weights.items()}
 
-
-def _reapply(masks: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-    with torch.no_grad():
-        for weight, mask in masks:
-            weight.mul_(mask)

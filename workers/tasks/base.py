@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
+from prunehive.workers.quality import Quality
 from prunehive.workers.tasks.spec import TaskError
 from prunehive.workers.tasks.training import (
     Batch,
@@ -134,7 +135,7 @@ class Task:
     # ---- derived behaviour --------------------------------------------------------------
     @property
     def higher_is_better(self) -> bool:
-        return self.quality == "accuracy"
+        return Quality.named(self.quality).higher_is_better
 
     def objective(self, evaluation: Evaluation) -> float:
         """A value to maximise: accuracy, or minus the log-perplexity (the mean loss)."""
@@ -201,6 +202,7 @@ class Task:
         """Quality and mean loss over a split, or over its first ``limit`` items (target positions of a
         language model, samples of a classifier): the same prefix every time, so candidates scored at one
         search stage meet the same data. ``observe`` sees each batch's scored logits (see ``scoring``)."""
+        # local: breaks the base-scoring import cycle (scoring imports base)
         from prunehive.workers.tasks.scoring import score
 
         return score(self, model, split, limit, observe)

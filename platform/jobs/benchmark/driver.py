@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
@@ -20,11 +21,13 @@ from prunehive.platform.jobs.base import JobRun, start_job
 from prunehive.platform.jobs.benchmark.report import Cell, aggregate, target_label, write_report
 from prunehive.platform.jobs.cluster import connect_ray
 from prunehive.platform.jobs.pool import ActorPool
+from prunehive.platform.jobs.report_types import BenchmarkSummary
 from prunehive.platform.jobs.search.driver import SearchRun, make_pool
+from prunehive.platform.jobs.summary_types import SearchSummary, TrialRow
 from prunehive.platform.settings import prunehive_home
 from prunehive.platform.spec.job import JobSpec, parse_spec
 from prunehive.platform.store.jobs import JobCancelled, JobStore
-from prunehive.workers.contracts import EvalResult
+from prunehive.workers.contracts import Entry
 from prunehive.workers.granularity import pruning_rule
 
 TAG_BENCHMARK = "prunehive.benchmark_job_id"
@@ -54,6 +57,21 @@ def cell_spec(spec: JobSpec, tracking_uri: str, sparsity: float | None, strategy
         "resources": data["resources"],
         "tracking": {"mlflow_uri": tracking_uri, "experiment": spec.experiment},
     }
+
+
+@dataclass(frozen=True)
+class PlannedCell:
+    """One (sparsity, strategy, seed) of a benchmark and its search job, as the job row keeps them for a resume."""
+
+    sparsity: float | None
+    strategy: str
+    seed: int
+    job_id: str
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PlannedCell:
+        sparsity = None if data["sparsity"] is None else float(data["sparsity"])
+        return cls(sparsity, str(data["strategy"]), int(data["seed"]), str(data["job_id"]))
 
 
 class BenchmarkRun(JobRun):
@@ -90,7 +108,8 @@ class BenchmarkRun(JobRun):
             result = aggregate(cells, spec)
             directory = prunehive_home() / "benchmarks" / self.job_id
             report = write_report(directory, result, cells, spec)
-            result.update(
+            result = replace(
+                result,
                 job_id=self.job_id,
                 status="succeeded",
                 mlflow_run_id=parent,
@@ -101,13 +120,14 @@ class BenchmarkRun(JobRun):
                     "report_seconds": time.perf_counter() - searching_done,
                 },
             )
-            (directory / "summary.json").write_text(json.dumps(result, indent=1, default=str))
+            summary = result.to_dict()
+            (directory / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
             for path in sorted(directory.rglob("*")):
                 if path.is_file():
                     folder = path.parent.relative_to(directory).as_posix()
                     self.tracker.log_file(parent, path, None if folder == "." else folder)
             self.tracker.log_metrics(parent, _final_metrics(result))
-            return self.succeed(parent, result)
+            return self.succeed(parent, summary)
 
     def _open_parent(self) -> str:
         spec, bench = self.spec, self.spec.benchmark
@@ -129,65 +149,59 @@ class BenchmarkRun(JobRun):
         self.tracker.log_dict(run_id, self.job.spec, "spec.json")
         return run_id
 
-    def _plan(self) -> list[dict[str, Any]]:
+    def _plan(self) -> list[PlannedCell]:
         """The cells and their search jobs, created once and kept in the job row so a resume reuses them."""
         state = self.job.strategy_state or {}
         if state.get("cells"):
-            return list(state["cells"])
+            return [PlannedCell.from_dict(c) for c in state["cells"]]
         spec, bench = self.spec, self.spec.benchmark
         plan = []
         for sparsity in bench.sparsities or [None]:
             for strategy in bench.strategies:
                 for seed in bench.seed_list:
                     sub = parse_spec(cell_spec(spec, self.tracking_uri, sparsity, strategy, seed))
-                    job_id = start_job(self.store, sub)
-                    plan.append({"sparsity": sparsity, "strategy": strategy, "seed": seed, "job_id": job_id})
-        self.store.save_state(self.job_id, {"cells": plan})
+                    plan.append(PlannedCell(sparsity, strategy, seed, start_job(self.store, sub)))
+        self.store.save_state(self.job_id, {"cells": [asdict(c) for c in plan]})
         return plan
 
-    def _run_cell(self, index: int, total: int, entry: dict[str, Any], parent: str, pool: ActorPool) -> Cell:
-        job = self.store.get_job(entry["job_id"])
-        what = f"{entry['strategy']} seed {entry['seed']} at {target_label(entry['sparsity'])}"
+    def _run_cell(self, index: int, total: int, cell: PlannedCell, parent: str, pool: ActorPool) -> Cell:
+        job = self.store.get_job(cell.job_id)
+        label = target_label(cell.sparsity)
+        what = f"{cell.strategy} seed {cell.seed} at {label}"
         if job.status == "succeeded" and job.summary:
             self.console.print(f"benchmark [{index + 1}/{total}] {what}: done earlier (job {job.id[:8]})")
-            summary = job.summary
+            summary = SearchSummary.from_dict(job.summary)
         else:
             self.console.print(f"benchmark [{index + 1}/{total}] {what} (job {job.id[:8]})")
-            summary = SearchRun(self.store, job.id, self.ray_address, self.show_progress, pool=pool).run()
-        run_id = summary["mlflow_run_id"]
-        layers = summary["best"]["layers"]
+            summary = SearchRun(self.store, job.id, self.ray_address, self.show_progress, pool=pool).run_summary()
+        run_id = summary.mlflow_run_id
         # Nest the cell's run under the benchmark and give it a readable name and its allocation as params.
         self.tracker.set_tags(run_id, {MLFLOW_PARENT_RUN_ID: parent, TAG_BENCHMARK: self.job_id})
-        self.tracker.rename(run_id, f"{entry['strategy']}-seed{entry['seed']}-{target_label(entry['sparsity'])}")
-        self.tracker.log_params(run_id, {f"sparsity.{n}": round(v, 6) for n, v in layers.items()})
+        self.tracker.rename(run_id, f"{cell.strategy}-seed{cell.seed}-{label}")
+        self.tracker.log_params(run_id, {f"sparsity.{n}": round(v, 6) for n, v in summary.best.layers.items()})
         trials = sorted(self.store.trials(job.id), key=lambda t: t.id)  # in the order they were told
         # NSGA-II also explores below the target; only evaluations that reach it count towards the curve.
-        floor = -math.inf if entry["sparsity"] is None else entry["sparsity"] - 5e-3
-        results = [EvalResult.from_dict(t.result) if t.state == "complete" and t.result else None for t in trials]
+        floor = -math.inf if cell.sparsity is None else cell.sparsity - 5e-3
+        results = [t.result if t.state == "complete" else None for t in map(TrialRow.of, trials)]
         curve = [r.objective() if r is not None and r.achieved_sparsity >= floor else math.nan for r in results]
-        return Cell(
-            sparsity=entry["sparsity"],
-            strategy=entry["strategy"],
-            seed=entry["seed"],
-            job_id=job.id,
-            mlflow_run_id=run_id,
-            summary=summary,
-            curve=curve,
-        )
+        return Cell(cell.sparsity, cell.strategy, cell.seed, job.id, run_id, summary, curve)
 
 
-def _final_metrics(result: dict[str, Any]) -> dict[str, float]:
+def _final_metrics(result: BenchmarkSummary) -> dict[str, float]:
     """The table as metrics of the parent run: ``<strategy>.<sparsity>.test.<quality>.mean`` and so on."""
-    q = result["quality"]
+    q = result.quality.name
     metrics: dict[str, float] = {}
-    for row in result["table"]:
-        key = f"{row['name']}.{target_label(row['target'])}"
-        for split in ("validation", "test"):
-            metrics[f"{key}.{split}.{q}.mean"] = row[f"{split}_mean"]
-            if row[f"{split}_std"] is not None:
-                metrics[f"{key}.{split}.{q}.std"] = row[f"{split}_std"]
-        metrics[f"{key}.achieved_sparsity"] = row["achieved_sparsity"]
-    dense = result.get("dense") or {}
-    for split, scores in dense.get("metrics", {}).items():  # as a search's parent run names them
-        metrics.update({f"dense.{split}.{k}": float(v) for k, v in scores.items()})
+    for row in result.table:
+        key = f"{row.name}.{target_label(row.target)}"
+        for split, mean, std in (
+            ("validation", row.validation_mean, row.validation_std),
+            ("test", row.test_mean, row.test_std),
+        ):
+            metrics[f"{key}.{split}.{q}.mean"] = mean
+            if std is not None:
+                metrics[f"{key}.{split}.{q}.std"] = std
+        metrics[f"{key}.achieved_sparsity"] = row.achieved_sparsity
+    if isinstance(result.dense, Entry):  # as a search's parent run names them
+        for split, scores in result.dense.metrics.items():
+            metrics.update({f"dense.{split}.{k}": float(v) for k, v in scores.to_dict().items()})
     return metrics

@@ -16,6 +16,14 @@ from typing import Any
 from prunehive.platform.jobs.base import JobRun
 from prunehive.platform.jobs.cluster import connect_ray
 from prunehive.platform.jobs.federated import report
+from prunehive.platform.jobs.report_types import (
+    DenseReference,
+    FederatedFinal,
+    FederatedSummary,
+    Tier,
+    Traffic,
+)
+from prunehive.platform.jobs.summary_types import SearchSummary
 from prunehive.platform.spec.job import JobSpec
 from prunehive.platform.store.jobs import JobStore
 from prunehive.workers.federated.simulation import SimulationResult, SimulationSettings, simulate
@@ -56,6 +64,8 @@ def settings_for(spec: JobSpec, store: JobStore, dense: bool = False) -> Simulat
         cpus_per_client=spec.resources.cpus_per_worker,
         gpus_per_client=spec.resources.gpus_per_worker,
         round_timeout=fed.round_timeout,
+        client_budget=dict(fed.client_budget),
+        mask_interval=fed.mask_interval,
     )
 
 
@@ -64,7 +74,7 @@ def best_allocation(store: JobStore, job_id: str) -> dict[str, float]:
     job = store.get_job(job_id)
     if job.kind != "search" or job.status != "succeeded" or not job.summary or "best" not in job.summary:
         raise ValueError(f"pruning.from_job: job {job.id} is not a finished search job (kind {job.kind}, {job.status})")
-    return {str(k): float(v) for k, v in job.summary["best"]["layers"].items()}
+    return dict(SearchSummary.from_dict(job.summary).best.layers)
 
 
 class FederatedRun(JobRun):
@@ -90,7 +100,7 @@ class FederatedRun(JobRun):
                     dense = self._dense_reference(parent, bar)
             summary = self._summary(pruned, result, dense, parent, time.perf_counter() - started)
             self._log_report(parent, pruned, result, dense, summary)
-            return self.succeed(parent, summary)
+            return self.succeed(parent, summary.to_dict())
 
     def _dense_reference(self, parent: str, bar: report.RoundProgress) -> SimulationResult:
         """Dense FedAvg with the same seed, as the child run ``dense-fedavg``."""
@@ -155,46 +165,47 @@ class FederatedRun(JobRun):
         dense: SimulationResult | None,
         parent: str,
         seconds: float,
-    ) -> dict[str, Any]:
+    ) -> FederatedSummary:
         last = result.history[-1]
-        totals = result.totals()
         tiers = [
-            {"target": t, "sparsity": sp, "test_accuracy": acc, "layers": layers}
+            Tier(target=t, sparsity=sp, test_accuracy=acc, layers=layers)
             for t, sp, acc, layers in zip(
                 result.targets, result.tier_sparsity, last.test_accuracy, result.layer_sparsity, strict=True
             )
         ]
-        out: dict[str, Any] = {
-            "job_id": self.job_id,
-            "kind": "federated",
-            "status": "succeeded",
-            "task": s.task,
-            "plan": s.plan,
-            **pruning_rule(s.granularity, s.per_row, s.metric),
-            "final": {
-                "test_accuracy": last.test_accuracy[-1],
-                "sparsity": result.tier_sparsity[-1],
-                "client_accuracy": last.client_accuracy,
-            },
-            **totals,
-            "uplink_reduction": totals["dense_bytes_up"] / max(totals["bytes_up"], 1),
-            "rounds": report.history_rows(result.history),
-            "mlflow_run_id": parent,
-            "tracking_uri": self.tracking_uri,
-            "timing": {"seconds": seconds},
-        }
-        if len(tiers) > 1:
-            out["final"]["tiers"] = tiers
-        else:
-            out["final"]["layers"] = tiers[0]["layers"]
+        final = FederatedFinal(
+            test_accuracy=last.test_accuracy[-1],
+            sparsity=result.tier_sparsity[-1],
+            client_accuracy=last.client_accuracy,
+            tiers=tiers if len(tiers) > 1 else [],
+            layers=None if len(tiers) > 1 else tiers[0].layers,
+        )
+        traffic = Traffic.from_dict(result.totals())
+        reference, gap = None, None
         if dense is not None:
             dense_last = dense.history[-1]
-            out["dense_reference"] = {
-                "final": {"test_accuracy": dense_last.test_accuracy[0], "client_accuracy": dense_last.client_accuracy},
-                **dense.totals(),
-            }
-            out["accuracy_gap"] = dense_last.test_accuracy[0] - last.test_accuracy[-1]
-        return out
+            reference = DenseReference(
+                dense_last.test_accuracy[0], dense_last.client_accuracy, Traffic.from_dict(dense.totals())
+            )
+            gap = dense_last.test_accuracy[0] - last.test_accuracy[-1]
+        rule = pruning_rule(s.granularity, s.per_row, s.metric)
+        return FederatedSummary(
+            job_id=self.job_id,
+            status="succeeded",
+            task=s.task,
+            plan=s.plan,
+            per_row=bool(rule["per_row"]),
+            rule=str(rule["rule"]),
+            final=final,
+            traffic=traffic,
+            uplink_reduction=traffic.dense_bytes_up / max(traffic.bytes_up, 1),
+            rounds=report.history_rows(result.history),
+            mlflow_run_id=parent,
+            tracking_uri=self.tracking_uri,
+            timing={"seconds": seconds},
+            dense_reference=reference,
+            accuracy_gap=gap,
+        )
 
     def _log_report(
         self,
@@ -202,18 +213,15 @@ class FederatedRun(JobRun):
         s: SimulationSettings,
         result: SimulationResult,
         dense: SimulationResult | None,
-        summary: dict[str, Any],
+        summary: FederatedSummary,
     ) -> None:
-        final = {
-            "final.test_accuracy": summary["final"]["test_accuracy"],
-            "final.sparsity": summary["final"]["sparsity"],
-        }
-        for t, tier in enumerate(summary["final"].get("tiers", [])):
-            final[f"final.tier{t}.test_accuracy"] = tier["test_accuracy"]
-            final[f"final.tier{t}.sparsity"] = tier["sparsity"]
-        final["uplink_reduction"] = summary["uplink_reduction"]
-        if dense is not None:
-            final["dense.final.test_accuracy"] = summary["dense_reference"]["final"]["test_accuracy"]
+        final = {"final.test_accuracy": summary.final.test_accuracy, "final.sparsity": summary.final.sparsity}
+        for t, tier in enumerate(summary.final.tiers):
+            final[f"final.tier{t}.test_accuracy"] = tier.test_accuracy
+            final[f"final.tier{t}.sparsity"] = tier.sparsity
+        final["uplink_reduction"] = summary.uplink_reduction
+        if summary.dense_reference is not None:
+            final["dense.final.test_accuracy"] = summary.dense_reference.test_accuracy
         self.tracker.log_metrics(parent, final)
         labels = {"pruned": [f"{s.plan} {t:.0%}" for t in result.targets]}
         series: dict[str, list[RoundRecord]] = {"pruned": result.history}
@@ -222,4 +230,4 @@ class FederatedRun(JobRun):
             labels["dense"] = ["dense FedAvg"]
         self.tracker.log_figure(parent, report.accuracy_vs_round(series, labels), "plots/accuracy_vs_round.png")
         self.tracker.log_figure(parent, report.accuracy_vs_bytes(series, labels), "plots/accuracy_vs_bytes.png")
-        self.tracker.log_dict(parent, summary, "summary.json")
+        self.tracker.log_dict(parent, summary.to_dict(), "summary.json")

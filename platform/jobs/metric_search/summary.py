@@ -6,9 +6,9 @@ the parent run keeps a leaderboard artifact.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from prunehive.platform.jobs.search.dense import DENSE, dense_entry, dense_metrics, dense_named, rule_of
+from prunehive.platform.jobs.search.dense import DENSE, dense_entry, dense_metrics, dense_named, rule_fields
 from prunehive.platform.jobs.search.finish import (
     Named,
     completed,
@@ -18,9 +18,11 @@ from prunehive.platform.jobs.search.finish import (
     log_best_so_far,
     reevaluate,
 )
+from prunehive.platform.jobs.summary_types import SearchSummary, entries_to_dict
 from prunehive.search.strategy import Candidate, Strategy
-from prunehive.workers.contracts import EvalReply, EvalResult, WorkerInfo
+from prunehive.workers.contracts import Entry, EvalReply, EvalResult, WorkerInfo
 from prunehive.workers.metrics import EXPRESSION_PREFIX
+from prunehive.workers.quality import Quality
 
 if TYPE_CHECKING:
     from prunehive.platform.jobs.pool import ActorPool
@@ -47,8 +49,8 @@ def top_expressions(strategy: Strategy, k: int = TOP) -> list[Candidate]:
 
 def finish_metric_search(
     run: SearchRun, pool: ActorPool, strategy: Strategy, info: WorkerInfo, parent: str
-) -> dict[str, Any]:
-    spec, tracker, q = run.spec, run.tracker, info.quality
+) -> SearchSummary:
+    spec, tracker, q = run.spec, run.tracker, info.scored_by
     allocation = run.allocation or []
     top = top_expressions(strategy)
     if not top:
@@ -70,32 +72,42 @@ def finish_metric_search(
 
     best_cand, best = board[0]
     tracker.log_metrics(parent, final_metrics(best, base_results, q) | dense_metrics(replies[DENSE]))
-    board_entries = [{"expression": c.expression, "candidate_id": c.id, **r.entry()} for c, r in board]
+    board_entries = [Entry.of(r, candidate_id=c.id, expression=c.expression) for c, r in board]
     base_entries = entries(base_replies)
     dense = dense_entry(replies[DENSE])
-    board_json = {"leaderboard": board_entries, "baselines": base_entries, "dense": dense}
+    board_json = {
+        "leaderboard": [e.to_dict() for e in board_entries],
+        "baselines": entries_to_dict(base_entries),
+        "dense": dense.to_dict(),
+    }
     tracker.log_dict(parent, board_json, "leaderboard.json")
     tracker.log_text(parent, leaderboard_markdown(board, {**base_replies, DENSE: replies[DENSE]}, q), "leaderboard.md")
     log_best_so_far(run, parent, strategy, base_results, q)
-    model = pool.call_one("export", allocation, f"{EXPRESSION_PREFIX}{best_cand.expression}")
+    expression = f"{EXPRESSION_PREFIX}{best_cand.expression}"
+    model = pool.call_one("export", allocation, expression, spec.pruning.recovery_steps)  # as ``export`` writes it
     tracker.log_model(parent, model, name="pruned_model")
-    return {
-        "job_id": run.job_id,
-        "status": "succeeded",
-        "kind": "metric-search",
-        "trials": run.store.count_trials(run.job_id),
-        "quality": q,
-        "best": board_entries[0],
-        "leaderboard": board_entries,
-        "baselines": base_entries,
-        "dense": dense,
-        **rule_of(spec),
-        "mlflow_run_id": parent,
-        "tracking_uri": run.tracking_uri,
-    }
+    per_row, rule = rule_fields(spec)
+    return SearchSummary(
+        job_id=run.job_id,
+        status="succeeded",
+        kind="metric-search",
+        trials=run.store.count_trials(run.job_id),
+        quality=q,
+        best=board_entries[0],
+        leaderboard=board_entries,
+        baselines=base_entries,
+        dense=dense,
+        per_row=per_row,
+        rule=rule,
+        mlflow_run_id=parent,
+        tracking_uri=run.tracking_uri,
+    )
 
 
-def leaderboard_markdown(board: list[tuple[Candidate, EvalResult]], baselines: dict[str, EvalReply], q: str) -> str:
+def leaderboard_markdown(
+    board: list[tuple[Candidate, EvalResult]], baselines: dict[str, EvalReply], quality: Quality
+) -> str:
+    q = quality.name
     lines = [f"| metric | validation {q} | test {q} |", "|---|---:|---:|"]
     for cand, r in board:
         lines.append(f"| `{cand.expression}` | {r.quality('validation'):.4f} | {r.quality('test'):.4f} |")

@@ -7,12 +7,10 @@ it, so its entry is the model as the task supplied it, in the shape of a baselin
 
 from __future__ import annotations
 
-from typing import Any
-
 from prunehive.platform.jobs.search.finish import SPLITS, Named
 from prunehive.platform.spec.job import JobSpec
 from prunehive.search.strategy import Candidate
-from prunehive.workers.contracts import EvalReply
+from prunehive.workers.contracts import Entry, EvalReply, Failed, entry_of
 from prunehive.workers.granularity import pruning_rule
 
 DENSE = "dense"
@@ -23,9 +21,9 @@ def dense_named(layers: int) -> Named:
     return Named(DENSE, Candidate(-1, [0.0] * layers), recovery=False)
 
 
-def dense_entry(reply: EvalReply) -> dict[str, Any]:
+def dense_entry(reply: EvalReply) -> Entry | Failed:
     """The summary's ``dense`` entry; a failed evaluation is reported with its error, as a baseline's is."""
-    return reply.result.entry() if reply.result is not None else {"error": reply.error}
+    return entry_of(reply)
 
 
 def dense_metrics(reply: EvalReply) -> dict[str, float]:
@@ -35,7 +33,13 @@ def dense_metrics(reply: EvalReply) -> dict[str, float]:
     return {f"{DENSE}.{s}.{k}": float(v) for s in SPLITS for k, v in reply.result.metrics[s].to_dict().items()}
 
 
-def rule_of(spec: JobSpec) -> dict[str, Any]:
+def rule_of(spec: JobSpec) -> dict[str, bool | str]:
     """The effective ``per_row`` and the comparison ``rule`` of a job's pruning, for summaries and MLflow."""
     p = spec.pruning
     return pruning_rule(p.granularity, p.per_row, p.metric)
+
+
+def rule_fields(spec: JobSpec) -> tuple[bool, str]:
+    """``rule_of`` as a summary's ``per_row`` and ``rule`` fields."""
+    rule = rule_of(spec)
+    return bool(rule["per_row"]), str(rule["rule"])

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from typing import Any
 
 import ray
 
 from prunehive.platform.jobs.base import JobRun
 from prunehive.platform.jobs.cluster import connect_ray
+from prunehive.platform.jobs.metric_search.summary import finish_metric_search
 from prunehive.platform.jobs.pool import ActorPool
 from prunehive.platform.jobs.progress import SearchProgress
+from prunehive.platform.jobs.search import summary
 from prunehive.platform.jobs.search.dense import rule_of
+from prunehive.platform.jobs.search.federated_eval import worker_class, worker_options
 from prunehive.platform.jobs.search.finish import final_lm_eval
 from prunehive.platform.jobs.search.trials import (
     ChildRun,
@@ -26,12 +30,13 @@ from prunehive.platform.jobs.search.trials import (
     request,
     trial_row,
 )
+from prunehive.platform.jobs.structured_search import is_structured, structured_space
+from prunehive.platform.jobs.summary_types import SearchSummary, TrialRow
 from prunehive.platform.spec.job import JobSpec
 from prunehive.platform.store.jobs import JobCancelled, JobStore
 from prunehive.search.registry import make_strategy, strategy_class, strategy_options
 from prunehive.search.space import Layer, SearchSpace
 from prunehive.search.strategy import Candidate, Outcome, Strategy
-from prunehive.workers.actor import EvalWorker
 from prunehive.workers.contracts import EvalResult, WorkerInfo
 
 CANCEL_CHECK_SECONDS = 2.0  # how often a running search looks at its job's cancel flag
@@ -48,7 +53,7 @@ def auto_batch(seconds: float, budget: int, workers: int, depth: int) -> int:
 
 def make_pool(spec: JobSpec) -> ActorPool:
     res = spec.resources
-    remote = ray.remote(EvalWorker)  # type: ignore[attr-defined]
+    remote = ray.remote(worker_class(spec))  # type: ignore[attr-defined]
     threads = max(1, int(res.cpus_per_worker))
     latency = latency_request(spec)
 
@@ -70,6 +75,7 @@ def make_pool(spec: JobSpec) -> ActorPool:
             solver=p.solver,
             levels=list(p.levels),
             fitness=spec.search.fitness,
+            **worker_options(spec),  # search.evaluation federated: the clients' settings
         )
 
     return ActorPool(factory, res.workers, eval_timeout=spec.search.eval_timeout, resources=res)
@@ -149,8 +155,10 @@ class SearchRun(JobRun):
         self.pool = pool
 
     def run(self) -> dict[str, Any]:
-        from prunehive.platform.jobs.search import summary
+        """The summary as the job store and ``run --json`` hold it."""
+        return self.run_summary().to_dict()
 
+    def run_summary(self) -> SearchSummary:
         spec = self.spec
         started = time.perf_counter()
         pool = self.pool
@@ -161,7 +169,11 @@ class SearchRun(JobRun):
                 connect_ray(self.ray_address)
                 pool = pool or make_pool(spec)
                 info = pool.start()[0]
-                self.space = build_space(spec, info.layers)
+                if is_structured(spec):  # per-sublayer level grids and the latency table, from a worker
+                    extras = pool.call_one("space_extras", spec.pruning.latency_budget)
+                    self.space = structured_space(spec, info.layers, extras)
+                else:
+                    self.space = build_space(spec, info.layers)
                 self.allocation = fixed_allocation(spec, self.space, pool) if spec.kind == "metric-search" else None
                 warm = None
                 if strategy_class(spec.strategy).warm_startable and spec.search.warm_start:
@@ -178,21 +190,21 @@ class SearchRun(JobRun):
                 self._store_child_ids(logger.close(timeout=None))  # the search ends once every trial is in MLflow
                 finishing = time.perf_counter()
                 if spec.kind == "metric-search":
-                    from prunehive.platform.jobs.metric_search.summary import finish_metric_search
-
                     result = finish_metric_search(self, pool, strategy, info, parent)
                 else:
                     result = summary.finish(self, pool, strategy, info, parent)
-                final_lm_eval(self, parent, result)
+                result = final_lm_eval(self, parent, result)
                 if spec.pruning.solver != "mask":
-                    result["level_database"] = pool.call_one("level_database")
-                result["timing"] = {
+                    result = replace(result, level_database=pool.call_one("level_database"))
+                timing = {
                     "startup_seconds": searching - started,
                     "search_seconds": finishing - searching,
                     "finish_seconds": time.perf_counter() - finishing,
                 }
-                self.tracker.log_metrics(parent, {f"timing.{k}": v for k, v in result["timing"].items()})
-                return self.succeed(parent, result)
+                result = replace(result, timing=timing)
+                self.tracker.log_metrics(parent, {f"timing.{k}": v for k, v in timing.items()})
+                self.succeed(parent, result.to_dict())
+                return result
         finally:
             if self.pool is None and pool is not None:
                 pool.shutdown()
@@ -230,17 +242,15 @@ class SearchRun(JobRun):
         spec = self.spec
         recorded = {t.candidate_id for t in self.store.trials(self.job_id)}
         # Trials left without a child run by a crash get one now; pending candidates are re-sent.
-        for t in self.store.trials_missing_mlflow(self.job_id):
-            cand = Candidate.from_dict(t.params)
-            result = EvalResult.from_dict(t.result) if t.result else None
-            logger.submit(t.candidate_id, f"trial-{t.candidate_id}", *self._child(cand, result))
+        for t in map(TrialRow.of, self.store.trials_missing_mlflow(self.job_id)):
+            logger.submit(t.candidate_id, f"trial-{t.candidate_id}", *self._child(t.candidate, t.result))
         queue = [c for c in strategy.pending.values() if c.id not in recorded]
         deadline = time.monotonic() + spec.search.minutes * 60 if spec.search.minutes else math.inf
         batch = spec.resources.batch or 1
         candidates: dict[int, Candidate] = {c.id: c for c in queue}
         best = max((o.values[0] for _, o in strategy.history if o.state == "complete"), default=None)
         next_cancel_check = time.monotonic()
-        with SearchProgress(spec.search.budget, strategy.told, info.quality, enabled=self.show_progress) as bar:
+        with SearchProgress(spec.search.budget, strategy.told, info.scored_by, enabled=self.show_progress) as bar:
             while True:
                 if time.monotonic() >= next_cancel_check:  # the service cancels a job by flagging its row
                     next_cancel_check = time.monotonic() + CANCEL_CHECK_SECONDS
@@ -273,7 +283,7 @@ class SearchRun(JobRun):
                     else:
                         outcome = Outcome.failed()
                     strategy.tell(cand.id, outcome)
-                    rows.append(trial_row(cand, reply, outcome) | {"outcome": list(outcome.values)})
+                    rows.append(trial_row(cand, reply, outcome).to_dict())
                     logger.submit(cand.id, f"trial-{cand.id}", *self._child(cand, result))
                     if spec.resources.batch == 0 and result is not None:
                         batch = auto_batch(result.seconds, spec.search.budget, len(pool.actors), pool.depth)

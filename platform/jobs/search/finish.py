@@ -5,13 +5,16 @@ metrics, and the best-so-far plot.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from prunehive.platform.jobs.search.trials import child_run, fitness_of
+from prunehive.platform.jobs.summary_types import SearchSummary, TrialRow
+from prunehive.platform.jobs.zero_shot import final_evaluation
 from prunehive.platform.tracking import plots
 from prunehive.search.strategy import Candidate, Strategy
-from prunehive.workers.contracts import EvalReply, EvalRequest, EvalResult
+from prunehive.workers.contracts import Entry, EvalReply, EvalRequest, EvalResult, Failed, entry_of
+from prunehive.workers.quality import Quality
 
 if TYPE_CHECKING:
     from prunehive.platform.jobs.pool import ActorPool
@@ -42,9 +45,9 @@ def reevaluate(pool: ActorPool, named: list[Named], recovery_steps: int) -> dict
     return out
 
 
-def entries(replies: dict[str, EvalReply]) -> dict[str, dict[str, Any]]:
+def entries(replies: dict[str, EvalReply]) -> dict[str, Entry | Failed]:
     """Summary entries by name; one the task could not evaluate is reported with its error, not dropped."""
-    return {n: r.result.entry() if r.result else {"error": r.error} for n, r in replies.items()}
+    return {n: entry_of(r) for n, r in replies.items()}
 
 
 def completed(replies: dict[str, EvalReply]) -> dict[str, EvalResult]:
@@ -63,22 +66,22 @@ def log_baselines(run: SearchRun, parent: str, baselines: list[Named], replies: 
         run.tracker.log_child(parent, f"baseline-{b.name}", params, metrics, tags)
 
 
-def final_metrics(best: EvalResult, baselines: dict[str, EvalResult], quality: str) -> dict[str, float]:
+def final_metrics(best: EvalResult, baselines: dict[str, EvalResult], quality: Quality) -> dict[str, float]:
     """The parent run's metrics: every score of the best on both splits, the baselines' quality."""
     final = {f"best.{s}.{k}": float(v) for s in SPLITS for k, v in best.metrics[s].to_dict().items()}
     for name, result in baselines.items():
-        final.update({f"baseline.{name}.{s}.{quality}": result.quality(s) for s in SPLITS})
+        final.update({f"baseline.{name}.{s}.{quality.name}": result.quality(s) for s in SPLITS})
     return final
 
 
 def log_best_so_far(
-    run: SearchRun, parent: str, strategy: Strategy, baselines: dict[str, EvalResult], quality: str
+    run: SearchRun, parent: str, strategy: Strategy, baselines: dict[str, EvalResult], quality: Quality
 ) -> None:
     """The best validation score after each trial, on the task's own scale where it can be (the KL from the
     dense model for ``fitness: kl``), with the baselines as horizontal lines; against the validation tokens
     spent so far where the trials recorded them."""
     fitness = run.spec.search.fitness
-    higher = quality == "accuracy" and fitness != "kl"
+    higher = quality.higher_is_better and fitness != "kl"
     sign = 1.0 if higher else -1.0
     done = [(c, o) for c, o in strategy.history if o.state == "complete"]
     shown = [sign * o.values[0] for _, o in done]
@@ -86,7 +89,7 @@ def log_best_so_far(
     if fitness == "kl":
         label = "validation KL from dense"
     else:
-        label = f"validation {quality}" if higher else "validation loss (log-perplexity)"
+        label = f"validation {quality.name}" if higher else "validation loss (log-perplexity)"
     spent = cumulative_tokens(run, strategy)
     tokens = [spent[c.id] for c, _ in done] if spent else None
     figure = plots.best_so_far(shown, higher, lines, label, tokens)
@@ -96,10 +99,9 @@ def log_best_so_far(
 def trial_tokens(run: SearchRun) -> dict[int, int]:
     """Validation tokens (or samples) each recorded trial was scored on; trials without a count are left out."""
     out = {}
-    for t in run.store.trials(run.job_id):
-        tokens = (t.result or {}).get("tokens")
-        if tokens is not None:
-            out[t.candidate_id] = int(tokens)
+    for t in map(TrialRow.of, run.store.trials(run.job_id)):
+        if t.result is not None and t.result.tokens is not None:
+            out[t.candidate_id] = t.result.tokens
     return out
 
 
@@ -122,12 +124,10 @@ def evaluation_tokens(run: SearchRun, replies: dict[str, EvalReply]) -> int:
     return sum(trial_tokens(run).values()) + final
 
 
-def final_lm_eval(run: SearchRun, parent: str, summary: dict[str, Any]) -> None:
+def final_lm_eval(run: SearchRun, parent: str, summary: SearchSummary) -> SearchSummary:
     """The spec's ``evaluation.lm_eval``, if any: the best candidate and the dense model scored with lm-eval,
     under the summary's ``lm_eval`` key and on the parent run (``lm_eval_<task>_<metric>``)."""
     evaluation = run.spec.evaluation
-    if evaluation is None or evaluation.lm_eval is None:
-        return
-    from prunehive.platform.jobs.zero_shot import final_evaluation  # torch and lm-eval only where asked for
-
-    summary["lm_eval"] = final_evaluation(run, parent, int(summary["best"]["candidate_id"]))
+    if evaluation is None or evaluation.lm_eval is None or summary.best.candidate_id is None:
+        return summary
+    return replace(summary, lm_eval=final_evaluation(run, parent, summary.best.candidate_id))

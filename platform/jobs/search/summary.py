@@ -6,9 +6,9 @@ budget, evaluated by the same workers on the same splits.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from prunehive.platform.jobs.search.dense import DENSE, dense_entry, dense_metrics, dense_named, rule_of
+from prunehive.platform.jobs.search.dense import DENSE, dense_entry, dense_metrics, dense_named, rule_fields
 from prunehive.platform.jobs.search.finish import (
     Named,
     completed,
@@ -20,9 +20,10 @@ from prunehive.platform.jobs.search.finish import (
     reevaluate,
 )
 from prunehive.platform.jobs.search.trials import objective_values
+from prunehive.platform.jobs.summary_types import SearchSummary
 from prunehive.platform.tracking import plots
 from prunehive.search.strategy import Candidate, Strategy
-from prunehive.workers.contracts import EvalResult, WorkerInfo
+from prunehive.workers.contracts import Entry, EvalResult, WorkerInfo
 
 if TYPE_CHECKING:
     from prunehive.platform.jobs.pool import ActorPool
@@ -39,11 +40,11 @@ def _at_target(front: list[Scored], target: float) -> Scored:
     return max(reached, key=lambda e: e[1].objective())
 
 
-def _entry(scored: Scored) -> dict[str, Any]:
-    return dict(scored[1].entry(), candidate_id=scored[0])
+def _entry(scored: Scored) -> Entry:
+    return Entry.of(scored[1], candidate_id=scored[0])
 
 
-def finish(run: SearchRun, pool: ActorPool, strategy: Strategy, info: WorkerInfo, parent: str) -> dict[str, Any]:
+def finish(run: SearchRun, pool: ActorPool, strategy: Strategy, info: WorkerInfo, parent: str) -> SearchSummary:
     spec, space = run.spec, run.space
     best = strategy.best()[:MAX_FRONT]
     if not best:
@@ -53,7 +54,7 @@ def finish(run: SearchRun, pool: ActorPool, strategy: Strategy, info: WorkerInfo
     ]
     named = [Named(f"best-{c.id}", c) for c in best] + baselines + [dense_named(len(space.names))]
     replies = reevaluate(pool, named, spec.pruning.recovery_steps)
-    q = info.quality
+    q = info.scored_by
     front: list[Scored] = []
     for c in best:
         reply = replies[f"best-{c.id}"]
@@ -71,26 +72,27 @@ def finish(run: SearchRun, pool: ActorPool, strategy: Strategy, info: WorkerInfo
     run.tracker.log_metrics(parent, final)
     _log_artifacts(run, strategy, parent, head[1], front, base_results, info, pool)
 
-    out: dict[str, Any] = {
-        "job_id": run.job_id,
-        "status": "succeeded",
-        "trials": run.store.count_trials(run.job_id),
-        "quality": q,
-        "best": _entry(head),
-        "baselines": entries(base_replies),
-        "dense": dense_entry(replies[DENSE]),
-        **rule_of(spec),
-        "mlflow_run_id": parent,
-        "tracking_uri": run.tracking_uri,
-    }
-    if strategy.n_objectives > 1:
-        out["pareto_front"] = [_entry(e) for e in front]
-    search = spec.search
+    search, spent = spec.search, None
     if search.fidelity is not None or search.fitness != "quality" or spec.pruning.solver != "mask":
-        # EvoPress-class jobs (issue 14) report what they spent; other jobs' JSON keeps its keys
-        # the dense model's score is a reference, not spent on comparing candidates
-        out["evaluation_tokens"] = evaluation_tokens(run, {n: r for n, r in replies.items() if n != DENSE})
-    return out
+        # Jobs with stages, KL fitness or a solver report what they spent; other jobs' JSON keeps its keys.
+        # The dense model's score is a reference, not spent on comparing candidates.
+        spent = evaluation_tokens(run, {n: r for n, r in replies.items() if n != DENSE})
+    per_row, rule = rule_fields(spec)
+    return SearchSummary(
+        job_id=run.job_id,
+        status="succeeded",
+        trials=run.store.count_trials(run.job_id),
+        quality=q,
+        best=_entry(head),
+        baselines=entries(base_replies),
+        mlflow_run_id=parent,
+        tracking_uri=run.tracking_uri,
+        dense=dense_entry(replies[DENSE]),
+        per_row=per_row,
+        rule=rule,
+        pareto_front=[_entry(e) for e in front] if strategy.n_objectives > 1 else None,
+        evaluation_tokens=spent,
+    )
 
 
 def _log_artifacts(
@@ -103,8 +105,8 @@ def _log_artifacts(
     info: WorkerInfo,
     pool: ActorPool,
 ) -> None:
-    tracker, names, quality = run.tracker, run.space.names, info.quality
-    config = {k: v for k, v in head.entry().items() if k in ("layers", "achieved_sparsity", "metrics")}
+    tracker, names, quality = run.tracker, run.space.names, info.scored_by
+    config = {k: v for k, v in Entry.of(head).to_dict().items() if k in ("layers", "achieved_sparsity", "metrics")}
     tracker.log_dict(parent, config, "best_config.json")
     log_best_so_far(run, parent, strategy, baselines, quality)
     tracker.log_figure(
@@ -135,4 +137,7 @@ def _log_artifacts(
             plots.pareto_front(points, front_pts, PARETO_AXES[search.objectives[1]], "validation objective", base_pts),
             "plots/pareto_front.png",
         )
-    tracker.log_model(parent, pool.call_one("export", [head.layers[n] for n in names]), name="pruned_model")
+    # The measured per-layer sparsities select the same masks as the requested ones; the model is what
+    # ``prunehive export`` writes for this candidate (fine-tuned alike).
+    model = pool.call_one("export", [head.layers[n] for n in names], None, run.spec.pruning.recovery_steps)
+    tracker.log_model(parent, model, name="pruned_model")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from prunehive.platform.jobs.summary_types import TrialRow
 from prunehive.search.strategy import Candidate, Outcome
 from prunehive.workers.contracts import EvalReply, EvalRequest, EvalResult, LatencyRequest
 from prunehive.workers.metrics import EXPRESSION_PREFIX
@@ -73,18 +74,19 @@ def fitness_of(result: EvalResult, fitness: str = "quality") -> float:
     return -kl
 
 
-def trial_row(cand: Candidate, reply: EvalReply, outcome: Outcome) -> dict[str, Any]:
-    """The job store's row of a told candidate."""
+def trial_row(cand: Candidate, reply: EvalReply, outcome: Outcome) -> TrialRow:
+    """The job store's row of a told candidate, with the values the strategy was told."""
     result = reply.result
-    return {
-        "candidate_id": cand.id,
-        "state": outcome.state,
-        "params": cand.to_dict(),
-        "result": result.to_dict() if result else None,
-        "error": reply.error,
-        "worker": reply.worker,
-        "seconds": result.seconds if result else None,
-    }
+    return TrialRow(
+        candidate_id=cand.id,
+        state=outcome.state,
+        candidate=cand,
+        result=result,
+        error=reply.error,
+        worker=reply.worker,
+        seconds=result.seconds if result else None,
+        outcome=list(outcome.values),
+    )
 
 
 def child_run(layers: Sequence[str], strategy: str, cand: Candidate, result: EvalResult | None) -> ChildRun:
