@@ -12,6 +12,9 @@ import numpy as np
 import torch
 
 from prunehive.bench.timing import GOALS, timed, torch_threads
+from prunehive.search.space import SearchSpace
+from prunehive.workers.engine import PruningEngine
+from prunehive.workers.tasks import load_task
 
 EVAL_TASKS = ("digits-mlp", "code-lm")
 
@@ -32,10 +35,6 @@ def eval_task(
     random vector repaired onto ``sparsity``. Fast tasks repeat more than ``repeats`` times, until the
     bare forward passes alone take about ``min_seconds``.
     """
-    from prunehive.search.space import SearchSpace
-    from prunehive.workers.engine import PruningEngine
-    from prunehive.workers.tasks import load_task
-
     with torch_threads(threads):
         task = load_task(name, seed=seed)
         start = time.perf_counter()

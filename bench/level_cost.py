@@ -27,6 +27,10 @@ import torch
 
 from prunehive.bench.level_tasks import LLAMA_25M, write_llama_25m
 from prunehive.bench.timing import timed, torch_threads
+from prunehive.workers.engine import PruningEngine
+from prunehive.workers.solvers.level_db import LevelDatabase
+from prunehive.workers.solvers.level_engine import LevelEngine, open_database
+from prunehive.workers.tasks import load_task
 
 GOALS = {"level_bytes_over_model": 0.6, "level_cost_ratio": 1.1}
 
@@ -54,11 +58,6 @@ def level_eval_task(
     min_seconds: float = 1.0,
 ) -> dict[str, Any]:
     """One task's row: sizes, build times and per-candidate costs of both layouts (see the module doc)."""
-    from prunehive.workers.engine import PruningEngine
-    from prunehive.workers.solvers.level_db import LevelDatabase
-    from prunehive.workers.solvers.level_engine import LevelEngine, open_database
-    from prunehive.workers.tasks import load_task
-
     with torch_threads(threads):
         task = load_task(name, seed=seed)
         engine = PruningEngine(task, seed=seed)

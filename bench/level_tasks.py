@@ -14,6 +14,12 @@ import random
 from pathlib import Path
 from typing import Any
 
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from prunehive.workers.tasks.code_lm import byte_tokenizer
+from prunehive.workers.tasks.hf_load import quiet_transformers
+
 LLAMA_25M = "llama-25m"
 CONFIG: dict[str, Any] = {
     "vocab_size": 256,
@@ -39,12 +45,6 @@ def write_llama(
 ) -> str:
     """A Llama of ``config`` with random weights (seed 0) and a byte tokenizer in ``root / name``, text files
     holding ``tokens`` per split beside it; the task mapping (loaded in ``dtype``) as JSON."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from prunehive.workers.tasks.code_lm import byte_tokenizer
-    from prunehive.workers.tasks.hf_load import quiet_transformers
-
     quiet_transformers()
     torch.manual_seed(0)
     LlamaForCausalLM(LlamaConfig(**config)).save_pretrained(root / name)

@@ -13,6 +13,7 @@ data: ...}`` mapping with a few short text windows so that its run stays short.
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 import subprocess
@@ -20,6 +21,13 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import torch
+
+from prunehive.workers.actor import EvalWorker
+from prunehive.workers.contracts import EvalRequest
+from prunehive.workers.tasks import load_task
+from prunehive.workers.tasks.code_lm import byte_tokenizer
 
 MEMORY_TASKS = ("code-lm", "llama-100m")
 MEMORY_METRICS = ("magnitude", "wanda")
@@ -48,14 +56,6 @@ def _status(field: str) -> int:
 
 def probe(task: str, metric: str | None, sparsity: float = 0.5) -> dict[str, int]:
     """In this (fresh) process: the model alone (``metric`` None) or a built worker and one candidate."""
-    import gc
-
-    import torch
-
-    from prunehive.workers.actor import EvalWorker
-    from prunehive.workers.contracts import EvalRequest
-    from prunehive.workers.tasks import load_task
-
     torch.set_num_threads(1)
     if metric is None:
         task_ = load_task(task)
@@ -90,10 +90,8 @@ def _run_probe(task: str, metric: str | None) -> dict[str, int]:
 
 def write_llama(root: Path) -> str:
     """A ~100M-parameter Llama directory (byte tokenizer) and short text files; the task mapping as JSON."""
-    import torch
+    # local: keeps transformers out of the probe processes, whose memory is measured
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from prunehive.workers.tasks.code_lm import byte_tokenizer
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(**LLAMA_CONFIG))

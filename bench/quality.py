@@ -7,6 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from prunehive.platform.jobs.base import start_job
+from prunehive.platform.jobs.benchmark.driver import BenchmarkRun
+from prunehive.platform.settings import default_database_url
+from prunehive.platform.spec.job import parse_spec
+from prunehive.platform.store.jobs import JobStore
+
 # The README's benchmark (also examples/<task>-benchmark.yaml): the same budget for every strategy.
 QUALITY_SPECS: dict[str, dict[str, Any]] = {
     "digits-mlp": {
@@ -51,12 +57,6 @@ def quality_suite(
     strategies: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark job kind on each task into the default job store and MLflow store."""
-    from prunehive.platform.jobs.base import start_job
-    from prunehive.platform.jobs.benchmark.driver import BenchmarkRun
-    from prunehive.platform.settings import default_database_url
-    from prunehive.platform.spec.job import parse_spec
-    from prunehive.platform.store.jobs import JobStore
-
     store = JobStore(default_database_url())
     results = []
     try:

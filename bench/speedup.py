@@ -10,7 +10,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import torch
+
 from prunehive.bench.timing import torch_threads
+from prunehive.workers.engine import PruningEngine
+from prunehive.workers.latency import batch_of, paired_ms
+from prunehive.workers.layers import count_flops
+from prunehive.workers.tasks import load_task
 
 SPEEDUP_TASKS = ("digits-cnn", "code-lm")
 SPARSITIES = (0.3, 0.5, 0.7)
@@ -20,13 +26,6 @@ GOAL = {"speedup": 1.5, "sparsity": 0.5, "batch": 64}
 
 def _task_rows(task: str, repeats: int, warmup: int) -> list[dict[str, Any]]:
     """One row per (sparsity, batch); a sparsity whose export fails is one row with its error."""
-    import torch
-
-    from prunehive.workers.engine import PruningEngine
-    from prunehive.workers.latency import batch_of, paired_ms
-    from prunehive.workers.layers import count_flops
-    from prunehive.workers.tasks import load_task
-
     try:
         engine = PruningEngine(load_task(task, seed=0), "magnitude", "channel", calibration_batches=1)
     except Exception as exc:  # noqa: BLE001 - a task that cannot load is a row, not a crashed suite

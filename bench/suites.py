@@ -33,30 +33,30 @@ def run_suite(
     if solver is not None and suite != "eval":
         raise ValueError(f"--solver applies to the eval suite only, not {suite!r}")
     if suite == "eval" and solver is not None:
-        from prunehive.bench.eval_cost import EVAL_TASKS
-        from prunehive.bench.level_cost import level_eval_suite
+        from prunehive.bench.eval_cost import EVAL_TASKS  # local: keeps torch out of CLI start-up
+        from prunehive.bench.level_cost import level_eval_suite  # local: keeps torch out of CLI start-up
 
         return level_eval_suite(
             tasks or list(EVAL_TASKS), solver, repeats=repeats, warmup=warmup, threads=threads, min_seconds=min_seconds
         )
     if suite == "eval":
-        from prunehive.bench.eval_cost import eval_suite
+        from prunehive.bench.eval_cost import eval_suite  # local: keeps torch out of CLI start-up
 
         return eval_suite(tasks, repeats=repeats, warmup=warmup, threads=threads, min_seconds=min_seconds)
     if suite == "throughput":
-        from prunehive.bench.throughput import throughput_suite
+        from prunehive.bench.throughput import throughput_suite  # local: keeps torch out of CLI start-up
 
         return throughput_suite(tasks, budget=budget)
     if suite == "quality":
-        from prunehive.bench.quality import quality_suite
+        from prunehive.bench.quality import quality_suite  # local: keeps torch out of CLI start-up
 
         return quality_suite(tasks, budget=budget, seeds=seeds, strategies=strategies)
     if suite == "memory":
-        from prunehive.bench.memory import memory_suite
+        from prunehive.bench.memory import memory_suite  # local: keeps torch out of CLI start-up
 
         return memory_suite(tasks)
     if suite == "speedup":
-        from prunehive.bench.speedup import speedup_suite
+        from prunehive.bench.speedup import speedup_suite  # local: keeps torch out of CLI start-up
 
         return speedup_suite(tasks, repeats=repeats, warmup=warmup, threads=threads)
     raise ValueError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")

@@ -16,8 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
 
 from prunehive.bench.timing import GOALS, torch_threads
+from prunehive.platform.jobs.base import start_job
+from prunehive.platform.jobs.cluster import connect_ray
+from prunehive.platform.jobs.search.driver import SearchRun, build_space, build_strategy
+from prunehive.platform.spec.job import parse_spec
+from prunehive.platform.store.jobs import JobStore
+from prunehive.search.strategy import Candidate
+from prunehive.workers.actor import EvalWorker
+from prunehive.workers.contracts import EvalRequest
 
 THROUGHPUT_TASKS = ("code-lm", "digits-mlp")
 THROUGHPUT_BUDGETS = {"code-lm": 24, "digits-mlp": 120}
@@ -58,12 +67,6 @@ def _job_spec(task: str, workers: int, budget: int, sparsity: float, seed: int, 
 
 def _run_job(task: str, workers: int, budget: int, sparsity: float, seed: int, home: Path) -> dict[str, Any]:
     """One real search job; returns its timing and the candidate vectors it evaluated."""
-    from prunehive.platform.jobs.base import start_job
-    from prunehive.platform.jobs.search.driver import SearchRun
-    from prunehive.platform.spec.job import parse_spec
-    from prunehive.platform.store.jobs import JobStore
-    from prunehive.search.strategy import Candidate
-
     store = JobStore(f"sqlite:///{home / 'prunehive.db'}")
     try:
         job_id = start_job(store, parse_spec(_job_spec(task, workers, budget, sparsity, seed, home)))
@@ -96,10 +99,6 @@ class _BareLoop:
     """One EvalWorker (1 torch thread, like an actor) evaluating candidates in turn, with no runner around it."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
-        from prunehive.platform.jobs.search.driver import build_space, build_strategy
-        from prunehive.platform.spec.job import parse_spec
-        from prunehive.workers.actor import EvalWorker
-
         job = parse_spec(spec)
         with torch_threads(None):  # EvalWorker sets the thread count; put it back afterwards
             self.worker = EvalWorker(job.task, seed=job.seed, threads=1)
@@ -109,8 +108,6 @@ class _BareLoop:
         self.vectors = [list(c.sparsity) for c in strategy.ask(job.search.budget)]
 
     def run(self) -> float:
-        from prunehive.workers.contracts import EvalRequest
-
         with torch_threads(1):
             start = time.perf_counter()
             for i, vector in enumerate(self.vectors):
@@ -126,8 +123,6 @@ class _BareLoop:
 def _bare_run(spec: dict[str, Any]) -> tuple[float, list[list[float]]]:
     """The bare loop's seconds and candidates, in a Ray actor: the same kind of process as a worker's
     (in the driver process the same evaluations ran about 10% slower, which flattered the runner)."""
-    import ray
-
     actor: Any = ray.remote(num_cpus=1)(_BareLoop).remote(spec)  # type: ignore[attr-defined]
     try:
         seconds: float = ray.get(actor.run.remote())
@@ -144,8 +139,6 @@ def throughput_task(
     The bare loop runs before and after the jobs and counts with the mean of the two, so that a change
     in load from other processes during the run moves both sides alike.
     """
-    from prunehive.platform.jobs.cluster import connect_ray
-
     with _temporary_home() as home:
         spec = _job_spec(task, 1, budget, sparsity, seed, home)
         connect_ray(None)
@@ -181,8 +174,6 @@ def throughput_suite(
 ) -> dict[str, Any]:
     """Per task, plus the headline numbers: speedup and overhead on code-lm, fixed cost on digits-mlp
     (or on the one task asked for)."""
-    import ray
-
     names = tasks or list(THROUGHPUT_TASKS)
     ours = not ray.is_initialized()
     try:

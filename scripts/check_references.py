@@ -1,20 +1,11 @@
 """Check prunehive's SparseGPT solver and ``metric: wanda`` masks against the published rules, each
-implemented here on its own (nothing below calls prunehive's solver code, metrics or masks to compute a
-reference).
-
-SparseGPT (Frantar & Alistarh 2023), with IST-DASLab/sparsegpt's conventions: H = 2/n Σxxᵀ over n
-calibration sequences; inputs that were always zero get diagonal 1 and zero weights; damping 1% of the
-mean diagonal; U = upper Cholesky factor of H⁻¹; columns in blocks of 128, each block's mask chosen on its
-current weights by w² / U_jj² (unstructured: scores at or below the ⌊sparsity·size⌋-th smallest; N:M: the
-M-N lowest of every M), each pruned weight's error spread over the columns to its right by U's row.
-Wanda (Sun et al. 2024), as locuslab/wanda's ``prune_wanda``: score |W|·‖X‖ with ‖X‖² averaged over
-sequences; in each output row the ⌊sparsity·columns⌋ lowest go (stable sort), or the M-N lowest of each
-N:M group. prunehive's Wanda masks are compared with the default layer-wide rule and with ``per_row``.
+implemented on its own in ``reference_rules.py`` (with the conventions it follows). prunehive's Wanda
+masks are compared with the default layer-wide rule and with ``per_row``.
 
 Every layer is pruned on the dense model's calibration inputs (no earlier layer pruned), the same inputs
 for both sides. Reported: the share of positions whose pruned/kept state agrees; each side's held-out
 output error ‖ΔW X‖² / ‖W X‖² on validation inputs (mean over layers); for SparseGPT, prunehive's time
-over this file's implementation's (CPU time on one thread, best of ``--repeats``; that implementation
+over ``reference_rules.py``'s (CPU time on one thread, best of ``--repeats``; that implementation
 skips the reference's loss bookkeeping, so it is a little faster than the reference's own code); and the
 weights on dead inputs each side keeps. Models: digits-mlp (constant pixels, dead ReLU units), code-lm's
 Llama (all 28 projections), and code-lm's block-1 down_proj with every 10th input zeroed, its inputs
@@ -33,55 +24,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from reference_rules import sparsegpt_rule, wanda_rule
 from torch import nn
+
+from prunehive.workers.engine import PruningEngine
+from prunehive.workers.masks import Granularity
+from prunehive.workers.solvers.sparsegpt import Hessian, ObsLayer
+from prunehive.workers.tasks import load_task
+from prunehive.workers.tasks.code_lm import CodeLMTask
 
 SETTINGS = (("50%", 0.5, None), ("70%", 0.7, None), ("2:4", 0.5, (2, 4)))
 DEAD_LAYER = "model.layers.1.mlp.down_proj"
-
-
-# --- the references, from the papers -------------------------------------------------------------
-def sparsegpt_rule(w: torch.Tensor, h: torch.Tensor, sparsity: float, nm: tuple[int, int] | None) -> torch.Tensor:
-    """OBS pruning of ``w`` given H = 2/n Σxxᵀ, with the conventions in the module docstring."""
-    w, h = w.detach().float().clone(), h.clone()
-    dead = h.diagonal() == 0
-    h[dead, dead] = 1.0
-    w[:, dead] = 0.0
-    h.diagonal().add_(0.01 * h.diagonal().mean())
-    u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
-    for a in range(0, w.shape[1], 128):
-        b = min(a + 128, w.shape[1])
-        wb, ub = w[:, a:b].clone(), u[a:b, a:b]
-        d = ub.diagonal()
-        err = torch.zeros_like(wb)
-        drop = torch.zeros_like(wb, dtype=torch.bool)
-        if nm is None:
-            saliency = wb.pow(2) / d.pow(2)
-            drop = saliency <= saliency.flatten().sort().values[int(saliency.numel() * sparsity)]
-        for j in range(b - a):
-            if nm is not None and j % nm[1] == 0:
-                saliency = wb[:, j : j + nm[1]].pow(2) / d[j : j + nm[1]].pow(2)
-                drop.scatter_(1, j + saliency.topk(nm[1] - nm[0], dim=1, largest=False).indices, True)
-            q = wb[:, j].masked_fill(drop[:, j], 0.0)
-            e = (wb[:, j] - q) / d[j]
-            wb[:, j:] -= e.unsqueeze(1) * ub[j, j:].unsqueeze(0)
-            wb[:, j] = q
-            err[:, j] = e
-        w[:, a:b] = wb
-        w[:, b:] -= err @ u[a:b, b:]
-    return w
-
-
-def wanda_rule(w: torch.Tensor, sq: torch.Tensor, sparsity: float, nm: tuple[int, int] | None) -> torch.Tensor:
-    """Wanda's keep-mask: |W|·‖X‖ compared within each output row (or each N:M group)."""
-    score = w.detach().float().abs() * sq.sqrt().unsqueeze(0)
-    drop = torch.zeros_like(score, dtype=torch.bool)
-    if nm is None:
-        drop.scatter_(1, score.sort(dim=1, stable=True).indices[:, : int(score.shape[1] * sparsity)], True)
-    else:
-        for j in range(0, score.shape[1], nm[1]):
-            group = score[:, j : j + nm[1]]
-            drop.scatter_(1, j + group.topk(nm[1] - nm[0], dim=1, largest=False).indices, True)
-    return ~drop
 
 
 # --- the same inputs for both sides --------------------------------------------------------------
@@ -89,10 +42,8 @@ class Inputs:
     """One layer's calibration and held-out statistics, from its own hook."""
 
     def __init__(self, module: nn.Linear, keep_raw: bool = False) -> None:
-        from prunehive.workers.solvers.sparsegpt import Hessian  # the solver's own accumulator, fed the same
-
         self.module, self.keep_raw = module, keep_raw
-        self.prunehive = Hessian(module)
+        self.prunehive = Hessian(module)  # the solver's own accumulator, fed the same inputs
         cols = module.weight.shape[1]
         self.xxt, self.heldout = torch.zeros(cols, cols, dtype=torch.float64), torch.zeros(cols, cols)
         self.sequences = 0
@@ -198,9 +149,6 @@ def compare_sparsegpt(
     stats: dict[str, Inputs], sparsity: float, nm: tuple[int, int] | None, repeats: int
 ) -> dict[str, Any]:
     """prunehive's solver (H as its ``Hessian`` keeps it) against the reference rule (H = 2/n Σxxᵀ)."""
-    from prunehive.workers.masks import Granularity
-    from prunehive.workers.solvers.sparsegpt import ObsLayer
-
     gran = Granularity.parse(f"{nm[0]}:{nm[1]}" if nm else "unstructured")
     tally = Tally()
     for s in stats.values():
@@ -234,9 +182,6 @@ def dead_inputs(stats: Inputs, scales: tuple[float, ...] = (0.1, 1.0, 10.0)) -> 
 
 
 def models(llama_steps: int) -> Iterator[tuple[str, Any, int]]:
-    from prunehive.workers.tasks import load_task
-    from prunehive.workers.tasks.code_lm import CodeLMTask
-
     class ShortCodeLM(CodeLMTask):
         train_steps = llama_steps
 
@@ -249,8 +194,6 @@ def models(llama_steps: int) -> Iterator[tuple[str, Any, int]]:
 
 
 def measure(llama_steps: int, repeats: int) -> list[dict[str, Any]]:
-    from prunehive.workers.engine import PruningEngine
-
     torch.manual_seed(0)
     rows: list[dict[str, Any]] = []
     for label, task, batches in models(llama_steps):

@@ -6,7 +6,9 @@ device checked (``gpus_per_worker``); a 2:4 candidate timed on torch's semi-stru
 (``semi_structured_2of4``, ``workers/latency.py``); SparseGPT on CUDA tensors against the same layer on
 the CPU, then a level database built and read on the GPU (``sparsegpt``). Each check runs in its own
 process (a CUDA error cannot leak into the next) under a time limit, and the whole run stays under five
-minutes. ``scripts/gpu-check.sh`` runs it with the project's ``.venv``.
+minutes. ``scripts/gpu-check.sh`` runs it with the project's ``.venv``. Each check imports the rest of
+prunehive (and Ray) itself, in its own process: the run reaches the CUDA check whatever else is broken, and
+a failing import is that check's error line.
 
 Without a CUDA device every path is skipped (exit 0), unless ``nvidia-smi`` lists a GPU that torch
 cannot use (a CPU-only torch build: exit 1). ``--cpu`` runs every check on the CPU instead (the 2:4 path
@@ -26,6 +28,9 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import torch
+from torch.sparse import SparseSemiStructuredTensor
 
 CHECKS = ("dtype", "gpus_per_worker", "semi_structured_2of4", "sparsegpt")
 LIMITS = {"dtype": 60, "gpus_per_worker": 150, "semi_structured_2of4": 60, "sparsegpt": 90}  # seconds each
@@ -47,17 +52,15 @@ TOKENS = {"calibration": 1024, "validation": 256, "test": 256}
 
 def llama_task(root: Path, dtype: str = "float32") -> str:
     """A small random-weight Llama task mapping (JSON) with its files under ``root``."""
-    from prunehive.bench.level_tasks import write_llama
+    from prunehive.bench.level_tasks import write_llama  # local: must not fail before CUDA is checked
 
     root.mkdir(parents=True, exist_ok=True)
     return write_llama(root, "gpu-check-llama", LLAMA, TOKENS, dtype)
 
 
 def check_dtype(device: str, root: Path) -> str:
-    import torch
-
-    from prunehive.workers.engine import PruningEngine
-    from prunehive.workers.tasks import load_task
+    from prunehive.workers.engine import PruningEngine  # local: must not fail before CUDA is checked
+    from prunehive.workers.tasks import load_task  # local: must not fail before CUDA is checked
 
     engine = PruningEngine(load_task(llama_task(root, "bfloat16")), calibration_batches=1, device=device)
     dtypes = {p.dtype for p in engine.model.parameters()}
@@ -71,14 +74,16 @@ def check_dtype(device: str, root: Path) -> str:
 
 
 def check_gpus_per_worker(device: str, root: Path) -> str:
-    import ray
+    import ray  # local: must not fail before CUDA is checked
 
-    from prunehive.platform.jobs.base import start_job
-    from prunehive.platform.jobs.cluster import connect_ray
+    from prunehive.platform.jobs.base import start_job  # local: must not fail before CUDA is checked
+    from prunehive.platform.jobs.cluster import connect_ray  # local: must not fail before CUDA is checked
+
+    # local: must not fail before CUDA is checked
     from prunehive.platform.jobs.search.driver import SearchRun, make_pool
-    from prunehive.platform.settings import default_database_url
-    from prunehive.platform.spec.job import parse_spec
-    from prunehive.platform.store.jobs import JobStore
+    from prunehive.platform.settings import default_database_url  # local: must not fail before CUDA is checked
+    from prunehive.platform.spec.job import parse_spec  # local: must not fail before CUDA is checked
+    from prunehive.platform.store.jobs import JobStore  # local: must not fail before CUDA is checked
 
     spec = parse_spec(
         {
@@ -108,12 +113,10 @@ def check_gpus_per_worker(device: str, root: Path) -> str:
 
 
 def check_semi_structured(device: str, root: Path) -> str:
-    from torch.sparse import SparseSemiStructuredTensor
-
-    from prunehive.workers.contracts import LatencyRequest
-    from prunehive.workers.engine import PruningEngine
-    from prunehive.workers.latency import LatencyMeter, deployable
-    from prunehive.workers.tasks import load_task
+    from prunehive.workers.contracts import LatencyRequest  # local: must not fail before CUDA is checked
+    from prunehive.workers.engine import PruningEngine  # local: must not fail before CUDA is checked
+    from prunehive.workers.latency import LatencyMeter, deployable  # local: must not fail before CUDA is checked
+    from prunehive.workers.tasks import load_task  # local: must not fail before CUDA is checked
 
     engine = PruningEngine(load_task(llama_task(root)), granularity="2:4", calibration_batches=1, device=device)
     vector = [0.5] * len(engine.names)
@@ -132,13 +135,13 @@ def check_semi_structured(device: str, root: Path) -> str:
 
 
 def check_sparsegpt(device: str, root: Path) -> str:
-    import torch
+    from prunehive.workers.engine import PruningEngine  # local: must not fail before CUDA is checked
+    from prunehive.workers.masks import Granularity  # local: must not fail before CUDA is checked
 
-    from prunehive.workers.engine import PruningEngine
-    from prunehive.workers.masks import Granularity
+    # local: must not fail before CUDA is checked
     from prunehive.workers.solvers.level_engine import LevelEngine, open_database
-    from prunehive.workers.solvers.sparsegpt import ObsLayer
-    from prunehive.workers.tasks import load_task
+    from prunehive.workers.solvers.sparsegpt import ObsLayer  # local: must not fail before CUDA is checked
+    from prunehive.workers.tasks import load_task  # local: must not fail before CUDA is checked
 
     torch.manual_seed(0)
     w, x = torch.randn(256, 512), torch.randn(2048, 512)
@@ -166,8 +169,6 @@ def check_sparsegpt(device: str, root: Path) -> str:
 
 
 def _name(device: str) -> str:
-    import torch
-
     return torch.cuda.get_device_name(0) if device == "cuda" else "cpu"
 
 
@@ -181,8 +182,6 @@ RUN: dict[str, Callable[[str, Path], str]] = {
 
 def no_cuda_reason() -> tuple[str, bool] | None:
     """Why CUDA cannot be used here, and whether that is an error (a GPU is present); None when it can."""
-    import torch
-
     if torch.cuda.is_available():
         return None
     gpus = _listed_gpus()

@@ -3,22 +3,23 @@
 Each generation mutates the parent λ times (a few level switches each, so the budget holds), scores
 the offspring cheaply at the first fidelity stage, promotes the best ``survivors[0]`` to the next,
 more expensive stage, and so on; the best of the last stage replaces the parent if it beats it.
-Stages are expressed through candidates: a promoted offspring is a new candidate with the same
-vector and ``meta["fidelity"]`` one higher, so every trial row records the stage (and ``tokens``)
-it was scored at. A stage is a barrier: the next one starts once every candidate of this one is told.
+A generation is a rung of :mod:`prunehive.search.halving` (recorded as ``meta["generation"]``, never
+shrunk at the end of the budget, its size the offspring once a parent exists): a promoted offspring is a
+new candidate with the same vector and ``meta["fidelity"]`` one higher, so every trial row records the
+stage (and ``tokens``) it was scored at, and a stage is a barrier.
 
-The checkpoint holds the parent, the generation's position and the ids to promote; the vectors of
-promoted candidates are read back from the told history the runner hands back on resume.
+The checkpoint holds the parent and the stages' position; the vectors of promoted candidates are read
+back from the told history the runner hands back on resume. A checkpoint in the flat form (generation,
+stage, left and promote beside the parent, no ``halving``) still loads, at the same position.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
-from prunehive.search.halving import check_stages, top_stage_best
+from prunehive.search.halving import Halving, Proposal, Told, top_stage_best
 from prunehive.search.levels import level_switch, settle
 from prunehive.search.options import EvoPressOptions
 from prunehive.search.space import SearchSpace
@@ -73,58 +74,51 @@ class EvoPressStrategy(Strategy):
         self.switches = int(switches) if switches is not None else default_switches(space.dim)
         if self.offspring < 1 or self.switches < 1 or step <= 0:
             raise ValueError("offspring and switches must be >= 1 and step positive")
-        self.fidelity, self.survivors = check_stages(fidelity, survivors)
         self.step = float(step)
         self.reevaluate_parent = bool(reevaluate_parent)
         self.initial = [space.uniform()] + [space.repair(np.asarray(v, dtype=np.float64)) for v in initial or []]
         self._weights = space.weights()
         self._allowed = space.allowed() if space.discrete else None
-        self.generation = 0
-        self.stage = 0
-        self.left = len(self.initial)  # offspring still to ask at stage 0
-        self.promote: list[int] = []  # ids to re-ask at the current stage (> 0)
+        self.halving = Halving(
+            fidelity, survivors, self._generation_size, key="generation", shrink=False, rescore_origin="parent"
+        )
+        self.fidelity, self.survivors = self.halving.fidelity, self.halving.survivors
         self.parent: dict[str, Any] | None = None  # {"id", "x", "f"}
+        self._asked_now: list[Proposal] = []  # this ask's offspring, which later offspring must not repeat
 
     @property
-    def stages(self) -> int:
-        return len(self.survivors)
+    def generation(self) -> int:
+        return self.halving.rung
 
     # ---- proposals -----------------------------------------------------------------------
-    def _propose(self, n: int) -> list[tuple[np.ndarray, dict[str, Any]]]:
-        out: list[tuple[np.ndarray, dict[str, Any]]] = []
-        while len(out) < n:
-            if self.stage == 0 and self.left > 0:
-                out.append(self._new_offspring(out))
-            elif self.stage > 0 and self.promote:
-                out.append(self._promoted(self.promote.pop(0)))
-            elif not self.pending and not out:
-                self._advance()
-            else:
-                break  # the stage's barrier: wait for its last results
-        return out
+    def _propose(self, n: int) -> list[Proposal]:
+        self._asked_now = []
+        return self.halving.propose(n, self, self._fresh, rescore=self._rescore, ended=self._generation_ended)
 
-    def _meta(self, origin: str, **extra: Any) -> dict[str, Any]:
-        meta = {"origin": origin, "generation": self.generation, "fidelity": self.stage, **extra}
-        if self.fidelity is not None:
-            meta["tokens"] = self.fidelity[self.stage]
-        return meta
+    def _generation_size(self) -> int:
+        """λ offspring of the parent; until a start has been scored, the starts (or as many random points)."""
+        return self.offspring if self.parent is not None else len(self.initial)
 
-    def _new_offspring(self, asked_now: list[tuple[np.ndarray, dict[str, Any]]]) -> tuple[np.ndarray, dict[str, Any]]:
-        self.left -= 1
+    def _fresh(self, _offset: int, ordinal: int) -> Proposal:
+        proposal = self._new_offspring(ordinal)
+        self._asked_now.append(proposal)
+        return proposal
+
+    def _new_offspring(self, ordinal: int) -> Proposal:
         if self.generation == 0:
-            index = len(self.initial) - self.left - 1
-            return self.initial[index], self._meta("uniform" if index == 0 else "warm-start")
+            return self.initial[ordinal], {"origin": "uniform" if ordinal == 0 else "warm-start"}
         if self.parent is None:  # every start failed: look elsewhere rather than repeat them
             lo, hi = self.space.bounds()
-            return self.space.repair(self.rng.uniform(lo, hi)), self._meta("random")
+            return self.space.repair(self.rng.uniform(lo, hi)), {"origin": "random"}
         parent = np.asarray(self.parent["x"], dtype=np.float64)
-        seen = [parent] + [c for c, _ in asked_now] + [np.asarray(c.sparsity) for c, _ in self._this_generation()]
+        told = [np.asarray(c.sparsity) for c, _ in self.halving.this_rung(self.history)]
+        seen = [parent] + [c for c, _ in self._asked_now] + told
         child = parent
         for _ in range(32):  # EvoPress skips duplicates of the parent and of earlier offspring
             child = self._mutate(parent)
             if not any(np.array_equal(child, s) for s in seen):
                 break
-        return child, self._meta("offspring", parents=[int(self.parent["id"])])
+        return child, {"origin": "offspring", "parents": [int(self.parent["id"])]}
 
     def _mutate(self, parent: np.ndarray) -> np.ndarray:
         k = self.switches
@@ -148,52 +142,19 @@ class EvoPressStrategy(Strategy):
             x[b] -= moved / w[b]
         return self.space.repair(x)
 
-    def _promoted(self, ident: int) -> tuple[np.ndarray, dict[str, Any]]:
-        source = next(c for c, _ in reversed(self.history) if c.id == ident)
-        origin = "parent" if self.parent is not None and ident == self.parent["id"] else "promoted"
-        return np.asarray(source.sparsity, dtype=np.float64), self._meta(origin, promoted_from=ident)
-
     # ---- stages ----------------------------------------------------------------------------
-    def _this_generation(self, stage: int | None = None) -> list[tuple[Candidate, Outcome]]:
-        """Told candidates of the current generation (at ``stage``), newest first; they are the
-        newest entries of the history, so the scan stops at the first older one."""
-        out = []
-        for cand, outcome in reversed(self.history):
-            if cand.meta.get("generation") != self.generation:
-                break
-            if stage is None or cand.meta.get("fidelity") == stage:
-                out.append((cand, outcome))
-        return out
+    def _rescore(self) -> list[int]:
+        """The parent meets the last stage's offspring again, on fresh data, when asked to."""
+        return [int(self.parent["id"])] if self.reevaluate_parent and self.parent is not None else []
 
-    def _ranked(self, stage: int) -> list[tuple[float, int]]:
-        """(value, id) of this generation's complete results at ``stage``, best first."""
-        scored = [
-            (o.values[0], c.id)
-            for c, o in self._this_generation(stage)
-            if o.state == "complete" and math.isfinite(o.values[0])
-        ]
-        return sorted(scored, key=lambda vi: (-vi[0], vi[1]))
-
-    def _advance(self) -> None:
-        """The current stage is fully told: promote its best, or end the generation."""
-        ranked = self._ranked(self.stage)
-        last = self.stage == self.stages - 1
-        if not last and ranked:
-            self.stage += 1
-            self.promote = [i for _, i in ranked[: self.survivors[self.stage - 1]]]
-            if self.stage == self.stages - 1 and self.reevaluate_parent and self.parent is not None:
-                self.promote.append(int(self.parent["id"]))
+    def _generation_ended(self, ranked: Told) -> None:
+        """The last stage's best replaces the parent if it beats it (always, when the parent was re-scored)."""
+        if not ranked:
             return
-        if last and ranked:
-            f, ident = ranked[0]
-            keep_old = self.parent is not None and not self.reevaluate_parent and self.parent["f"] >= f
-            if not keep_old:
-                x = next(c for c, _ in reversed(self.history) if c.id == ident).sparsity
-                self.parent = {"id": ident, "x": list(x), "f": f}
-        self.generation += 1
-        self.stage = 0
-        self.promote = []
-        self.left = self.offspring if self.parent is not None else len(self.initial)
+        best, outcome = ranked[0]
+        f = float(outcome.values[0])
+        if self.parent is None or self.reevaluate_parent or self.parent["f"] < f:
+            self.parent = {"id": best.id, "x": list(best.sparsity), "f": f}
 
     def _candidate(self, ident: int, vector: np.ndarray, meta: dict[str, Any]) -> Candidate:
         """Offspring are feasible by construction (no re-projection that could undo a switch)."""
@@ -214,17 +175,23 @@ class EvoPressStrategy(Strategy):
 
     def _extra_state(self) -> dict[str, Any]:
         return {
-            "generation": self.generation,
-            "stage": self.stage,
-            "left": self.left,
-            "promote": list(self.promote),
+            "halving": self.halving.state_dict(),
             "parent": dict(self.parent) if self.parent is not None else None,
         }
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
-        self.generation = int(state["generation"])
-        self.stage = int(state["stage"])
-        self.left = int(state["left"])
-        self.promote = [int(i) for i in state["promote"]]
+        self.halving.load_state_dict(state["halving"] if "halving" in state else self._old_stages(state))
         p = state["parent"]
         self.parent = None if p is None else {"id": int(p["id"]), "x": [float(v) for v in p["x"]], "f": float(p["f"])}
+
+    def _old_stages(self, state: dict[str, Any]) -> dict[str, Any]:
+        """The stages of a flat checkpoint: the same position, the fresh candidates counted from the
+        history and the pending ones."""
+        asked = [c for c, _ in self.history] + list(self.pending.values())
+        return {
+            "rung": state["generation"],
+            "stage": state["stage"],
+            "left": state["left"],
+            "fresh": sum("promoted_from" not in c.meta for c in asked),
+            "promote": state["promote"],
+        }

@@ -1,12 +1,13 @@
 """Stage bookkeeping for multi-fidelity selection: successive halving (random, bayesian) and
-multi-step selection (evolution), as EvoPress does it.
+multi-step selection (evolution, evopress), as EvoPress does it.
 
 A rung of fresh candidates is asked at stage 0; once all of them are told (a barrier), the best
 ``survivors[0]`` are asked again at stage 1, and so on up to the last stage. A promoted candidate is
 a new candidate with the same vector and meta, ``meta["fidelity"]`` one higher and ``meta["tokens"]``
 that stage's tokens, so every trial row says what it was scored on and the budget counts every
 evaluation at every stage. Values at different stages are not comparable, so :func:`top_stage_best`
-only compares candidates of the highest stage reached.
+only compares candidates of the highest stage reached. Without ``fidelity`` there is one stage at
+full fidelity (no ``tokens``): a rung is then a plain generation with a barrier at its end.
 
 The state (rung, stage, what is left to ask) is a few integers; promoted vectors are read back from
 the told history the runner hands over on resume, so no (id, stage) is ever asked twice.
@@ -20,15 +21,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from prunehive.search.strategy import Candidate, Outcome
+
 if TYPE_CHECKING:
     from prunehive.search.space import SearchSpace
-    from prunehive.search.strategy import Candidate, Outcome, Strategy
+    from prunehive.search.strategy import Strategy
 
 Proposal = tuple[np.ndarray, dict[str, Any]]
 Fresh = Callable[[int, int], Proposal]  # (offset in this ask, ordinal among fresh candidates) -> proposal
+Told = list[tuple[Candidate, Outcome]]
 STAGE_KEYS = ("rung", "fidelity", "tokens", "origin", "promoted_from")
-
-
 def check_stages(fidelity: list[int] | None, survivors: list[int] | None) -> tuple[list[int] | None, list[int]]:
     """Stages as the spec states them: both lists or neither, of equal length, fidelity increasing,
     survivors decreasing, all at least one. No stages is one stage that keeps its best."""
@@ -64,8 +66,6 @@ def staged_candidate(
     must stay bit for bit the one already scored) or, with ``keep_on_grid``, already one level per
     layer meeting the budget (a level switch, which repairing again could undo); level indices
     recorded in a discrete space."""
-    from prunehive.search.strategy import Candidate
-
     keep = "promoted_from" in meta or (keep_on_grid and space.on_grid(vector))
     x = np.asarray(vector, dtype=np.float64) if keep else space.repair(vector)
     if space.discrete:
@@ -75,16 +75,34 @@ def staged_candidate(
 
 class Halving:
     """One rung at a time: ``size`` fresh candidates at stage 0 (``first`` for the first rung), then the
-    best ``survivors[i]`` of stage i at stage i + 1. A rung is shrunk when the budget left cannot pay
-    for it and its promotions, so the last rung still reaches the last stage."""
+    best ``survivors[i]`` of stage i at stage i + 1.
 
-    def __init__(self, fidelity: list[int], survivors: list[int], size: int, first: int | None = None) -> None:
-        checked, self.survivors = check_stages(fidelity, survivors)
-        assert checked is not None
-        self.fidelity = checked
-        if size < 1 or (first is not None and first < 1):
+    Options for the strategies that use it differently:
+      size: a number, or a function asked at the start of each rung (a rung's size may depend on
+        what the last one found).
+      key: the meta key the rung number is recorded under ("generation" for a generational search).
+      shrink: shrink a rung when the budget left cannot pay for it and its promotions, so the last
+        rung still reaches the last stage (else a rung is cut wherever the budget ends).
+      rescore_origin: the origin of a candidate of an earlier rung that ``propose``'s ``rescore``
+        sends to the last stage again, next to this rung's survivors.
+    """
+
+    def __init__(
+        self,
+        fidelity: list[int] | None,
+        survivors: list[int] | None,
+        size: int | Callable[[], int],
+        first: int | None = None,
+        *,
+        key: str = "rung",
+        shrink: bool = True,
+        rescore_origin: str = "rescored",
+    ) -> None:
+        self.fidelity, self.survivors = check_stages(fidelity, survivors)
+        if (isinstance(size, int) and size < 1) or (first is not None and first < 1):
             raise ValueError(f"a rung needs at least one candidate, got {size}")
-        self.size, self.first = int(size), int(first) if first is not None else int(size)
+        self.size, self.first = size, first
+        self.key, self.shrink, self.rescore_origin = key, shrink, rescore_origin
         self.rung = 0
         self.stage = 0
         self.left: int | None = None  # fresh candidates still to ask in this rung; None: rung not started
@@ -96,20 +114,35 @@ class Halving:
         return len(self.survivors) - 1
 
     def meta(self) -> dict[str, Any]:
-        return {"rung": self.rung, "fidelity": self.stage, "tokens": self.fidelity[self.stage]}
+        meta: dict[str, Any] = {self.key: self.rung, "fidelity": self.stage}
+        if self.fidelity is not None:
+            meta["tokens"] = self.fidelity[self.stage]
+        return meta
 
     def _rung_size(self, remaining: int) -> int:
-        """The rung's size, or the largest whose promotions still fit in ``remaining`` evaluations."""
-        n = self.first if self.rung == 0 else self.size
-        while n > 1 and n + sum(min(n, s) for s in self.survivors[:-1]) > remaining:
+        """The rung's size, or (``shrink``) the largest whose promotions still fit in ``remaining``."""
+        if self.rung == 0 and self.first is not None:
+            n = self.first
+        else:
+            n = self.size() if callable(self.size) else self.size
+        while self.shrink and n > 1 and n + sum(min(n, s) for s in self.survivors[:-1]) > remaining:
             n -= 1
         return n
 
     def propose(
-        self, n: int, strategy: Strategy, fresh: Fresh, dropped: Callable[[list[Candidate]], None] | None = None
+        self,
+        n: int,
+        strategy: Strategy,
+        fresh: Fresh,
+        dropped: Callable[[list[Candidate]], None] | None = None,
+        *,
+        rescore: Callable[[], list[int]] | None = None,
+        ended: Callable[[Told], None] | None = None,
     ) -> list[Proposal]:
         """Up to ``n`` proposals: fresh ones at stage 0, promoted ones later; none while a stage's last
-        results are out. ``dropped`` hears of the candidates a stage did not promote."""
+        results are out. ``dropped`` hears of the candidates a stage did not promote; ``rescore`` names
+        earlier candidates to score again at the last stage; ``ended`` hears a rung's last stage,
+        ranked best first, when the rung ends."""
         out: list[Proposal] = []
         while len(out) < n:
             if self.left is None:  # a new rung starts at a barrier: nothing is pending
@@ -122,32 +155,39 @@ class Halving:
             elif self.stage > 0 and self.promote:
                 out.append(self._promoted(self.promote.pop(0), strategy.history))
             elif not strategy.pending and not out:
-                self._advance(strategy.history, dropped)
+                self._advance(strategy.history, dropped, rescore, ended)
             else:
                 break  # the stage's barrier: wait for its last results
         return out
 
-    def _promoted(self, ident: int, history: list[tuple[Candidate, Outcome]]) -> Proposal:
+    def _promoted(self, ident: int, history: Told) -> Proposal:
+        """A told candidate asked again at the current stage: promoted from this rung, or re-scored."""
         source = next(c for c, _ in reversed(history) if c.id == ident)
-        kept = {k: v for k, v in source.meta.items() if k not in (*STAGE_KEYS, "levels")}
-        meta = {**kept, "origin": "promoted", "promoted_from": ident, **self.meta()}
+        kept = {k: v for k, v in source.meta.items() if k not in (*STAGE_KEYS, self.key, "levels")}
+        origin = "promoted" if source.meta.get(self.key) == self.rung else self.rescore_origin
+        meta = {**kept, "origin": origin, "promoted_from": ident, **self.meta()}
         return np.asarray(source.sparsity, dtype=np.float64), meta
 
-    def _this_rung(self, history: list[tuple[Candidate, Outcome]], stage: int) -> list[tuple[Candidate, Outcome]]:
-        """Told candidates of the current rung at ``stage``: the newest entries of the history."""
+    def this_rung(self, history: Told, stage: int | None = None) -> Told:
+        """Told candidates of the current rung (at ``stage``), newest first: the newest entries of the
+        history, so the scan stops at the first older one."""
         out = []
         for cand, outcome in reversed(history):
-            if cand.meta.get("rung") != self.rung:
+            if cand.meta.get(self.key) != self.rung:
                 break
-            if cand.meta.get("fidelity") == stage:
+            if stage is None or cand.meta.get("fidelity") == stage:
                 out.append((cand, outcome))
         return out
 
     def _advance(
-        self, history: list[tuple[Candidate, Outcome]], dropped: Callable[[list[Candidate]], None] | None
+        self,
+        history: Told,
+        dropped: Callable[[list[Candidate]], None] | None,
+        rescore: Callable[[], list[int]] | None,
+        ended: Callable[[Told], None] | None,
     ) -> None:
         """The current stage is fully told: promote its best, or end the rung."""
-        scored = [(c, o) for c, o in self._this_rung(history, self.stage) if o.state == "complete"]
+        scored = [(c, o) for c, o in self.this_rung(history, self.stage) if o.state == "complete"]
         ranked = sorted(
             (co for co in scored if math.isfinite(co[1].values[0])), key=lambda co: (-co[1].values[0], co[0].id)
         )
@@ -157,8 +197,10 @@ class Halving:
                 dropped([c for c, _ in scored if c.id not in promote])
             if promote:
                 self.stage += 1
-                self.promote = promote
+                self.promote = promote + (rescore() if rescore is not None and self.stage == self.last else [])
                 return
+        if ended is not None:
+            ended(ranked)
         self.rung += 1
         self.stage = 0
         self.promote = []

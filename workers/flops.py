@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch_pruning as tp
 from torch import nn
 
 from prunehive.workers.layers import count_flops
@@ -46,8 +47,6 @@ class ChannelFlops:
     """Counts the FLOPs of ``model`` with some output channels of the named layers removed."""
 
     def __init__(self, model: nn.Module, layers: list[str], example: torch.Tensor) -> None:
-        import torch_pruning as tp
-
         copied = copy.deepcopy(model).eval()  # the graph is traced on a copy, as prune_channels does
         self.dense, per_module = count_flops(copied, example)
         graph = tp.DependencyGraph().build_dependency(copied, example_inputs=example, output_transform=_first_tensor)

@@ -36,6 +36,7 @@ def quiet_libraries() -> None:
         if logger.level in (logging.NOTSET, logging.DEBUG, logging.INFO):
             logger.setLevel(logging.WARNING)
     if "transformers" in sys.modules:  # imported already: its progress-bar switch was read at import
+        # local: only once transformers is loaded; keeps it out of CLI start-up
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
@@ -53,8 +54,9 @@ def quiet_flower() -> None:
     """Flower at WARNING, without its expected warnings, and in colour only on a terminal. Importing
     Flower's simulation asks Python to show every DeprecationWarning once, process-wide (so MLflow's
     and SQLAlchemy's would print); unless the user chose warnings with ``-W``, that is undone."""
+    # local: keeps flwr out of CLI start-up
     import flwr.simulation  # noqa: F401  (its import adds the process-wide filter undone below)
-    from flwr.common.logger import update_console_handler
+    from flwr.common.logger import update_console_handler  # local: keeps flwr out of CLI start-up
 
     if not sys.warnoptions:
         warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -16,14 +16,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+import torch_pruning as tp
 from torch import nn
 
 from prunehive.workers.tasks.base import logits_of
 
 
 def _out_fn(module: nn.Module) -> Callable[..., Any]:
-    import torch_pruning as tp
-
     if isinstance(module, nn.Conv2d):
         return tp.prune_conv_out_channels
     if isinstance(module, nn.Linear):
@@ -56,8 +55,6 @@ def coupled_sets(graph: Any, modules: Mapping[str, nn.Module], names: list[str])
 def prune_channels(model: nn.Module, plan: Mapping[str, list[int]], example: torch.Tensor) -> nn.Module:
     """A copy of ``model`` with the listed output channels of each named layer removed (a Hugging Face
     model too: the graph is traced back from its output's logits)."""
-    import torch_pruning as tp
-
     pruned = copy.deepcopy(model).eval()
     with warnings.catch_warnings():  # norms' bare weights: only a removed hidden dimension would touch them
         warnings.filterwarnings("ignore", message="Unwrapped parameters detected")

@@ -12,6 +12,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from prunehive.bench.suites import SUITES, run_suite
 from prunehive.platform.cli.app import JSON_OPT, app, err, friendly_errors, out, print_json
 from prunehive.platform.cli.summaries import fmt, print_benchmarks
 
@@ -243,12 +244,10 @@ def bench(
 ) -> None:
     """Benchmark evaluation cost (eval), search throughput (throughput), strategies' quality (quality) or the
     measured speedup of channel-pruned models (speedup), or what a worker holds beyond its model (memory)."""
-    from prunehive.bench.suites import SUITES, run_suite
-
     if suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
     if solver is not None:
-        from prunehive.workers.solvers.level_engine import SOLVERS
+        from prunehive.workers.solvers.level_engine import SOLVERS  # local: keeps torch out of CLI start-up
 
         if suite != "eval" or solver not in SOLVERS:
             raise ValueError(f"--solver {solver!r}: the eval suite takes one of {', '.join(SOLVERS)}")

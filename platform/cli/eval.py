@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 from prunehive.platform.cli.app import DATABASE_OPT, JSON_OPT, app, err, friendly_errors, out, print_json
+from prunehive.platform.jobs.lm_eval import LMEvalOptions, go_offline
+from prunehive.platform.settings import default_database_url
 
 
 @app.command("eval")
@@ -28,13 +30,11 @@ def eval_command(
 ) -> None:
     """Score a candidate with lm-evaluation-harness (offline: task data must be local); log it to the job's
     MLflow run as lm_eval_<task>_<metric>."""
-    from prunehive.platform.jobs.lm_eval import LMEvalOptions, go_offline
-
     go_offline()  # before anything imports datasets
     options = LMEvalOptions.parse(tasks, include_path, limit, batch_size=batch_size, device=device)
+    # local: after go_offline(), and keeps torch out of CLI start-up
     from prunehive.platform.jobs.zero_shot import evaluate_export, evaluate_job
-    from prunehive.platform.settings import default_database_url
-    from prunehive.platform.store.jobs import JobStore
+    from prunehive.platform.store.jobs import JobStore  # local: keeps sqlalchemy out of CLI start-up
 
     store = JobStore(database_url or default_database_url())
     exported = Path(job_id).expanduser()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from prunehive.platform.cli.app import DATABASE_OPT, JSON_OPT, app, err, friendly_errors, out, print_json
+from prunehive.platform.settings import default_database_url
 
 
 @app.command()
@@ -20,9 +21,8 @@ def export(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Write a search job's candidate with its pruned weights zeroed, plus prunehive.json describing it."""
-    from prunehive.platform.jobs.export import export_candidate
-    from prunehive.platform.settings import default_database_url
-    from prunehive.platform.store.jobs import JobStore
+    from prunehive.platform.jobs.export import export_candidate  # local: keeps torch out of CLI start-up
+    from prunehive.platform.store.jobs import JobStore  # local: keeps sqlalchemy out of CLI start-up
 
     store = JobStore(database_url or default_database_url())
     with err.status(f"rebuilding candidate {candidate} of job {job_id}"):

@@ -22,12 +22,12 @@ from prunehive.platform.cli.app import (
     print_json,
 )
 from prunehive.platform.cli.summaries import print_summary
+from prunehive.platform.settings import default_database_url
 
 
 def open_store(database_url: str | None) -> Any:
     """The job store at ``database_url`` (default: the embedded one under PRUNEHIVE_HOME)."""
-    from prunehive.platform.settings import default_database_url
-    from prunehive.platform.store.jobs import JobStore
+    from prunehive.platform.store.jobs import JobStore  # local: keeps sqlalchemy out of CLI start-up
 
     return JobStore(database_url or default_database_url())
 
@@ -44,10 +44,10 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Run a job now (search, metric-search, federated or benchmark), on a local Ray or the cluster at RAY_ADDRESS."""
-    from prunehive.platform.cli.signals import cancel_on_sigterm, exit_code, leave
-    from prunehive.platform.jobs.base import job_runner, start_job
-    from prunehive.platform.jobs.preflight import preflight
-    from prunehive.platform.spec.job import load_spec, parse_spec
+    from prunehive.platform.cli.signals import cancel_on_sigterm, exit_code, leave  # local: psutil, not at start-up
+    from prunehive.platform.jobs.base import job_runner, start_job  # local: keeps ray and mlflow out of CLI start-up
+    from prunehive.platform.jobs.preflight import preflight  # local: keeps ray out of CLI start-up
+    from prunehive.platform.spec.job import load_spec, parse_spec  # local: spec models build when read
 
     cancel_on_sigterm()  # SIGTERM (timeout, systemd, Kubernetes, Ray's job stop) cancels like Ctrl-C
     store = open_store(database_url)
@@ -98,7 +98,7 @@ def jobs(
 ) -> None:
     """List recent jobs: in the job store, or your jobs on the service with --server."""
     if server:
-        from prunehive.platform.service.client import connect
+        from prunehive.platform.service.client import connect  # local: keeps httpx out of CLI start-up
 
         rows = connect(server, token).jobs(limit)["jobs"]
     else:
@@ -163,7 +163,7 @@ def show(
 
 
 def _show_remote(job_id: str, server: str, token: str | None, as_json: bool) -> None:
-    from prunehive.platform.service.client import connect
+    from prunehive.platform.service.client import connect  # local: keeps httpx out of CLI start-up
 
     client = connect(server, token)
     job = client.job(job_id)
@@ -186,6 +186,7 @@ def ui(
     host: str = typer.Option("127.0.0.1", "--host"),
 ) -> None:
     """Open the MLflow UI on the default tracking store."""
+    # local: keeps sqlalchemy out of CLI start-up
     from prunehive.platform.tracking.location import default_artifact_root, default_tracking_uri
 
     uri = default_tracking_uri()
@@ -195,6 +196,7 @@ def ui(
     cmd = [mlflow, "server", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     if uri.startswith("sqlite:"):
         cmd += ["--default-artifact-root", default_artifact_root()]
-    from prunehive.platform.cli.signals import run_as_group
+
+    from prunehive.platform.cli.signals import run_as_group  # local: psutil, not at start-up
 
     raise typer.Exit(run_as_group(cmd))  # SIGTERM stops mlflow server and its web workers too

@@ -21,6 +21,10 @@ from prunehive.platform.cli.app import (
     out,
     print_json,
 )
+from prunehive.platform.cli.jobs import open_store
+from prunehive.platform.cli.summaries import print_summary
+from prunehive.platform.service.data_roots import ENV, DataRoots, roots_from
+from prunehive.platform.settings import default_database_url, prunehive_home
 
 ALLOW_OPT = typer.Option([], "--allow-task-module", help="A module whose module:factory tasks may run (repeat).")
 DATA_ROOT_OPT = typer.Option(
@@ -56,15 +60,17 @@ def server(
     name: str = typer.Option(None, "--name", help="This server's name in claims (default: host name)."),
 ) -> None:
     """Serve the job API (docs at /docs) and dispatch queued jobs to Ray."""
-    import uvicorn
+    import uvicorn  # local: keeps the web server out of CLI start-up
 
-    from prunehive.platform.service.app import ServiceConfig, create_app
-    from prunehive.platform.service.backends import Backend, LocalBackend, RayJobsBackend
-    from prunehive.platform.service.data_roots import ENV, DataRoots, roots_from
-    from prunehive.platform.service.dispatcher import Dispatcher
-    from prunehive.platform.settings import default_database_url, prunehive_home
-    from prunehive.platform.store.jobs import JobStore
-    from prunehive.platform.tracking.location import default_tracking_uri
+    from prunehive.platform.service.app import ServiceConfig, create_app  # local: keeps fastapi out of CLI start-up
+    from prunehive.platform.service.backends import (  # local: keeps sqlalchemy out of CLI start-up
+        Backend,
+        LocalBackend,
+        RayJobsBackend,
+    )
+    from prunehive.platform.service.dispatcher import Dispatcher  # local: keeps sqlalchemy out of CLI start-up
+    from prunehive.platform.store.jobs import JobStore  # local: keeps sqlalchemy out of CLI start-up
+    from prunehive.platform.tracking.location import default_tracking_uri  # local: keeps sqlalchemy out of CLI start-up
 
     roots = roots_from(data_root, os.environ.get(ENV))  # a wrong root stops the server before it starts
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -106,8 +112,7 @@ def users_add(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Add a user and print their token, once (only its hash is stored)."""
-    from prunehive.platform.cli.jobs import open_store
-    from prunehive.platform.service.auth import add_user
+    from prunehive.platform.service.auth import add_user  # local: keeps sqlalchemy out of CLI start-up
 
     token = add_user(open_store(database_url), name, admin)
     if as_json:
@@ -126,7 +131,7 @@ def submit(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Submit a job to the service; with --wait, print its summary like `prunehive run`."""
-    from prunehive.platform.service.client import connect
+    from prunehive.platform.service.client import connect  # local: keeps httpx out of CLI start-up
 
     path = Path(spec_path)
     if not path.exists():
@@ -147,8 +152,6 @@ def submit(
     if as_json:
         print_json(job["summary"])
     else:
-        from prunehive.platform.cli.summaries import print_summary
-
         print_summary(job["summary"], job["kind"])
 
 
@@ -167,7 +170,7 @@ def _wait_with_progress(client: Any, job_id: str) -> dict[str, Any]:
 @friendly_errors
 def cancel(job_id: str = typer.Argument(...), server: str = SERVER_OPT, token: str = TOKEN_OPT) -> None:
     """Cancel a job on the service (a running one stops within seconds)."""
-    from prunehive.platform.service.client import connect
+    from prunehive.platform.service.client import connect  # local: keeps httpx out of CLI start-up
 
     reply = connect(server, token).cancel(job_id)
     what = "cancelled" if reply["status"] == "cancelled" else "cancel requested (it stops within seconds)"
@@ -178,6 +181,6 @@ def cancel(job_id: str = typer.Argument(...), server: str = SERVER_OPT, token: s
 @friendly_errors
 def logs(job_id: str = typer.Argument(...), server: str = SERVER_OPT, token: str = TOKEN_OPT) -> None:
     """Print a job's driver log from the service."""
-    from prunehive.platform.service.client import connect
+    from prunehive.platform.service.client import connect  # local: keeps httpx out of CLI start-up
 
     typer.echo(connect(server, token).logs(job_id), nl=False)

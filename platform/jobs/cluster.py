@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
+from ray.experimental.internal_kv import _internal_kv_get
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -160,7 +161,6 @@ def _can_grow() -> bool:
     forced = os.environ.get(CAN_GROW_ENV)
     if forced in ("0", "1"):
         return forced == "1"
-    from ray.experimental.internal_kv import _internal_kv_get
 
     try:
         if (_internal_kv_get("__autoscaler_v2_enabled") or b"") == b"1":

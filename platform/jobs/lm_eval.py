@@ -87,7 +87,7 @@ def task_manager(options: LMEvalOptions) -> Any:
     here, in one line."""
     go_offline()
     with quiet():
-        from lm_eval.tasks import TaskManager
+        from lm_eval.tasks import TaskManager  # local: keeps lm_eval out of CLI start-up
 
         if options.include_path is not None:
             manager = TaskManager(include_path=str(options.include_path), include_defaults=False)
@@ -120,7 +120,7 @@ def load_tasks(options: LMEvalOptions, manager: Any | None = None) -> dict[str, 
 
 
 def default_device() -> str:
-    import torch
+    import torch  # local: keeps torch out of CLI start-up
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -129,8 +129,8 @@ def evaluate_model(model: Any, tokenizer: Any, options: LMEvalOptions, tasks: di
     """``{task: {metric: value}}`` for an in-memory Hugging Face causal LM (``tasks``: from ``load_tasks``;
     loaded afresh when not given, since lm-eval keeps each run's requests on its task objects)."""
     go_offline()
-    import lm_eval
-    from lm_eval.models.huggingface import HFLM
+    import lm_eval  # local: keeps lm_eval out of CLI start-up
+    from lm_eval.models.huggingface import HFLM  # local: keeps lm_eval out of CLI start-up
 
     tasks = tasks if tasks is not None else load_tasks(options)
     device = options.device or default_device()

@@ -19,6 +19,7 @@ def preflight(spec: JobSpec, ray_address: str | None = None) -> None:
     to Ray, and raise ``PlacementError`` when no node of a cluster that cannot grow could hold one worker."""
     load_task(spec.task, seed=spec.seed).check_inputs()
     if spec.evaluation is not None and spec.evaluation.lm_eval is not None:
+        # local: keeps torch out of spec checking unless the spec asks for lm-eval
         from prunehive.platform.jobs.zero_shot import check_final_evaluation
 
         check_final_evaluation(spec)  # lm-eval task names and a causal LM, before the search spends its budget

@@ -17,7 +17,10 @@ from prunehive.platform.jobs.export import SEARCH_KINDS, Chosen, choose, rebuilt
 from prunehive.platform.jobs.lm_eval import LMEvalOptions, evaluate_model, load_tasks, mlflow_metrics, task_manager
 from prunehive.platform.spec.job import JobSpec, parse_spec
 from prunehive.platform.store.jobs import JobRecord, JobStore
+from prunehive.platform.tracking.location import default_tracking_uri
 from prunehive.workers.tasks import load_task
+from prunehive.workers.tasks.hf_lm import CausalLMBlocks
+from prunehive.workers.tasks.hf_load import load_causal_lm, load_tokenizer
 
 if TYPE_CHECKING:
     from prunehive.platform.jobs.search.driver import SearchRun
@@ -27,8 +30,6 @@ EXPORT_INFO = "prunehive.json"
 
 def causal_task(spec: JobSpec) -> Any:
     """The job's task (built lazily: nothing loaded yet), if its model is a Hugging Face causal LM."""
-    from prunehive.workers.tasks.hf_lm import CausalLMBlocks
-
     task = load_task(spec.task, seed=spec.seed)
     if not isinstance(task, CausalLMBlocks):
         raise ValueError(f"lm-eval scores causal language models; task {spec.task} is not one (code-lm or hf: are)")
@@ -36,8 +37,6 @@ def causal_task(spec: JobSpec) -> Any:
 
 
 def tokenizer_of(task: Any) -> Any:
-    from prunehive.workers.tasks.hf_load import load_tokenizer
-
     return load_tokenizer(task.directory())
 
 
@@ -52,8 +51,8 @@ def metric_prefix(job: JobRecord, candidate: int | str) -> str:
 def log_scores(spec: JobSpec, run_id: str | None, metrics: dict[str, float]) -> None:
     if run_id is None or not metrics:
         return
-    from prunehive.platform.tracking.location import default_tracking_uri
-    from prunehive.platform.tracking.tracker import Tracker
+    # local: keeps mlflow out of preflight (spec checking)
+    from prunehive.platform.tracking.tracker import Tracker  # local: keeps mlflow out of preflight (spec checking)
 
     Tracker(spec.tracking.mlflow_uri or default_tracking_uri(), spec.experiment).log_metrics(run_id, metrics)
 
@@ -86,8 +85,6 @@ def evaluate_job(store: JobStore, job_id: str, which: str, options: LMEvalOption
 def evaluate_export(store: JobStore | None, directory: Path, options: LMEvalOptions) -> dict[str, Any]:
     """``prunehive eval DIR``: a directory written by ``prunehive export --format hf``; logged to its job's
     parent run where that job is in this job store."""
-    from prunehive.workers.tasks.hf_load import load_causal_lm, load_tokenizer
-
     info_path = directory / EXPORT_INFO
     if not info_path.is_file() or not (directory / "config.json").is_file():
         raise ValueError(f"{str(directory)!r} is not a directory written by `prunehive export --format hf`")

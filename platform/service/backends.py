@@ -73,8 +73,9 @@ class LocalBackend:
         num_cpus: int | None = None,
         entrypoint: list[str] | None = None,
     ) -> None:
-        import ray
+        import ray  # local: keeps ray out of the API server, which validates specs
 
+        # local: keeps ray out of the API server, which validates specs
         from prunehive.platform.jobs.cluster import connect_ray
 
         self.store, self.logs_dir = store, logs_dir
@@ -146,7 +147,7 @@ class LocalBackend:
 
     def close(self) -> None:
         """Kill the drivers (their jobs stay ``running``; the next server resumes them), then Ray."""
-        import ray
+        import ray  # local: keeps ray out of the API server, which validates specs
 
         with self._lock:
             drivers = list(self.drivers.values())
@@ -200,6 +201,7 @@ class RayJobsBackend:
     name = "ray-jobs"
 
     def __init__(self, address: str, env: dict[str, str], entrypoint: str = "prunehive") -> None:
+        # local: keeps ray out of the API server, which validates specs
         from ray.job_submission import JobSubmissionClient
 
         self.address, self.env, self.entrypoint = address, env, entrypoint

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from prunehive.search.evopress import EvoPressStrategy, check_stages, default_offspring, default_switches
+from prunehive.search.evopress import EvoPressStrategy, default_offspring, default_switches
+from prunehive.search.halving import check_stages
 from prunehive.search.registry import make_strategy
-from prunehive.search.space import SearchSpace
-from prunehive.search.strategy import Strategy
+from prunehive.search.space import Layer, SearchSpace
+from prunehive.search.strategy import Candidate, Outcome, Strategy
 from prunehive.search.testing import CHECKS, Driver, check_state_size, make_objective, stored_history, synthetic_space
 
 LEVELS = [round(0.05 * i, 2) for i in range(20)]
 STAGES = {"fidelity": [1, 2, 4], "survivors": [5, 2, 1]}  # a cut at 23 tells falls inside a stage
+FLAT = Path(__file__).parent / "data" / "evopress_checkpoint_flat_stages.json"
 VARIANTS: dict[str, tuple[bool, dict[str, Any]]] = {
     "continuous": (False, {}),
     "levels": (True, {}),
@@ -66,8 +69,6 @@ def test_stages_promote_the_best_and_record_their_tokens() -> None:
 
 
 def test_the_parent_only_improves_and_offspring_keep_the_budget_exact() -> None:
-    from prunehive.search.space import Layer
-
     layers = [Layer(f"layers.{b}.{p}", "linear", (64, 64), 4096, 4096) for b in range(4) for p in "qkvo"]
     space = SearchSpace(layers, 0.6, levels=LEVELS)
     strategy = EvoPressStrategy(space, 150, 0)
@@ -93,6 +94,26 @@ def test_resume_mid_stage_repeats_no_trial() -> None:
     again.run()
     told = [c.id for c, _ in original.results] + [c.id for c, _ in again.results]
     assert len(told) == len(set(told)) == 80
+
+
+def test_a_checkpoint_with_the_stages_beside_the_parent_resumes_where_it_stopped() -> None:
+    """A flat checkpoint (generation, stage, left and promote beside the parent), cut while the parent's
+    re-score was still to ask, resumes to the candidates its writer went on to ask: same ids, vectors and
+    recorded keys (promoted offspring also carry their parents)."""
+    saved = json.loads(FLAT.read_text())
+    assert "halving" not in saved["state"]["extra"] and saved["state"]["extra"]["promote"]
+    space = synthetic_space().with_levels(LEVELS)
+    strategy = EvoPressStrategy(space, saved["budget"], saved["seed"], **saved["options"])
+    told = [(Candidate.from_dict(c), Outcome(tuple(values), state)) for c, values, state in saved["told"]]
+    strategy.load_state_dict(saved["state"], told)
+    driver = Driver(strategy, make_objective(space, 1), saved["workers"])
+    driver.inflight, driver.steps = [strategy.pending[i] for i in saved["inflight"]], saved["steps"]
+    driver.run()
+    expected = [Candidate.from_dict(c) for c in saved["asked_after"]]
+    assert [(c.id, c.sparsity) for c in driver.asked] == [(c.id, c.sparsity) for c in expected]
+    for got, old in zip(driver.asked, expected, strict=True):
+        assert {k: got.meta[k] for k in old.meta} == old.meta
+    assert driver.asked[0].meta["origin"] == "parent" and "halving" in strategy.state_dict()["extra"]
 
 
 def test_defaults_scale_with_the_layers_and_stages_are_checked() -> None:

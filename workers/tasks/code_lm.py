@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from torch import nn
 
 from prunehive.workers.tasks.base import Batch, Split
@@ -75,7 +76,7 @@ def spread(rows: torch.Tensor, k: int = VALIDATION_WINDOWS_PER_FILE) -> torch.Te
 def byte_tokenizer() -> Any:
     """A tokenizer whose token ids are the UTF-8 bytes themselves (id 65 is ``A``), saved with the model
     so that the directory is a complete Hugging Face model any ``AutoTokenizer`` user can run."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    # local: keeps transformers out of spec checking (preflight builds the task)
     from transformers import PreTrainedTokenizerFast
 
     alphabet = _byte_alphabet()
@@ -133,6 +134,7 @@ class CodeLMTask(CausalLMBlocks):
         return self._splits[name]
 
     def architecture(self) -> nn.Module:
+        # local: keeps transformers out of spec checking (preflight builds the task)
         from transformers import LlamaConfig, LlamaForCausalLM
 
         return LlamaForCausalLM(LlamaConfig(**CONFIG))

@@ -12,6 +12,7 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from prunehive.workers.tasks.base import Batch, Split, Task
@@ -30,8 +31,8 @@ class _DigitsTask(Task):
 
     @cached_property
     def _splits(self) -> dict[str, Batch]:
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
+        from sklearn.datasets import load_digits  # local: keeps scikit-learn out of preflight (spec checking)
+        from sklearn.model_selection import train_test_split  # local: keeps scikit-learn out of preflight
 
         data = load_digits()
         x, y = data.data.astype("float32") / 16.0, data.target
@@ -58,7 +59,6 @@ class _DigitsTask(Task):
         path = shipped_path(self.name, self.fingerprint())
         if path is None:
             return self._load_or_train()
-        from safetensors.torch import load_file
 
         state = load_file(path)
         check_shipped(self.name, state)
@@ -72,8 +72,6 @@ class _DigitsTask(Task):
 
     def save_weights(self, model: nn.Module, path: Path) -> None:
         """The trained weights as one safetensors file, as they are shipped."""
-        from safetensors.torch import save_file
-
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
 
 

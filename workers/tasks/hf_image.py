@@ -59,6 +59,7 @@ class HFImageTask(Task):
 
     def _model_config(self) -> Any:
         if self._config is None:
+            # local: keeps transformers out of spec checking (preflight builds the task)
             from transformers import AutoConfig
 
             self._config = AutoConfig.from_pretrained(self.spec.hf, **LOCAL_ONLY)

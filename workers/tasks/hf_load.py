@@ -32,13 +32,14 @@ MLP_INPUTS = ("up_proj", "gate_proj", "fc1", "w1", "w3", "dense_h_to_4h", "inter
 
 def quiet_transformers() -> None:
     """No progress bars from transformers: they would break the CLI's one-line and JSON output."""
-    from transformers.utils import logging
+    from transformers.utils import logging  # local: keeps transformers out of spec checking (preflight builds the task)
 
     logging.disable_progress_bar()
 
 
 def load_causal_lm(directory: Path, dtype: str = "float32") -> nn.Module:
     """``AutoModelForCausalLM`` from a local directory, in ``dtype``, without a KV cache (never reused)."""
+    # local: keeps transformers out of spec checking (preflight builds the task)
     from transformers import AutoModelForCausalLM
 
     quiet_transformers()
@@ -48,6 +49,7 @@ def load_causal_lm(directory: Path, dtype: str = "float32") -> nn.Module:
 
 
 def load_image_classifier(directory: Path, dtype: str = "float32") -> nn.Module:
+    # local: keeps transformers out of spec checking (preflight builds the task)
     from transformers import AutoModelForImageClassification
 
     quiet_transformers()
@@ -57,6 +59,7 @@ def load_image_classifier(directory: Path, dtype: str = "float32") -> nn.Module:
 
 def fresh_model(directory: Path, kind: str) -> nn.Module:
     """The directory's architecture with new random weights (for federated runs that train from scratch)."""
+    # local: keeps transformers out of spec checking (preflight builds the task)
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageClassification
 
     config = AutoConfig.from_pretrained(directory, **LOCAL_ONLY)
@@ -67,7 +70,7 @@ def fresh_model(directory: Path, kind: str) -> nn.Module:
 def load_tokenizer(directory: Path) -> Any:
     if not any((directory / name).is_file() for name in TOKENIZER_FILES):
         raise TaskError(f"no tokenizer in {str(directory)!r}: expected one of {', '.join(TOKENIZER_FILES)}")
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # local: keeps transformers out of spec checking (preflight builds the task)
 
     return AutoTokenizer.from_pretrained(directory, **LOCAL_ONLY)
 
@@ -75,6 +78,7 @@ def load_tokenizer(directory: Path) -> Any:
 def load_image_processor(directory: Path) -> Any:
     if not (directory / "preprocessor_config.json").is_file():
         raise TaskError(f"{str(directory / 'preprocessor_config.json')!r} does not exist (the image processor)")
+    # local: keeps transformers out of spec checking (preflight builds the task)
     from transformers import AutoImageProcessor
 
     return AutoImageProcessor.from_pretrained(directory, **LOCAL_ONLY, backend="pil")

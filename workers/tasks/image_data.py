@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from prunehive.workers.tasks.base import Batch, TaskError
 
@@ -60,8 +61,6 @@ def image_folder(root: Path, label2id: dict[str, int], num_labels: int, seed: in
 
 def check_image_split(root: Path, label2id: dict[str, int], num_labels: int, what: str) -> None:
     """Every class folder names a label and every image file opens and verifies (PIL ``verify``)."""
-    from PIL import Image, UnidentifiedImageError
-
     for path, _ in image_folder(root, label2id, num_labels, 0, what):
         try:
             with Image.open(path) as img:
@@ -77,8 +76,6 @@ def image_batches(
     items: list[tuple[Path, int]], processor: Any, rows: int, dtype: torch.dtype, mode: str = "RGB"
 ) -> Iterator[Batch]:
     """(pixel_values, labels) batches of ``rows`` images in PIL ``mode``, decoded as they are needed."""
-    from PIL import Image
-
     for start in range(0, len(items), rows):
         part = items[start : start + rows]
         images = []

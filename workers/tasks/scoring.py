@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from prunehive.workers.tasks.base import Evaluation, logits_of
 from prunehive.workers.tasks.spec import TaskError
 
 if TYPE_CHECKING:
@@ -21,8 +22,6 @@ if TYPE_CHECKING:
 
 def score(task: Task, model: nn.Module, split: Split, limit: int | None, observe: Observer | None) -> Evaluation:
     """Quality, mean loss and items scored, one streamed batch at a time."""
-    from prunehive.workers.tasks.base import Evaluation, logits_of
-
     if any(m.training for m in model.modules()):  # about 4x cheaper than an unconditional eval()
         model.eval()
     device = next(model.parameters()).device

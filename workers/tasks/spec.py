@@ -129,7 +129,7 @@ def hf_kind(directory: Path) -> HFKind:
         return "causal-lm"
     if any(a.endswith("ForImageClassification") for a in archs):
         return "image-classification"
-    from transformers.models.auto.modeling_auto import (
+    from transformers.models.auto.modeling_auto import (  # local: keeps transformers out of spec validation
         MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
         MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
     )
