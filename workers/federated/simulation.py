@@ -8,6 +8,7 @@ that it calls ``ray.shutdown()`` when the simulation ends, so a second simulatio
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from prunehive.workers.federated.client_app import app as client_app
 from prunehive.workers.federated.encoding import dense_record
 from prunehive.workers.federated.models import start_model, train_rows
 from prunehive.workers.federated.partition import partition_indices
-from prunehive.workers.federated.plans import MaskPlan
+from prunehive.workers.federated.plans import NAMED_PLANS, MaskPlan, named_plan_module
 from prunehive.workers.federated.statistics import Scoring, stats_asked
 from prunehive.workers.federated.strategy import PruningFedAvg, RoundRecord
 from prunehive.workers.layers import find_prunable_layers
@@ -42,7 +43,7 @@ class SimulationSettings:
     """Everything one simulation needs, as plain values (built from the job spec by the driver)."""
 
     task: str
-    plan: str  # "dense" | "fixed" | "progressive" | "heterogeneous"
+    plan: str  # "dense" | "fixed" | "progressive" | "heterogeneous" | one of plans.NAMED_PLANS
     targets: list[float]
     clients: int = 10
     fraction: float = 1.0
@@ -65,6 +66,8 @@ class SimulationSettings:
     cpus_per_client: float = 1.0
     gpus_per_client: float = 0.0
     round_timeout: float = 600.0
+    client_budget: dict[str, float] = field(default_factory=dict)  # fedtiny: {memory_mb: x} or {flops: fraction}
+    mask_interval: int | None = None  # named plans: rounds between mask re-adjustments (default: the plan's)
 
 
 @dataclass
@@ -77,7 +80,10 @@ class SimulationResult:
 
     def totals(self) -> dict[str, int]:
         keys = ("bytes_up", "bytes_down", "dense_bytes_up", "dense_bytes_down", "failures")
-        return {k: int(sum(getattr(r, k) for r in self.history)) for k in keys}
+        out = {k: int(sum(getattr(r, k) for r in self.history)) for k in keys}
+        out["client_flops"] = int(sum(r.client_flops for r in self.history))
+        out["peak_client_bytes"] = max((r.peak_client_bytes for r in self.history), default=0)
+        return out
 
 
 def _evaluator(task: Task) -> Callable[[dict[str, torch.Tensor]], float]:
@@ -110,7 +116,8 @@ def build_strategy(s: SimulationSettings, on_round: Callable[[RoundRecord], None
         targets = [sum(s.allocation.get(x.name, 0.0) * x.params for x in layers) / sum(x.params for x in layers)]
     space = SearchSpace(layers, target=max(targets), min_density=s.min_density, overrides=dict(s.bounds))
     ramp_rounds = s.ramp_rounds or max(1, s.rounds // 4)
-    plan = MaskPlan(s.plan, targets, space, s.allocation, ramp_rounds, granularity)
+    named = s.plan in NAMED_PLANS  # a named plan's strategy derives its own masks; its MaskPlan holds the target
+    plan = MaskPlan("fixed" if named else s.plan, targets, space, s.allocation, ramp_rounds, granularity)
     scoring = Scoring(
         s.metric,
         stats_asked(s.metric, s.allocation),
@@ -131,7 +138,8 @@ def build_strategy(s: SimulationSettings, on_round: Callable[[RoundRecord], None
         "lr": float(s.lr or 0.0),
         "prunable": [f"{n}.weight" for n in names],
     }
-    return PruningFedAvg(
+    strategy = importlib.import_module(named_plan_module(s.plan)).STRATEGY if named else PruningFedAvg
+    return strategy(  # type: ignore[no-any-return]
         plan,
         {n: t.detach().clone() for n, t in model.state_dict().items()},
         client_config,
@@ -141,6 +149,7 @@ def build_strategy(s: SimulationSettings, on_round: Callable[[RoundRecord], None
         fraction=s.fraction,
         clients=s.clients,
         timeout=s.round_timeout,
+        **({"settings": s, "task": task} if named else {}),
     )
 
 

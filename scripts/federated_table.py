@@ -1,0 +1,164 @@
+"""Federated plans side by side: dense FedAvg, fixed, progressive and the named algorithms, on Flower.
+
+Every cell is a real Flower simulation (``workers.federated.simulation.simulate``): non-IID Dirichlet
+partitions, several seeds, each plan at each sparsity. Printed per (partition, plan, sparsity):
+final global test accuracy (mean ± std over seeds), uplink and downlink bytes (all clients, all
+rounds), client training FLOPs (all clients, all rounds, sparse-aware, see ``client_cost``) and the
+largest client's peak training memory; at the highest sparsity, whether each named plan beats
+``fixed`` in accuracy or in cost at equal accuracy.
+
+Results are appended to ``--out`` (JSON lines) as each simulation ends, and runs already there are
+skipped, so an interrupted table resumes.
+
+    .venv/bin/python scripts/federated_table.py            # the full table (10 clients, 3 seeds)
+    .venv/bin/python scripts/federated_table.py --quick    # 1 seed, Dirichlet 0.5, 95%, short runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from prunehive.workers.federated.plans import NAMED_PLANS
+from prunehive.workers.federated.simulation import SimulationSettings, simulate
+
+BASE_PLANS = ("dense", "fixed", "progressive")
+EQUAL = 0.01  # accuracies closer than this (or than the seeds' spread) count as equal
+CHEAPER = 0.95  # a cost at most this fraction of fixed's counts as lower
+COSTS = ("bytes_up", "bytes_down", "client_flops", "peak_client_bytes")
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--task", default="digits-cnn-bn")
+    p.add_argument("--alphas", type=float, nargs="+", default=[0.5, 0.1], help="Dirichlet concentrations")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--sparsities", type=float, nargs="+", default=[0.8, 0.95])
+    p.add_argument("--plans", nargs="+", default=[*BASE_PLANS, *NAMED_PLANS])
+    p.add_argument("--clients", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--local-epochs", type=int, default=5)  # a client holds ~110 rows: 4 batches an epoch
+    p.add_argument("--out", type=Path, default=Path("federated_table.jsonl"))
+    p.add_argument("--quick", action="store_true", help="1 seed, Dirichlet 0.5, 95%% only, 8 rounds of 5 epochs")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.alphas, args.seeds, args.sparsities, args.rounds, args.local_epochs = [0.5], [0], [0.95], 8, 5
+    return args
+
+
+def cells(args: argparse.Namespace) -> list[dict[str, Any]]:
+    out = []
+    for alpha in args.alphas:
+        for plan in args.plans:
+            for sparsity in [0.0] if plan == "dense" else args.sparsities:
+                for seed in args.seeds:
+                    out.append({"alpha": alpha, "plan": plan, "sparsity": sparsity, "seed": seed})
+    return out
+
+
+def key(cell: dict[str, Any], args: argparse.Namespace) -> str:
+    return json.dumps({**cell, "task": args.task, "clients": args.clients, "rounds": args.rounds,
+                       "local_epochs": args.local_epochs}, sort_keys=True)  # fmt: skip
+
+
+def run_cell(cell: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    settings = SimulationSettings(
+        task=args.task,
+        plan=cell["plan"],
+        targets=[cell["sparsity"]],
+        clients=args.clients,
+        rounds=args.rounds,
+        local_epochs=args.local_epochs,
+        partition_kind="dirichlet",
+        partition_value=cell["alpha"],
+        seed=cell["seed"],
+    )
+    started = time.perf_counter()
+    result = simulate(settings, lambda record: None)
+    totals = result.totals()
+    return {
+        "accuracy": result.history[-1].test_accuracy[-1],
+        "sparsity": result.tier_sparsity[-1],
+        "seconds": time.perf_counter() - started,
+        **{k: totals[k] for k in (*COSTS, "failures")},
+    }
+
+
+def load(path: Path) -> dict[str, dict[str, Any]]:
+    if not path.exists():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {row["key"]: row["result"] for row in rows}
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, float]:
+    accs = [r["accuracy"] for r in rows]
+    out = {"acc": statistics.mean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0, "n": len(rows)}
+    out.update({k: statistics.mean(r[k] for r in rows) for k in COSTS})
+    return out
+
+
+def verdict(plan: dict[str, float], fixed: dict[str, float]) -> str:
+    """Whether ``plan`` beats ``fixed``: in accuracy, or in cost at equal accuracy."""
+    tie = max(EQUAL, plan["std"] + fixed["std"])
+    diff = plan["acc"] - fixed["acc"]
+    cheaper = [k for k in COSTS if plan[k] <= CHEAPER * fixed[k]]
+    if diff > tie:
+        return f"yes: accuracy +{diff * 100:.1f} pt"
+    if diff >= -tie and cheaper:
+        return "yes: equal accuracy, lower " + ", ".join(k.replace("_", " ") for k in cheaper)
+    if cheaper:
+        return f"no: {diff * 100:+.1f} pt accuracy (lower " + ", ".join(k.replace("_", " ") for k in cheaper) + ")"
+    return f"no: {diff * 100:+.1f} pt accuracy, no lower cost"
+
+
+def table(args: argparse.Namespace, done: dict[str, dict[str, Any]]) -> str:
+    top = max(args.sparsities)
+    lines = [
+        "| partition | plan | sparsity | test accuracy | uplink MB | downlink MB | client GFLOPs | peak client MB "
+        f"| vs fixed at {top:.0%} |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for alpha in args.alphas:
+        groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+        for cell in cells(args):
+            if cell["alpha"] == alpha and key(cell, args) in done:
+                groups.setdefault((cell["plan"], cell["sparsity"]), []).append(done[key(cell, args)])
+        stats = {g: summarise(rows) for g, rows in groups.items()}
+        fixed = stats.get(("fixed", top))
+        for (plan, sparsity), s in stats.items():
+            versus = verdict(s, fixed) if fixed and plan in NAMED_PLANS and sparsity == top else ""
+            lines.append(
+                f"| dirichlet {alpha:g} | {plan} | {sparsity:.0%} | {s['acc']:.3f} ± {s['std']:.3f} (n={s['n']:.0f}) "
+                f"| {s['bytes_up'] / 1e6:.2f} | {s['bytes_down'] / 1e6:.2f} | {s['client_flops'] / 1e9:.1f} "
+                f"| {s['peak_client_bytes'] / 1e6:.2f} | {versus} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    done = load(args.out)
+    todo = [c for c in cells(args) if key(c, args) not in done]
+    for i, cell in enumerate(todo, 1):
+        print(f"[{i}/{len(todo)}] {cell}", file=sys.stderr, flush=True)
+        try:
+            result = run_cell(cell, args)
+        except Exception as exc:  # one broken cell must not cost the others; it is retried on the next run
+            print(f"    failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            continue
+        done[key(cell, args)] = result
+        with args.out.open("a") as f:
+            f.write(json.dumps({"key": key(cell, args), "result": result}) + "\n")
+        print(f"    accuracy {result['accuracy']:.3f} in {result['seconds']:.0f} s", file=sys.stderr, flush=True)
+    print(f"{args.task}, {args.clients} clients, {args.rounds} rounds of {args.local_epochs} local epochs")
+    print(table(args, done))
+
+
+if __name__ == "__main__":
+    main()
