@@ -6,7 +6,7 @@ weights/manifest.json with its recipe fingerprint, a hash of its tensors and the
 With --check nothing is written: the models are trained again in a temporary folder and their hashes
 compared with the manifest (exit 1 if any differs), which shows whether this machine reproduces them.
 
-    .venv/bin/python scripts/train_builtins.py                     # all built-ins (code-lm: ~15 min)
+    .venv/bin/python scripts/train_builtins.py                     # all built-ins (code-lm: ~15 min, code-lm-deep: ~7)
     .venv/bin/python scripts/train_builtins.py --task digits-mlp --check
     .venv/bin/python scripts/train_builtins.py --corpus --task code-lm   # after changing code-lm's files
 """
@@ -25,12 +25,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
+from safetensors.torch import load_file
 
 from prunehive.workers.tasks import BUILTINS, load_task
 from prunehive.workers.tasks.code_corpus import ALL_FILES, CORPUS, read_sources, write_corpus
+from prunehive.workers.tasks.hf_load import load_causal_lm
 from prunehive.workers.tasks.shipped import MANIFEST, WEIGHTS, manifest, state_hash, train_fresh
 
-TARGETS = {"digits-mlp": "digits-mlp.safetensors", "digits-cnn": "digits-cnn.safetensors", "code-lm": "code-lm"}
+TARGETS = {
+    "digits-mlp": "digits-mlp.safetensors",
+    "digits-cnn": "digits-cnn.safetensors",
+    "code-lm": "code-lm",
+    "code-lm-deep": "code-lm-deep",
+}
+DIRECTORIES = ("code-lm", "code-lm-deep")  # shipped as save_pretrained directories
 
 
 def log(message: str) -> None:
@@ -39,19 +48,14 @@ def log(message: str) -> None:
 
 def read_back(name: str, path: Path) -> dict[str, torch.Tensor]:
     """The tensors as a user's process will load them from ``path``."""
-    if name == "code-lm":
-        from prunehive.workers.tasks.hf_load import load_causal_lm
-
+    if name in DIRECTORIES:
         return load_causal_lm(path).state_dict()
-    from safetensors.torch import load_file
 
     return load_file(path)
 
 
 def train(name: str, dest: Path) -> dict[str, Any]:
     """Train ``name`` (seed 0), write it to ``dest``, and describe it for the manifest."""
-    import transformers
-
     task = load_task(name, seed=0)
     start = time.perf_counter()
     model = train_fresh(task)

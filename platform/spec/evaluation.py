@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from prunehive.platform.spec.job import JobSpec
 
 EVALUATED_KINDS = ("search", "metric-search")
-LM_BUILTINS = ("code-lm",)  # built-in tasks whose model is a causal language model
+LM_BUILTINS = ("code-lm", "code-lm-deep")  # built-in tasks whose model is a causal language model
 
 
 class LMEvalSpec(Strict):

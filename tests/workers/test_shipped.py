@@ -20,7 +20,7 @@ from prunehive.workers.tasks.code_lm import CodeLMTask
 from prunehive.workers.tasks.digits import DigitsCNN, DigitsMLP
 from prunehive.workers.tasks.shipped import WEIGHTS, manifest, shipped_path, state_hash, train_fresh
 
-BUILTINS = ("digits-mlp", "digits-cnn", "code-lm")
+BUILTINS = ("digits-mlp", "digits-cnn", "code-lm", "code-lm-deep")
 ROOT = Path(__file__).resolve().parents[2]
 
 # Loads every built-in, and trains a small code-lm, with the thread count given on the command line.

@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 BUILTINS: dict[str, str] = {
     "digits-mlp": "prunehive.workers.tasks.digits:DigitsMLP",
     "digits-cnn": "prunehive.workers.tasks.digits:DigitsCNN",
+    "digits-cnn-bn": "prunehive.workers.tasks.digits_bn:DigitsCNNBN",
     "code-lm": "prunehive.workers.tasks.code_lm:CodeLMTask",
+    "code-lm-deep": "prunehive.workers.tasks.code_lm_deep:CodeLMDeepTask",
 }
 TaskRef: TypeAlias = str | HFTaskSpec | Mapping[str, Any]
 
@@ -35,7 +37,7 @@ __all__ = ["BUILTINS", "Evaluation", "HFTaskSpec", "Task", "TaskError", "TaskRef
 def __getattr__(name: str) -> Any:
     """``Task`` and ``Evaluation`` on first use, so importing the registry stays free of torch."""
     if name in ("Task", "Evaluation"):
-        from prunehive.workers.tasks import base
+        from prunehive.workers.tasks import base  # local: keeps torch out of spec validation
 
         return getattr(base, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -87,10 +89,10 @@ def _mapping(data: Any) -> HFTaskSpec:
 def build_hf_task(spec: HFTaskSpec, seed: int = 0) -> Task:
     """The task a ``task: {hf: ...}`` mapping describes: a causal LM or an image classifier."""
     if spec.kind == "causal-lm":
-        from prunehive.workers.tasks.hf_lm import HFCausalLMTask
+        from prunehive.workers.tasks.hf_lm import HFCausalLMTask  # local: keeps torch out of spec validation
 
         return HFCausalLMTask(spec, seed=seed)
-    from prunehive.workers.tasks.hf_image import HFImageTask
+    from prunehive.workers.tasks.hf_image import HFImageTask  # local: keeps torch out of spec validation
 
     return HFImageTask(spec, seed=seed)
 
@@ -116,7 +118,7 @@ def load_task(task: TaskRef, seed: int = 0) -> Task:
             f"unknown task {task!r}; choose one of {', '.join(BUILTINS)}, give package.module:factory, "
             "or a YAML file with a task mapping (hf: DIR, data: ...)"
         )
-    from prunehive.workers.tasks.base import Task
+    from prunehive.workers.tasks.base import Task  # local: keeps torch out of spec validation
 
     factory = _import(ref)
     made = factory(seed=seed) if _takes_seed(factory) else factory()
