@@ -7,12 +7,22 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-GroupKind = Literal["layer", "row", "nm", "channel"]
+GroupKind = Literal["layer", "row", "nm", "channel", "head", "block", "structured"]
+# Units removed whole from a decoder LM and scored by workers/structure (KV groups, blocks, or both with
+# MLP channels); ``channel`` keeps its own Torch-Pruning path.
+STRUCTURED = ("head", "block", "structured")
+_RULES = {
+    "channel": "whole output channels, layer-wide",
+    "head": "whole KV groups (a key/value head with its query heads)",
+    "block": "whole decoder blocks",
+    "structured": "KV groups, MLP channels and decoder blocks together",
+}
 
 
 @dataclass(frozen=True)
 class Granularity:
-    """How weights compete: ``unstructured`` (per layer or per row), ``N:M``, or ``channel``."""
+    """How weights compete: ``unstructured`` (per layer or per row), ``N:M``, ``channel``, or the decoder
+    units ``head``, ``block`` and ``structured``."""
 
     kind: GroupKind
     n: int = 0
@@ -22,18 +32,26 @@ class Granularity:
     def parse(cls, text: str, per_row: bool = False) -> Granularity:
         if text == "unstructured":
             return cls("row" if per_row else "layer")
-        if text == "channel":
-            return cls("channel")
+        if text == "channel" or text in STRUCTURED:
+            return cls(text)  # type: ignore[arg-type]
         match = re.fullmatch(r"(\d+):(\d+)", text)
         if match and 0 < int(match[1]) < int(match[2]):
             return cls("nm", int(match[1]), int(match[2]))
-        raise ValueError(f"unknown granularity {text!r}; choose unstructured, channel or N:M such as 2:4 or 4:8")
+        raise ValueError(
+            f"unknown granularity {text!r}; choose unstructured, channel, head, block, structured "
+            "or N:M such as 2:4 or 4:8"
+        )
 
     @property
     def label(self) -> str:
-        return {"layer": "unstructured", "row": "unstructured", "channel": "channel"}.get(
-            self.kind, f"{self.n}:{self.m}"
-        )
+        if self.kind in _RULES:
+            return self.kind
+        return "unstructured" if self.kind in ("layer", "row") else f"{self.n}:{self.m}"
+
+    @property
+    def structured(self) -> bool:
+        """Whether decoder units (KV groups, blocks) compete: pruned by workers/structure, not the engine."""
+        return self.kind in STRUCTURED
 
     @property
     def per_row(self) -> bool:
@@ -50,7 +68,7 @@ class Granularity:
             return "layer-wide (default; the Wanda paper uses per-row)" if metric == "wanda" else "layer-wide"
         if self.kind == "nm":
             return f"{self.n}:{self.m} groups within each row"
-        return "whole output channels, layer-wide"
+        return _RULES[self.kind]
 
     @property
     def default_sparsity(self) -> float | None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from prunehive.platform.jobs.prune_structured import prune_structured
+from prunehive.platform.tracking.block_plots import write_layer_plot
 from prunehive.search.space import SearchSpace
 from prunehive.workers.baselines import baseline_allocation
 from prunehive.workers.engine import PruningEngine
@@ -34,16 +37,24 @@ def prune_once(
     recovery_steps: int = 0,
     seed: int = 0,
     solver: str = "mask",
+    plot: Path | None = None,
 ) -> dict[str, Any]:
     """Prune ``task`` to ``sparsity`` with ``allocation`` and ``metric``; evaluate on val and test, next to
     the unpruned model (``dense``, the same entry shape as a search's baselines).
 
     ``solver`` sparsegpt prunes each layer at exactly its allocated sparsity, block by block on the outputs
-    of the blocks pruned before it (no level database), and updates the remaining weights.
+    of the blocks pruned before it (no level database), and updates the remaining weights. ``head``,
+    ``block`` and ``structured`` remove decoder units instead (see ``prune_structured``). ``plot``: write the
+    per-layer figure there (bars, or a blocks x sublayers heatmap for many blocks).
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver {solver!r} is not one of {', '.join(SOLVERS)}")
     gran = Granularity.parse(granularity, per_row=per_row)
+    if gran.structured:
+        out = prune_structured(task, sparsity, allocation, metric, granularity, budget, recovery_steps, seed, solver)
+        if plot is not None:
+            write_layer_plot(out["layers"], plot)
+        return out
     if solver == "sparsegpt":
         if gran.kind == "channel":
             raise ValueError("solver sparsegpt prunes unstructured or N:M, not channel")
@@ -85,4 +96,6 @@ def prune_once(
         # The physically smaller model also loses its consumers' inputs and the removed channels' biases;
         # its FLOPs already count that (see ``PruningEngine._measure``), its parameters are counted here.
         out["params"] = count_params(engine.export(vector))
+    if plot is not None:
+        write_layer_plot(out["layers"], plot)
     return out

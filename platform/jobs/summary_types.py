@@ -57,6 +57,7 @@ class SearchSummary:
     lm_eval: dict[str, Any] | None = None
     level_database: dict[str, Any] | None = None
     timing: dict[str, float] | None = None
+    latency_prediction: dict[str, Any] | None = None  # a structured search's lookup-table check
 
     @property
     def found(self) -> list[Entry]:
@@ -88,6 +89,7 @@ class SearchSummary:
             "lm_eval": self.lm_eval,
             "level_database": self.level_database,
             "timing": self.timing,
+            "latency_prediction": self.latency_prediction,
         }
         out.update({k: v for k, v in optional.items() if v is not None})
         return out
@@ -118,6 +120,7 @@ class SearchSummary:
             lm_eval=data.get("lm_eval"),
             level_database=data.get("level_database"),
             timing=data.get("timing"),
+            latency_prediction=data.get("latency_prediction"),
         )
 
 

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from prunehive.platform.spec.job import JobSpec
 
 PARTITION_KINDS = ("iid", "dirichlet", "shards")
-PERPLEXITY_TASKS = ("code-lm",)
+NAMED_PLANS = ("fedtiny", "hidenseek", "feddst", "prunefl", "autoflip")  # as workers.federated.plans.NAMED_PLANS
+BUDGET_KEYS = ("flops", "memory_mb")
+PERPLEXITY_TASKS = ("code-lm", "code-lm-deep")
 
 
 class FederatedOptions(BaseModel):
@@ -40,6 +42,38 @@ class FederatedOptions(BaseModel):
         None, ge=1, description="progressive/heterogeneous: rounds to reach the target (default: a quarter)."
     )
     round_timeout: float = Field(600.0, gt=0, description="Seconds the server waits for a round's replies.")
+    eval_fraction: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="search.evaluation federated: fraction of clients each candidate is scored on (a staged "
+        "search's last stage; earlier stages in proportion to their samples).",
+    )
+    recovery_rounds: int = Field(
+        0,
+        ge=0,
+        description="search.evaluation federated: rounds of sparse FedAvg each candidate gets before scoring "
+        "(fraction of the clients per round, local_epochs each, at lr or a tenth of the task's).",
+    )
+    client_budget: dict[str, float] = Field(
+        default_factory=dict,
+        description="fedtiny: per-client bound, {flops: fraction of dense training FLOPs} or {memory_mb: peak MB}.",
+    )
+    mask_interval: int | None = Field(
+        None, ge=1, description="fedtiny, feddst, prunefl: rounds between mask re-adjustments (default: a fifth)."
+    )
+
+    @field_validator("client_budget")
+    @classmethod
+    def _budget(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v:
+            return v
+        if len(v) != 1 or next(iter(v)) not in BUDGET_KEYS:
+            raise ValueError(f"{v!r}: give exactly one of {{flops: fraction}} or {{memory_mb: megabytes}}")
+        key, value = next(iter(v.items()))
+        if value <= 0 or (key == "flops" and value > 1):
+            raise ValueError(f"{key} {value} is outside {'(0, 1]' if key == 'flops' else '(0, inf)'}")
+        return v
 
     @field_validator("partition")
     @classmethod
@@ -102,5 +136,29 @@ def check_federated(spec: JobSpec) -> None:
             raise ValueError(f"federated.tiers: {len(fed.tiers)} tiers for {fed.clients} clients")
     elif fed.tiers:
         raise ValueError(f"federated.tiers: tiers are for plan: heterogeneous, not {plan}")
+    check_named_plan(spec, plan)
     if fed.ramp_rounds is not None and fed.ramp_rounds > fed.rounds:
         raise ValueError(f"federated.ramp_rounds: {fed.ramp_rounds} is more than federated.rounds ({fed.rounds})")
+
+
+def check_named_plan(spec: JobSpec, plan: str) -> None:
+    """The named algorithms' own rules: each prunes single weights by its own criterion (autoflip also
+    masks whole channels itself), and only fedtiny reads a client budget."""
+    fed, pruning = spec.federated, spec.pruning
+    if fed.client_budget and plan != "fedtiny":
+        raise ValueError(f"federated.client_budget: a client budget is for plan: fedtiny, not {plan}")
+    if fed.mask_interval is not None and plan not in ("fedtiny", "feddst", "prunefl"):
+        raise ValueError(f"federated.mask_interval: mask re-adjustment is for fedtiny, feddst and prunefl, not {plan}")
+    if plan not in NAMED_PLANS:
+        return
+    if plan == "hidenseek" and pruning.granularity != "unstructured":
+        raise ValueError(
+            f"pruning.granularity: hidenseek learns a sign for each kept weight; it needs unstructured,"
+            f" not {pruning.granularity}"
+        )
+    if pruning.granularity != "unstructured":
+        raise ValueError(
+            f"pruning.granularity: {plan} chooses its own structure; it takes unstructured, not {pruning.granularity}"
+        )
+    if pruning.allocation != "uniform" or pruning.from_job:
+        raise ValueError(f"pruning.allocation: {plan} allocates sparsity across layers by its own rule")

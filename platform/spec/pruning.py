@@ -15,6 +15,11 @@ from prunehive.search.allocations import ALLOCATIONS
 from prunehive.workers.granularity import Granularity
 from prunehive.workers.metric_names import NEEDS_GRADIENTS, check_metric_name
 
+# The strategies whose proposals map onto a structured search's per-sublayer level grids unchanged.
+STRUCTURED_STRATEGIES = ("evopress", "random", "evolution", "bayesian")
+
+PlanName = Literal["fixed", "progressive", "heterogeneous", "fedtiny", "hidenseek", "feddst", "prunefl", "autoflip"]
+
 
 class PruningSpec(Strict):
     sparsity: float | None = Field(None, ge=0.0, lt=1.0, description="Target sparsity (parameter-weighted).")
@@ -47,8 +52,12 @@ class PruningSpec(Strict):
         default_factory=lambda: [round(0.05 * i, 2) for i in range(20)],
         description="The sparsities each layer is pruned at once in the level database (ascending, in [0, 1)).",
     )
-    plan: Literal["fixed", "progressive", "heterogeneous"] | None = Field(
-        None, description="federated: fixed masks, a sparsity ramp, or nested client tiers (default fixed)."
+    plan: PlanName | None = Field(
+        None,
+        description=(
+            "federated: fixed masks, a sparsity ramp, nested client tiers (default fixed), or a named algorithm "
+            "(fedtiny, hidenseek, feddst, prunefl, autoflip; see workers/federated/plan_<name>.py)."
+        ),
     )
     from_job: str | None = Field(
         None, description="federated plan fixed: use the best allocation of this finished search job (id or prefix)."
@@ -96,6 +105,25 @@ class PruningSpec(Strict):
             default = Granularity.parse(self.granularity).default_sparsity
             self.sparsity = default if default is not None else 0.5
         return self
+
+    def check_searchable(self, kind: str, strategy: str | None = None) -> None:
+        """Jobs that search per-layer sparsities prune unstructured, N:M or channel; the decoder units
+        (``head``, ``block``, ``structured``) are searched by ``kind: search`` with the strategies that
+        take a space of per-sublayer level grids, and are otherwise pruned once by ``prunehive prune``."""
+        if not Granularity.parse(self.granularity).structured:
+            return
+        if kind != "search" or strategy not in STRUCTURED_STRATEGIES:
+            raise ValueError(
+                f"pruning.granularity: {self.granularity} is searched by kind search with strategy "
+                f"{', '.join(STRUCTURED_STRATEGIES)} (or pruned once with `prunehive prune --granularity "
+                f"{self.granularity}`); not kind {kind} with strategy {strategy}"
+            )
+        if self.flops_budget is not None:
+            raise ValueError(f"pruning.flops_budget: granularity {self.granularity} searches under sparsity")
+        if self.metric not in ("magnitude", "activation", "taylor"):
+            raise ValueError(f"pruning.metric {self.metric!r}: structured units are scored by magnitude or taylor")
+        if self.recovery_steps:
+            raise ValueError(f"pruning.recovery_steps: granularity {self.granularity} candidates are not fine-tuned")
 
     @property
     def budget(self) -> Literal["params", "flops"]:

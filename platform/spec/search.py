@@ -11,10 +11,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from prunehive.platform.spec.federated_search import check_federated_evaluation
 from prunehive.platform.spec.fields import Strict, one_of
 from prunehive.search.allocations import ALLOCATIONS, HEURISTICS
 from prunehive.search.halving import check_stages
 from prunehive.search.registry import OPTIONS, STRATEGIES, check_options
+from prunehive.search.structured_space import STRUCTURED_BASELINES
+from prunehive.workers.granularity import STRUCTURED, Granularity
 
 if TYPE_CHECKING:
     from prunehive.platform.spec.job import JobSpec
@@ -52,6 +55,11 @@ class SearchOptions(Strict):
     fitness: Literal["quality", "kl"] = Field(
         "quality", description="What strategies maximise: validation quality, or minus the KL from the dense model."
     )
+    evaluation: Literal["central", "federated"] = Field(
+        "central",
+        description="Where candidates are scored: on the task's data, or on Flower clients' data (the "
+        "federated: section), with statistics and scores pooled from sums and counts.",
+    )
     fidelity: list[int] | None = Field(
         None,
         description="Tokens (or samples) per selection stage, increasing: multi-step selection for evopress and "
@@ -77,7 +85,7 @@ class SearchOptions(Strict):
     @classmethod
     def _baselines(cls, v: list[str]) -> list[str]:
         for item in v:
-            one_of(item, [*HEURISTICS, *METRIC_BASELINES])
+            one_of(item, [*HEURISTICS, *METRIC_BASELINES, *STRUCTURED_BASELINES])
         return v
 
     @model_validator(mode="after")
@@ -105,9 +113,15 @@ def check_search(spec: JobSpec) -> None:
     unless named, never the metric search's gp-metric, heuristic allocations as baselines."""
     if spec.search.strategy == "gp-metric":
         raise ValueError("search.strategy: gp-metric searches metrics; use kind: metric-search")
+    spec.pruning.check_searchable(spec.kind, spec.search.strategy or "evolution")
     if spec.search.strategy is None:
         spec.search.strategy = "evolution"
-    _baselines_within(spec, tuple(HEURISTICS))
+    if Granularity.parse(spec.pruning.granularity).structured:  # depth and width heuristics instead
+        if spec.search.baselines == list(ALLOCATIONS):
+            spec.search.baselines = list(STRUCTURED_BASELINES)
+        _baselines_within(spec, STRUCTURED_BASELINES)
+    else:
+        _baselines_within(spec, tuple(HEURISTICS))
     if spec.search.fidelity is not None and not OPTIONS[spec.search.strategy].multi_fidelity:
         staged = [name for name, model in OPTIONS.items() if model.multi_fidelity]
         raise ValueError(
@@ -116,20 +130,25 @@ def check_search(spec: JobSpec) -> None:
         )
     spec.search.options = check_options(spec.search.strategy, spec.search.options)
     check_latency(spec)
+    check_federated_evaluation(spec)
 
 
 def check_latency(spec: JobSpec) -> None:
     """Latency as an objective or a budget needs a granularity that can run faster than dense: channel
     (a smaller model) or 2:4 (sparse kernels, on a CUDA GPU); anything else only ever measures 1.0x."""
     asked = "latency" in spec.search.objectives or spec.pruning.latency_budget is not None
-    if asked and spec.pruning.granularity not in ("channel", "2:4"):
+    if asked and spec.pruning.granularity not in ("channel", "2:4", *STRUCTURED):
         what = "search.objectives: latency" if "latency" in spec.search.objectives else "pruning.latency_budget"
-        raise ValueError(f"{what} needs granularity channel or 2:4; {spec.pruning.granularity} runs the dense kernel")
+        raise ValueError(
+            f"{what} needs granularity channel or 2:4 (or head, block, structured); "
+            f"{spec.pruning.granularity} runs the dense kernel"
+        )
 
 
 def check_metric_search(spec: JobSpec) -> None:
     """A metric search runs gp-metric, with a per-candidate timeout, against the built-in metrics."""
     search = spec.search
+    spec.pruning.check_searchable(spec.kind)
     if search.strategy not in (None, "gp-metric"):
         raise ValueError(f"search.strategy: metric-search uses gp-metric, not {search.strategy!r}")
     search.strategy = "gp-metric"
@@ -140,3 +159,4 @@ def check_metric_search(spec: JobSpec) -> None:
     _baselines_within(spec, METRIC_BASELINES)
     search.options = check_options("gp-metric", search.options)
     check_latency(spec)
+    check_federated_evaluation(spec)

@@ -30,13 +30,14 @@ from prunehive.platform.jobs.search.trials import (
     request,
     trial_row,
 )
-from prunehive.platform.jobs.structured_search import is_structured, structured_space
+from prunehive.platform.jobs.structured_search import is_structured, latency_prediction, structured_space
 from prunehive.platform.jobs.summary_types import SearchSummary, TrialRow
 from prunehive.platform.spec.job import JobSpec
 from prunehive.platform.store.jobs import JobCancelled, JobStore
 from prunehive.search.registry import make_strategy, strategy_class, strategy_options
 from prunehive.search.space import Layer, SearchSpace
 from prunehive.search.strategy import Candidate, Outcome, Strategy
+from prunehive.search.structured_space import StructuredSpace
 from prunehive.workers.contracts import EvalResult, WorkerInfo
 
 CANCEL_CHECK_SECONDS = 2.0  # how often a running search looks at its job's cancel flag
@@ -194,6 +195,9 @@ class SearchRun(JobRun):
                 else:
                     result = summary.finish(self, pool, strategy, info, parent)
                 result = final_lm_eval(self, parent, result)
+                if isinstance(self.space, StructuredSpace):  # the lookup table's predictions, checked
+                    prediction = latency_prediction(self.space, result.best, result.baselines)
+                    result = replace(result, latency_prediction=prediction)
                 if spec.pruning.solver != "mask":
                     result = replace(result, level_database=pool.call_one("level_database"))
                 timing = {

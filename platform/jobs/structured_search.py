@@ -1,0 +1,58 @@
+"""The driver's side of a structured search: its space from the workers' level grids and latency table.
+
+The latency budget is checked here, once the table exists: a budget below what the fastest model keeping
+one block reaches cannot be met by any candidate and is refused in one line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prunehive.platform.spec.job import JobSpec
+from prunehive.search.space import Layer
+from prunehive.search.structured_space import LatencyTable, StructuredSpace
+from prunehive.workers.contracts import Entry, Failed
+from prunehive.workers.granularity import Granularity
+
+
+def is_structured(spec: JobSpec) -> bool:
+    return Granularity.parse(spec.pruning.granularity).structured
+
+
+def structured_space(spec: JobSpec, layers: list[Layer], extras: dict[str, Any]) -> StructuredSpace:
+    """The space over ``layers`` with the worker's ``space_extras`` (grids, latency table)."""
+    budget = spec.pruning.latency_budget
+    table = None if extras.get("latency") is None else LatencyTable.from_dict(extras["latency"])
+    if table is not None and budget is not None:
+        floor = float(extras["one_block_ms"]) / table.dense_ms
+        if budget < floor:
+            raise ValueError(
+                f"pruning.latency_budget {budget:g} is below {floor:.3f}, the fastest a model keeping one "
+                f"decoder block reaches ({float(extras['one_block_ms']):.3f} ms of {table.dense_ms:.3f} ms dense)"
+            )
+    return StructuredSpace(list(layers), target=spec.pruning.target, grids=extras["grids"], latency=table)
+
+
+def latency_prediction(
+    space: StructuredSpace, best: Entry, baselines: dict[str, Entry | Failed]
+) -> dict[str, Any] | None:
+    """The lookup table's predicted milliseconds against the whole-model measurement, for the best
+    candidate and every baseline (None where the search timed nothing)."""
+    table = space.latency
+    if table is None:
+        return None
+    rows = []
+    for name, entry in [("best", best), *baselines.items()]:
+        if not isinstance(entry, Entry) or entry.latency_ms is None:
+            continue
+        predicted = space.predicted_ms([entry.layers[n] for n in space.names])
+        rows.append(
+            {
+                "name": name,
+                "predicted_ms": predicted,
+                "predicted_fraction": None if predicted is None else predicted / table.dense_ms,
+                "measured_ms": entry.latency_ms,
+                "measured_fraction": None if not entry.speedup else 1.0 / entry.speedup,  # of its paired dense run
+            }
+        )
+    return {"dense_ms": table.dense_ms, "budget": table.budget, "candidates": rows}

@@ -1,0 +1,123 @@
+"""The structured search space on a tiny grouped-query Llama: exact params accounting, budgets kept by
+repair and by evopress's switches, the heuristic baselines, and latency repair against a measured table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from structured_tasks import tiny_llama
+
+from prunehive.platform.jobs.structured_search import structured_space
+from prunehive.platform.spec.job import SpecError, parse_spec
+from prunehive.search.evopress import EvoPressStrategy
+from prunehive.search.strategy import Outcome
+from prunehive.search.structured_space import StructuredSpace
+from prunehive.workers.contracts import LatencyRequest
+from prunehive.workers.structure.baselines import structured_baseline
+from prunehive.workers.structure.engine import StructuredEngine
+from prunehive.workers.structure.timing import StructuredTimer, with_budget
+
+
+@pytest.fixture(scope="module")
+def engine() -> StructuredEngine:
+    torch.manual_seed(0)
+    return StructuredEngine(tiny_llama(), "magnitude", "structured", 2, "sparsegpt")
+
+
+def test_space_counts_exactly_what_the_engine_removes(engine: StructuredEngine) -> None:
+    space = StructuredSpace(engine.layers, target=0.3, grids=engine.grids)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        x = space.repair(rng.uniform(0, 1, space.dim))
+        assert space.feasible(x) and space.achieved(x) >= 0.3
+        result = engine.evaluate(list(x))
+        assert result.achieved_sparsity == pytest.approx(space.achieved(x), abs=1e-12)
+    dense = engine.evaluate([0.0] * space.dim)
+    assert dense.params == engine.total_params and dense.achieved_sparsity == 0.0
+
+
+def test_evopress_candidates_all_meet_the_params_budget(engine: StructuredEngine) -> None:
+    space = StructuredSpace(engine.layers, target=0.4, grids=engine.grids)
+    strategy = EvoPressStrategy(space, budget=20, seed=0)
+    for _ in range(4):
+        for cand in strategy.ask(5):
+            assert space.feasible(cand.sparsity), cand.sparsity
+            strategy.tell(cand.id, _outcome(-float(np.sum(cand.sparsity))))
+
+
+def _outcome(value: float) -> Outcome:
+    return Outcome([value])
+
+
+def test_baselines_meet_the_budget_and_shortgpt_removes_whole_blocks(engine: StructuredEngine) -> None:
+    space = StructuredSpace(engine.layers, target=0.3, grids=engine.grids)
+    for name in ("uniform", "shortgpt", "combined"):
+        x = structured_baseline(engine, space, name)
+        assert space.feasible(x), name
+        assert np.array_equal(space.repair(x), x)  # a warm start is searched from as it was scored
+    depth = structured_baseline(engine, space, "shortgpt")
+    assert set(np.round(depth, 12)) <= {0.0, 1.0}
+    assert all(b.removed or (b.kv_groups is None and b.channels is None) for b in engine.plan_of(list(depth)).blocks)
+    width = structured_baseline(engine, space, "uniform")
+    assert 1.0 not in set(width)
+    for kind in ("attention", "mlp"):  # the same share in every block
+        assert len({width[i] for i, s in enumerate(engine.slots) if s.kind == kind}) == 1
+
+
+def test_latency_repair_keeps_every_candidate_within_budget(engine: StructuredEngine) -> None:
+    timer = StructuredTimer(engine, LatencyRequest(batch=4, repeats=5, warmup=1))
+    measured = timer.table()
+    assert measured.dense_ms > 0 and all(d[0] == 0.0 and max(d) <= 0.0 for d in measured.deltas)
+    floor = timer.one_block_ms(measured) / measured.dense_ms
+    assert floor <= 1.0
+    budget = 0.5 * (1.0 + floor)  # reachable whatever the machine's load made of the timings
+    table = with_budget(measured, budget)
+    space = StructuredSpace(engine.layers, target=0.2, grids=engine.grids, latency=table)
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        x = space.repair(rng.uniform(0, 0.5, space.dim))
+        predicted = space.predicted_ms(x)
+        assert predicted is not None and predicted <= budget * table.dense_ms + 1e-9
+        assert space.achieved(x) >= 0.2
+    strategy = EvoPressStrategy(space, budget=12, seed=0)
+    for cand in strategy.ask(6):
+        assert space.feasible(cand.sparsity)
+    ms, dense_ms = timer.whole(list(space.uniform()))
+    assert ms > 0 and dense_ms > 0
+
+
+def test_a_latency_budget_below_one_block_is_one_line(engine: StructuredEngine) -> None:
+    timer = StructuredTimer(engine, LatencyRequest(batch=4, repeats=3, warmup=1))
+    table = timer.table()
+    extras = {"grids": engine.grids, "latency": table.to_dict(), "one_block_ms": timer.one_block_ms(table)}
+    spec = parse_spec(
+        {
+            "kind": "search",
+            "task": "structured_tasks:tiny_llama",
+            "pruning": {"sparsity": 0.3, "granularity": "structured", "latency_budget": 0.001},
+            "search": {"strategy": "evopress"},
+        }
+    )
+    with pytest.raises(ValueError, match=r"latency_budget 0.001 is below .* keeping one decoder block") as err:
+        structured_space(spec, engine.layers, extras)
+    assert "\n" not in str(err.value)
+    fine = parse_spec({**spec.model_dump(), "pruning": {**spec.pruning.model_dump(), "latency_budget": 1.0}})
+    assert structured_space(fine, engine.layers, extras).latency is not None
+
+
+@pytest.mark.parametrize(
+    ("kind", "strategy", "message"),
+    [
+        ("search", "nsga2", "is searched by kind search with strategy"),
+        ("benchmark", None, "is searched by kind search"),
+    ],
+)
+def test_spec_takes_structured_searches_only_where_they_work(kind: str, strategy: str | None, message: str) -> None:
+    for good in ("evopress", "random", "evolution", "bayesian"):
+        pruning, search = {"granularity": "block"}, {"strategy": good}
+        spec = parse_spec({"kind": "search", "task": "code-lm", "pruning": pruning, "search": search})
+        assert spec.search.baselines == ["uniform", "shortgpt", "combined"]
+    search = {} if strategy is None else {"strategy": strategy}
+    with pytest.raises(SpecError, match=message):
+        parse_spec({"kind": kind, "task": "code-lm", "pruning": {"granularity": "head"}, "search": search})

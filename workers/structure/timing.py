@@ -1,0 +1,92 @@
+"""Measured latency of structured candidates: a lookup table built once, and whole-model re-measurement.
+
+The table holds, per sublayer and level, the change in milliseconds from the dense model (NetAdapt's and
+HALP's lookup table). Each (sublayer kind, units removed) is timed once on the physically smaller model
+(``shrink``) with that change made in every block at once, and the difference from dense is split evenly
+over the blocks: the decoder blocks of one model share their shapes, so one block's change is the same
+wherever it sits. A candidate's predicted latency is dense plus the sum of its sublayers' changes.
+
+Timings are the fastest of ``repeats`` interleaved passes, not the median: on a shared CPU the minimum
+is the estimate that load inflates least, and the table and the whole-model check use the same one.
+Removing units never makes a sublayer slower, so each sublayer's changes are made non-increasing over
+its levels (a noisy reading cannot make a wider model look faster than a narrower one).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from prunehive.search.structured_space import LatencyTable
+from prunehive.workers.contracts import LatencyRequest
+from prunehive.workers.latency import batch_of
+from prunehive.workers.structure.engine import StructuredEngine
+
+
+def fastest_ms(
+    dense: nn.Module, pruned: nn.Module, inputs: torch.Tensor, repeats: int, warmup: int
+) -> tuple[float, float]:
+    """The fastest milliseconds per forward pass of ``pruned`` and of ``dense``, timed in alternation
+    (CPU: structured candidates are timed where the workers run)."""
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"latency needs repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    times: tuple[list[float], list[float]] = ([], [])
+    with torch.inference_mode():
+        for n in range(warmup + repeats):
+            for model, out in ((dense, times[0]), (pruned, times[1])):
+                start = time.perf_counter()
+                model(inputs)
+                seconds = time.perf_counter() - start
+                if n >= warmup:
+                    out.append(seconds)
+    return 1000.0 * min(times[1]), 1000.0 * min(times[0])
+
+
+class StructuredTimer:
+    """Times one engine's candidates at one batch size against its dense model."""
+
+    def __init__(self, engine: StructuredEngine, request: LatencyRequest) -> None:
+        self.engine, self.request = engine, request
+        self.inputs = batch_of(engine.task.example_input(), request.batch)
+
+    def whole(self, vector: list[float]) -> tuple[float, float]:
+        """Milliseconds of the candidate's physically smaller model and of the dense model, interleaved."""
+        e = self.engine
+        small = e.smaller_model(vector)
+        return fastest_ms(e.model, small, self.inputs, self.request.repeats, self.request.warmup)
+
+    def table(self, budget: float | None = None) -> LatencyTable:
+        """Every sublayer's change at every level, each (kind, units removed) timed once."""
+        e = self.engine
+        deltas = [[0.0] * len(s.grid) for s in e.slots]
+        dense_runs: list[float] = []
+        for kind in sorted({s.kind for s in e.slots}):
+            members = [i for i, s in enumerate(e.slots) if s.kind == kind]
+            for j in range(1, len(e.slots[members[0]].grid)):
+                vector = [0.0] * len(e.slots)
+                for i in members:
+                    vector[i] = e.slots[i].grid[min(j, len(e.slots[i].grid) - 1)]
+                ms, dense_ms = self.whole(vector)
+                dense_runs.append(dense_ms)
+                for i in members:
+                    deltas[i][min(j, len(deltas[i]) - 1)] = (ms - dense_ms) / len(members)
+        deltas = [np.minimum.accumulate(np.minimum(d, 0.0)).tolist() for d in deltas]
+        dense = float(np.median(dense_runs)) if dense_runs else self.whole([0.0] * len(e.slots))[1]
+        return LatencyTable(dense, deltas, budget)
+
+    def one_block_ms(self, table: LatencyTable) -> float:
+        """The table's prediction for the fastest model that keeps one block (every other one removed)."""
+        e = self.engine
+        best = float("inf")
+        for keep in e.structure.blocks:
+            indices = [0 if s.block.index == keep.index else len(s.grid) - 1 for s in e.slots]
+            best = min(best, table.predict(indices))
+        return best
+
+
+def with_budget(table: LatencyTable, budget: float | None) -> LatencyTable:
+    return replace(table, budget=budget)
