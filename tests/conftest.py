@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import ray
+from mlflow_seed import seed_mlflow
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -28,6 +29,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PRUNEHIVE_HOME", str(tmp_path))
     for name in ("MLFLOW_TRACKING_URI", "PRUNEHIVE_DATABASE_URL", "RAY_ADDRESS"):
         monkeypatch.delenv(name, raising=False)
+    seed_mlflow(tmp_path)
     return tmp_path
 
 
@@ -39,6 +41,7 @@ def module_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         mp.setenv("PRUNEHIVE_HOME", str(path))
         for name in ("MLFLOW_TRACKING_URI", "PRUNEHIVE_DATABASE_URL", "RAY_ADDRESS"):
             mp.delenv(name, raising=False)
+        seed_mlflow(path)
         yield path
 
 

@@ -19,6 +19,7 @@ import optuna
 import pytest
 import ray
 from mlflow.tracking import MlflowClient
+from mlflow_seed import seed_mlflow
 
 from prunehive.platform.jobs.base import start_job
 from prunehive.platform.jobs.search.driver import SearchRun
@@ -68,6 +69,7 @@ def test_failed_evaluations_are_recorded_and_the_search_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PRUNEHIVE_HOME", str(tmp_path))
+    seed_mlflow(tmp_path)
     store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
     s = spec("fault_tasks:failing", budget=20)
     s["search"]["baselines"] = ["uniform"]
@@ -85,6 +87,7 @@ def test_an_evaluation_past_the_timeout_fails_and_the_search_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PRUNEHIVE_HOME", str(tmp_path))
+    seed_mlflow(tmp_path)
     store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
     s = spec("fault_tasks:hanging", budget=8)
     s["search"].update(baselines=["uniform", "erk"], eval_timeout=1.5)
@@ -99,6 +102,7 @@ def test_an_evaluation_past_the_timeout_fails_and_the_search_goes_on(
 
 def test_a_killed_actor_is_replaced_and_its_candidate_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PRUNEHIVE_HOME", str(tmp_path))
+    seed_mlflow(tmp_path)
     store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
     s = spec("fault_tasks:dying", budget=12)
     s["search"]["baselines"] = ["uniform"]
@@ -124,6 +128,7 @@ def test_a_killed_actor_is_replaced_and_its_candidate_retried(tmp_path: Path, mo
 def test_killed_driver_resumes_without_repeating_trials(tmp_path: Path, strategy: str) -> None:
     env = dict(os.environ, PRUNEHIVE_HOME=str(tmp_path), PYTHONPATH=str(HERE))
     env.pop("RAY_ADDRESS", None)
+    seed_mlflow(tmp_path)
     spec_file = tmp_path / "spec.yaml"
     s = spec("fault_tasks:slow", strategy=strategy, budget=24)
     s["search"]["baselines"] = ["uniform"]

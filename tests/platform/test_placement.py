@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import ray
+from mlflow_seed import seed_mlflow
 
 from prunehive.platform.jobs.base import start_job
 from prunehive.platform.jobs.cluster import Cluster, Demand, PlacementError, require
@@ -74,6 +75,7 @@ def test_more_workers_than_fit_run_as_fewer_and_say_so(
     two_cpus: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("PRUNEHIVE_HOME", str(tmp_path))
+    seed_mlflow(tmp_path)
     store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
     result = SearchRun(store, start_job(store, parse_spec(spec(workers=64))), show_progress=False).run()
     assert "resources.workers: 64 asked, 2 fit (cluster: 2 CPUs, 0 GPUs; it cannot grow): running on 2" in (
@@ -95,6 +97,7 @@ def test_workers_waiting_for_held_resources_say_so_then_fail(
     two_cpus: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("PRUNEHIVE_HOME", str(tmp_path))
+    seed_mlflow(tmp_path)
     store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
 
     @ray.remote(num_cpus=2)

@@ -22,6 +22,7 @@ import pytest
 import ray
 import yaml
 from mlflow.tracking import MlflowClient
+from mlflow_seed import seed_mlflow
 
 from prunehive.platform.cli.signals import group_alive
 from prunehive.platform.store.jobs import JobStore
@@ -49,6 +50,7 @@ def env_for(home: Path, **extra: str) -> dict[str, str]:
     for name in ("MLFLOW_TRACKING_URI", "PRUNEHIVE_DATABASE_URL", "RAY_ADDRESS"):
         if name not in extra:
             env.pop(name, None)
+    seed_mlflow(home)
     return env
 
 
