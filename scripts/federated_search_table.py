@@ -27,6 +27,8 @@ from typing import Any
 
 import yaml
 
+from prunehive.workers.contracts import Failed, entry_from_dict
+
 GOAL_RATIO = 0.9
 
 
@@ -46,10 +48,11 @@ def run(spec: dict[str, Any], workdir: Path, attempts: int = 2) -> tuple[dict[st
     raise SystemExit(f"job failed: {last}")
 
 
-def test_accuracy(entry: dict[str, Any], name: str) -> float:
-    if "error" in entry:
-        raise SystemExit(f"{name} failed: {entry['error']}")
-    return float(entry["metrics"]["test"]["accuracy"])
+def test_accuracy(data: dict[str, Any], name: str) -> float:
+    entry = entry_from_dict(data)
+    if isinstance(entry, Failed):
+        raise SystemExit(f"{name} failed: {entry.error}")
+    return entry.quality("test")
 
 
 def specs(args: argparse.Namespace, seed: int) -> dict[str, dict[str, Any]]:

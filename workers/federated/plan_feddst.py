@@ -27,6 +27,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
+from prunehive.workers.apply import apply
 from prunehive.workers.federated.aggregation import ClientUpdate, collect_updates
 from prunehive.workers.federated.client_app import _num, app, local_data, reapply, received_model
 from prunehive.workers.federated.client_cost import plain_loss, training_cost
@@ -64,8 +65,7 @@ def readjust(
     for name, mask in masks.items():
         count = math.floor(fraction * int(mask.sum()))
         out[name] = prune_and_grow(params[name].detach(), mask, grads[name].abs(), count)
-        with torch.no_grad():
-            params[name].mul_(out[name].to(params[name].dtype))
+    apply(model, out)
     return out
 
 

@@ -37,6 +37,7 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord, 
 from flwr.serverapp import Grid
 from torch import nn
 
+from prunehive.workers.apply import apply
 from prunehive.workers.federated.client_app import _num, app, local_data, received_model
 from prunehive.workers.federated.client_cost import TrainingCost, plain_loss, training_cost
 from prunehive.workers.federated.encoding import decode_masks, dense_record, encode_masks, record_bytes
@@ -60,10 +61,8 @@ def adapted_loss(
 ) -> float:
     """Summed loss of the masked model on ``batches``, after re-estimating its BatchNorm statistics on them."""
     net = copy.deepcopy(model)
-    params = dict(net.named_parameters())
+    apply(net, masks)
     with torch.no_grad():
-        for name, mask in masks.items():
-            params[name].mul_(mask.to(params[name].dtype))
         if has_batchnorm(net):
             for m in net.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -153,7 +152,7 @@ class FedTinyStrategy(NamedPlanStrategy):
         record.bytes_down += len(asks) * (record_bytes(arrays) + record_bytes(content.array_records[CANDIDATES]))
         sums, rows = np.zeros(len(self.candidates)), 0
         for reply in self.send(grid, asks, record, "candidate selection"):
-            metrics = reply.content.metric_records["metrics"]
+            metrics = reply.content.metric_records["metrics"]  # wire boundary: the reply's Flower MetricRecord
             rows += int(metrics["rows"])  # type: ignore[arg-type]
             sums += np.array([float(metrics[f"loss-{i}"]) for i in range(len(self.candidates))])  # type: ignore[arg-type]
         self.selection = [float(v) for v in sums / max(rows, 1)]

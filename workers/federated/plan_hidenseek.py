@@ -185,7 +185,7 @@ class HideNseekStrategy(NamedPlanStrategy):
         for msg in good:
             arrays = msg.content.array_records["arrays"]
             record.bytes_up += record_bytes(arrays)
-            m = {k: float(v) for k, v in msg.content.metric_records["metrics"].items()}  # type: ignore[arg-type]
+            m = {k: float(v) for k, v in msg.content.metric_records["metrics"].items()}  # type: ignore[arg-type]  # wire boundary
             weight = m.get("num-examples", 1.0)
             metrics.append((weight, m))
             for n, mask in masks.items():
