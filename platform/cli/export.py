@@ -15,7 +15,9 @@ def export(
     candidate: str = typer.Option("best", "--candidate", help="best, or a trial's candidate id."),
     out_dir: str = typer.Option(..., "--out", help="Directory to write (new or empty)."),
     fmt: str = typer.Option(
-        None, "--format", help="hf (save_pretrained; the default for hf: tasks), torch (state dict), or recipe."
+        None,
+        "--format",
+        help="hf (save_pretrained; the default for hf: tasks and structured searches), torch (state dict), or recipe.",
     ),
     database_url: str = DATABASE_OPT,
     as_json: bool = JSON_OPT,

@@ -8,6 +8,8 @@ zeroed in plain parameters (no ``torch.nn.utils.prune`` reparametrisation, so an
 fine-tuned where the job fine-tuned, and for ``channel`` the physically smaller model (except in a Hugging
 Face directory, whose config holds one width per kind of layer: there removed channels are zeroed).
 Evaluating the written model on the task's validation split therefore gives the trial's recorded quality.
+A structured search's candidate (``head``, ``block``, ``structured``) is the physically smaller model in
+every format, Hugging Face directories included (``export_structured.py``).
 
 ``prunehive.json`` and ``--json`` carry the candidate's test scores too (``test_metrics``): as the job's
 summary reports them where it lists the candidate (its best, Pareto front or leaderboard), else scored
@@ -23,7 +25,9 @@ from typing import Any
 from torch import nn
 
 from prunehive.platform.jobs.export_formats import FORMATS, write_hf, write_recipe, write_torch
+from prunehive.platform.jobs.export_structured import check_structured_format, export_structured
 from prunehive.platform.jobs.search.federated_eval import engine_for
+from prunehive.platform.jobs.structured_search import is_structured
 from prunehive.platform.jobs.summary_types import SearchSummary, TrialRow
 from prunehive.platform.spec.job import JobSpec, parse_spec
 from prunehive.platform.store.jobs import JobRecord, JobStore, TrialRecord
@@ -138,16 +142,21 @@ def export_candidate(
     job = store.get_job(job_id)
     spec = parse_spec(job.spec)
     hf_task = spec.task if isinstance(spec.task, HFTaskSpec) else None
-    fmt = fmt or ("hf" if hf_task else "torch")
+    structured = is_structured(spec)  # heads, channels or blocks removed: the physically smaller model
+    fmt = fmt or ("hf" if hf_task or structured else "torch")
     if fmt not in FORMATS:
         raise ValueError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
-    if fmt == "hf" and hf_task is None:
+    if structured:
+        check_structured_format(fmt, spec.pruning.granularity)
+    elif fmt == "hf" and hf_task is None:
         raise ValueError(f"--format hf needs an hf: task; job {job.id} prunes {spec.task!r} (use torch or recipe)")
     if fmt == "recipe" and spec.pruning.granularity == "channel":
         raise ValueError("--format recipe: llm-compressor's pruning modifiers take unstructured or N:M sparsity")
     chosen = choose(job, spec, store.trials(job.id), which)
     target = _empty_dir(Path(out).expanduser().resolve())
     test = recorded_test(job, chosen.candidate_id)
+    if structured:
+        return export_structured(job, spec, chosen, fmt, target, test)
     # A Hugging Face config.json holds one width per kind of layer: a channel candidate is written there at
     # its dense shapes, removed channels zeroed; every other form is the physically smaller model.
     shrink = fmt != "hf"

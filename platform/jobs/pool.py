@@ -164,3 +164,12 @@ def _cause(exc: BaseException) -> str:
         return _cause(cause)
     text = str(exc).strip().splitlines()
     return text[-1] if text else type(exc).__name__
+
+
+def auto_batch(seconds: float, budget: int, workers: int, depth: int) -> int:
+    """Candidates per actor call: enough to make a call last ~50 ms (amortising the Ray call),
+    but with no more than a twentieth of the budget in flight, so model-based strategies
+    (Bayesian, RL, evolution) still learn from most results before they ask again."""
+    amortise = int(0.05 / max(seconds, 1e-4))
+    in_flight = max(1, (budget // 20) // (workers * depth))
+    return max(1, min(16, amortise, in_flight))

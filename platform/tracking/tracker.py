@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import mlflow
 from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -68,8 +69,6 @@ def _failed(tags: Mapping[str, Any]) -> bool:
 @contextlib.contextmanager
 def _global_tracking_uri(uri: str) -> Iterator[None]:
     """Point MLflow's process-global tracking URI at ``uri`` for the block, then restore it."""
-    import mlflow
-
     with _FLUENT_LOCK:
         previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
         mlflow.set_tracking_uri(uri)

@@ -16,7 +16,7 @@ import ray
 from prunehive.platform.jobs.base import JobRun
 from prunehive.platform.jobs.cluster import connect_ray
 from prunehive.platform.jobs.metric_search.summary import finish_metric_search
-from prunehive.platform.jobs.pool import ActorPool
+from prunehive.platform.jobs.pool import ActorPool, auto_batch
 from prunehive.platform.jobs.progress import SearchProgress
 from prunehive.platform.jobs.search import summary
 from prunehive.platform.jobs.search.dense import rule_of
@@ -30,6 +30,7 @@ from prunehive.platform.jobs.search.trials import (
     request,
     trial_row,
 )
+from prunehive.platform.jobs.structured_heal import healed_metrics, healed_summary
 from prunehive.platform.jobs.structured_search import is_structured, latency_prediction, structured_space
 from prunehive.platform.jobs.summary_types import SearchSummary, TrialRow
 from prunehive.platform.spec.job import JobSpec
@@ -41,15 +42,6 @@ from prunehive.search.structured_space import StructuredSpace
 from prunehive.workers.contracts import EvalResult, WorkerInfo
 
 CANCEL_CHECK_SECONDS = 2.0  # how often a running search looks at its job's cancel flag
-
-
-def auto_batch(seconds: float, budget: int, workers: int, depth: int) -> int:
-    """Candidates per actor call: enough to make a call last ~50 ms (amortising the Ray call),
-    but with no more than a twentieth of the budget in flight, so model-based strategies
-    (Bayesian, RL, evolution) still learn from most results before they ask again."""
-    amortise = int(0.05 / max(seconds, 1e-4))
-    in_flight = max(1, (budget // 20) // (workers * depth))
-    return max(1, min(16, amortise, in_flight))
 
 
 def make_pool(spec: JobSpec) -> ActorPool:
@@ -195,6 +187,9 @@ class SearchRun(JobRun):
                 else:
                     result = summary.finish(self, pool, strategy, info, parent)
                 result = final_lm_eval(self, parent, result)
+                if is_structured(spec) and spec.pruning.recovery is not None:  # best and baselines healed alike
+                    result = healed_summary(spec, pool, self.space, result)
+                    self.tracker.log_metrics(parent, healed_metrics(result))
                 if isinstance(self.space, StructuredSpace):  # the lookup table's predictions, checked
                     prediction = latency_prediction(self.space, result.best, result.baselines)
                     result = replace(result, latency_prediction=prediction)

@@ -1,0 +1,129 @@
+"""``prunehive export`` of a structured search's candidate (granularity ``head``, ``block`` or ``structured``):
+the physically smaller model, not the dense shapes with units zeroed.
+
+The candidate's per-sublayer levels (its trial row) become a ``StructurePlan`` on an engine built exactly as
+the job's ``StructuredEvalWorker`` built it (seeded task, importance ranking, calibration, solver), so the
+kept units and refitted consumers are the ones the trial scored. ``--format hf`` writes a Hugging Face
+directory: a plain Llama config when every kept block keeps the same widths, else per-layer widths with
+prunehive's modelling file (``trust_remote_code``); ``--format torch`` the smaller model's state dict.
+A recipe cannot describe removed heads or blocks and is refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from prunehive.platform.jobs.export_formats import _listing, _write_info, write_torch
+from prunehive.platform.spec.job import JobSpec
+from prunehive.platform.store.jobs import JobRecord
+from prunehive.workers.build import EngineSpec, seeded_task
+from prunehive.workers.kl import score_splits
+from prunehive.workers.structure.engine import StructuredEngine
+from prunehive.workers.structure.hf_export import write_shrunk
+from prunehive.workers.structure.modeling_prunehive_llama import PrunedLlamaConfig
+from prunehive.workers.structure.shrink import parameter_count
+from prunehive.workers.tasks.base import Task
+from prunehive.workers.tasks.code_lm import CodeLMTask, byte_tokenizer
+from prunehive.workers.tasks.hf_lm import HFCausalLMTask
+
+if TYPE_CHECKING:  # export.py imports this module
+    from prunehive.platform.jobs.export import Chosen
+
+STRUCTURED_FORMATS = ("hf", "torch")
+
+
+def check_structured_format(fmt: str, granularity: str) -> None:
+    """Only the smaller model's formats: llm-compressor's recipes prune weights, not heads or blocks."""
+    if fmt not in STRUCTURED_FORMATS:
+        raise ValueError(
+            f"--format {fmt}: a {granularity} candidate removes heads, channels or blocks, which a recipe cannot "
+            "describe; use hf or torch"
+        )
+
+
+def structured_engine(spec: JobSpec) -> StructuredEngine:
+    """The engine the job's ``StructuredEvalWorker`` built (same seed, task, ranking and solver)."""
+    p = spec.pruning
+    task = seeded_task(EngineSpec(spec.task, p.metric, p.granularity, p.per_row, p.calibration_batches, spec.seed))
+    return StructuredEngine(task, p.metric, p.granularity, p.calibration_batches, p.solver)
+
+
+def task_tokenizer(task: Task) -> Any | None:
+    """The tokenizer a user needs beside the model, where the task has one."""
+    if isinstance(task, CodeLMTask):
+        return byte_tokenizer()
+    if isinstance(task, HFCausalLMTask):
+        return task.tokenizer
+    return None
+
+
+def smaller_model(spec: JobSpec, levels: dict[str, float]) -> tuple[nn.Module, StructuredEngine]:
+    """The candidate's physically smaller model, and the engine (with its task) that built it."""
+    engine = structured_engine(spec)
+    names = [s.name for s in engine.slots]
+    if names != list(levels):
+        raise ValueError(f"the task's decoder sublayers changed since the job ran: {names}")
+    small = engine.smaller_model([float(v) for v in levels.values()])
+    return small.cpu().eval(), engine
+
+
+def export_structured(
+    job: JobRecord,
+    spec: JobSpec,
+    chosen: Chosen,
+    fmt: str,
+    target: Path,
+    test: dict[str, float] | None,
+) -> dict[str, Any]:
+    """Write ``chosen`` as the smaller model under ``target``; returns what ``--json`` prints."""
+    check_structured_format(fmt, spec.pruning.granularity)
+    small, engine = smaller_model(spec, chosen.sparsity)
+    config: Any = small.config
+    if test is None:  # not listed in the summary: scored here, as a worker scores (trials score validation only)
+        test = score_splits(engine.task, small, ("test",))["test"].to_dict()
+    recorded = chosen.result
+    metrics = {split: m.to_dict() for split, m in recorded.metrics.items()}
+    plan = engine.plan_of(list(chosen.sparsity.values()))
+    info: dict[str, Any] = {
+        "job_id": job.id,
+        "candidate_id": chosen.candidate_id,
+        "format": fmt,
+        "metric": chosen.metric,
+        "granularity": spec.pruning.granularity,
+        "solver": spec.pruning.solver,
+        "sparsity": chosen.sparsity,
+        "achieved_sparsity": recorded.achieved_sparsity,
+        "layers": dict(recorded.layers),
+        "plan": plan.to_dict(),
+        "metrics": metrics,
+        "test_metrics": test,
+        "spec": job.spec,
+    }
+    if fmt == "hf":
+        if hasattr(config, "use_cache"):  # the task switched the KV cache off for scoring; generation wants it
+            config.use_cache = True
+        written = write_shrunk(small, target, task_tokenizer(engine.task))
+        shape = {"form": written.form, "trust_remote_code": written.trust_remote_code, "parameters": written.parameters}
+        _write_info(target, {**info, **shape})
+        files = _listing(target)
+    else:  # the smaller model's state dict; prunehive.json holds its config and which units it keeps
+        per_layer = isinstance(config, PrunedLlamaConfig)
+        form = "per-layer" if per_layer else "plain"
+        shape = {"form": form, "trust_remote_code": per_layer, "parameters": parameter_count(small)}
+        files = write_torch(small, target, {**info, **shape, "config": config.to_dict()})
+    return {
+        "job_id": job.id,
+        "candidate": chosen.candidate_id,
+        "format": fmt,
+        "out": str(target),
+        "files": files,
+        "metric": chosen.metric,
+        "granularity": spec.pruning.granularity,
+        "achieved_sparsity": recorded.achieved_sparsity,
+        "metrics": metrics,
+        "test_metrics": test,
+        **shape,
+    }
