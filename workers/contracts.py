@@ -177,6 +177,26 @@ class WorkerInfo:
 
 
 @dataclass(frozen=True)
+class Healed:
+    """An entry's quality after the structured recovery fine-tune (``pruning.recovery``): the same candidate
+    distilled from the dense model (``distill: kl``) or trained on the task loss (``none``)."""
+
+    metrics: dict[str, SplitMetrics]
+    steps: int
+    lr: float
+    distill: str = "kl"
+
+    def to_dict(self) -> dict[str, Any]:
+        metrics = {s: m.to_dict() for s, m in self.metrics.items()}
+        return {"metrics": metrics, "steps": self.steps, "lr": self.lr, "distill": self.distill}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Healed:
+        metrics = {s: SplitMetrics.from_dict(m) for s, m in data["metrics"].items()}
+        return cls(metrics, int(data["steps"]), float(data["lr"]), str(data.get("distill", "kl")))
+
+
+@dataclass(frozen=True)
 class Entry:
     """A summary's entry for one evaluated candidate (its ``best``, a baseline, the ``dense`` model, a Pareto
     member or a leaderboard row): an :class:`EvalResult` without its timing, plus where it came from;
@@ -193,6 +213,7 @@ class Entry:
     expression: str | None = None  # a metric search's formula
     strategy: str | None = None
     seed: int | None = None
+    healed: Healed | None = None  # a structured search's best and baselines under ``pruning.recovery``
 
     @classmethod
     def of(cls, result: EvalResult, candidate_id: int | None = None, expression: str | None = None) -> Entry:
@@ -233,6 +254,8 @@ class Entry:
             out["strategy"] = self.strategy
         if self.seed is not None:
             out["seed"] = self.seed
+        if self.healed is not None:
+            out["healed"] = self.healed.to_dict()
         return out
 
     @classmethod
@@ -252,6 +275,7 @@ class Entry:
             expression=optional("expression", str),
             strategy=optional("strategy", str),
             seed=optional("seed", int),
+            healed=None if data.get("healed") is None else Healed.from_dict(data["healed"]),
         )
 
 

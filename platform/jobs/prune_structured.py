@@ -9,12 +9,17 @@ and ``flops`` are those of the smaller model.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+from prunehive.workers.contracts import EvalResult
 from prunehive.workers.granularity import Granularity, pruning_rule
-from prunehive.workers.structure.pruner import StructuredPruner, check_solver, importance_name
+from prunehive.workers.kl import score_splits
+from prunehive.workers.structure.distill import heal
+from prunehive.workers.structure.pruner import Pruned, StructuredPruner, check_solver, importance_name
 from prunehive.workers.structure.select import ALLOCATIONS
 from prunehive.workers.tasks import load_task
+from prunehive.workers.tasks.base import Split, Task
 
 
 def check_structured_inputs(
@@ -29,8 +34,8 @@ def check_structured_inputs(
         )
     if budget != "params":
         raise ValueError(f"budget {budget!r}: granularity {granularity} counts the prunable parameters; use params")
-    if recovery_steps:
-        raise ValueError(f"recovery_steps: granularity {granularity} is scored one-shot (no fine-tuning yet)")
+    if recovery_steps < 0:
+        raise ValueError(f"recovery_steps {recovery_steps} is negative")
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity {sparsity} is outside [0, 1)")
 
@@ -56,6 +61,7 @@ def prune_structured(
     splits = ("validation", "test")
     dense = pruner.dense(splits).entry()
     pruned = pruner.prune(target, allocation, solver, splits)
+    result, recovery = healed_prune(the_task, pruner, pruned, recovery_steps, splits)
     return {
         "task": task,
         "metric": metric,
@@ -65,11 +71,26 @@ def prune_structured(
         "allocation": allocation,
         "target_sparsity": target,
         "requested": dict(pruned.result.layers),
-        **pruned.result.to_dict(),
+        **result.to_dict(),
         "dense_params": pruner.total_params,
         "dense_flops": pruner.total_flops,
         "quality": the_task.quality,
         "dense": dense,
         "skipped_layers": [],
         "plan": pruned.plan.to_dict(),
+        **recovery,
     }
+
+
+def healed_prune(
+    task: Task, pruner: StructuredPruner, pruned: Pruned, steps: int, splits: tuple[Split, ...]
+) -> tuple[EvalResult, dict[str, Any]]:
+    """``--recovery-steps K``: the pruned model distilled from dense for K steps (``pruning.recovery``'s
+    default recipe), its scores replacing the one-shot ones, which the ``recovery`` key keeps."""
+    if not steps:
+        return pruned.result, {}
+    calibration = pruner.calibration
+    healed = heal(task, pruner.model, pruner.structure, pruned.plan, pruned.weights, calibration, steps)
+    result = replace(pruned.result, metrics=score_splits(task, healed.model, splits))
+    one_shot = {s: m.to_dict() for s, m in pruned.result.metrics.items()}
+    return result, {"recovery": {"steps": steps, "lr": healed.lr, "distill": "kl", "one_shot": one_shot}}

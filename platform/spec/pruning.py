@@ -21,6 +21,16 @@ STRUCTURED_STRATEGIES = ("evopress", "random", "evolution", "bayesian")
 PlanName = Literal["fixed", "progressive", "heterogeneous", "fedtiny", "hidenseek", "feddst", "prunefl", "autoflip"]
 
 
+class RecoverySpec(Strict):
+    """Healing of a structured search's best candidate and baselines alike, once the search ends."""
+
+    steps: int = Field(..., ge=1, description="Optimiser steps on the calibration batches.")
+    lr: float | None = Field(None, gt=0.0, description="Learning rate (default: a tenth of the task's).")
+    distill: Literal["kl", "none"] = Field(
+        "kl", description="kl: match the dense model's next-token distributions; none: the task's own loss."
+    )
+
+
 class PruningSpec(Strict):
     sparsity: float | None = Field(None, ge=0.0, lt=1.0, description="Target sparsity (parameter-weighted).")
     flops_budget: float | None = Field(None, gt=0.0, le=1.0, description="Keep this fraction of the FLOPs instead.")
@@ -44,6 +54,9 @@ class PruningSpec(Strict):
         "uniform", description="metric-search: the fixed allocation, a heuristic name or per-layer sparsities."
     )
     recovery_steps: int = Field(0, ge=0)
+    recovery: RecoverySpec | None = Field(
+        None, description="head/block/structured searches: fine-tune the best and the baselines at the end."
+    )
     calibration_batches: int = Field(8, ge=1)
     solver: Literal["mask", "sparsegpt"] = Field(
         "mask", description="mask: zero weights by the metric's ranking; sparsegpt: prune and update the rest (OBS)."
@@ -99,6 +112,11 @@ class PruningSpec(Strict):
             raise ValueError("solver sparsegpt prunes unstructured or N:M, not channel")
         if self.solver == "sparsegpt" and self.metric in NEEDS_GRADIENTS:
             raise ValueError(f"metric {self.metric!r} reads gradients; solver sparsegpt ranks by W and X only")
+        if self.recovery is not None and not Granularity.parse(self.granularity).structured:
+            raise ValueError(
+                f"pruning.recovery heals head, block or structured candidates; granularity {self.granularity} "
+                "fine-tunes with recovery_steps"
+            )
         if self.sparsity is not None and self.flops_budget is not None:
             raise ValueError("give either sparsity or flops_budget, not both")
         if self.sparsity is None and self.flops_budget is None:

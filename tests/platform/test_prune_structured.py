@@ -74,7 +74,6 @@ def test_prune_table_prints_the_plan_and_writes_the_plot(tmp_path: Path) -> None
         (["--task", TASK, "--granularity", "structured", "--metric", "wanda"], "metric 'wanda' does not score"),
         (["--task", TASK, "--granularity", "block", "--allocation", "erk"], "allocation 'erk' is not one of"),
         (["--task", TASK, "--granularity", "head", "--budget", "flops"], "budget 'flops': granularity head"),
-        (["--task", TASK, "--granularity", "head", "--recovery-steps", "5"], "recovery_steps: granularity head"),
     ],
 )
 def test_bad_structured_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:

@@ -20,9 +20,10 @@ import torch
 from prunehive.search.structured_space import StructuredSpace
 from prunehive.workers.actor import EvalWorker
 from prunehive.workers.build import EngineSpec, seeded_task
-from prunehive.workers.contracts import EvalReply, EvalRequest, LatencyRequest, WorkerInfo
+from prunehive.workers.contracts import EvalReply, EvalRequest, EvalResult, LatencyRequest, WorkerInfo
 from prunehive.workers.kl import DenseReference
 from prunehive.workers.structure.baselines import structured_baseline
+from prunehive.workers.structure.distill import Distill, healed_result
 from prunehive.workers.structure.engine import StructuredEngine
 from prunehive.workers.structure.timing import StructuredTimer
 
@@ -110,6 +111,10 @@ class StructuredEvalWorker(EvalWorker):
         if recovery_steps:
             raise ValueError("structured candidates are not fine-tuned (recovery_steps must be 0)")
         return self.structured.smaller_model(list(vector))
+
+    def heal(self, vector: list[float], steps: int, lr: float | None, distill: Distill) -> tuple[EvalResult, float]:
+        """The candidate fine-tuned by ``pruning.recovery`` and scored on validation and test (and the rate used)."""
+        return healed_result(self.structured, list(vector), steps, lr, distill)
 
     def level_database(self) -> dict[str, Any] | None:
         return None
