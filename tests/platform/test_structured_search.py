@@ -101,7 +101,6 @@ def test_evopress_structured_search_keeps_the_latency_budget_and_reports_the_pre
         assert row["predicted_fraction"] <= 0.9 + 1e-9 and row["measured_fraction"] > 0
 
 
-@pytest.mark.slow  # two CLI processes, each starting Ray: minutes on a loaded 2-core machine
 def test_killed_structured_search_resumes_without_repeating_a_trial(tmp_path: Path) -> None:
     env = dict(os.environ, PRUNEHIVE_HOME=str(tmp_path), PYTHONPATH=os.pathsep.join([HERE, TESTS]))
     env.pop("RAY_ADDRESS", None)
