@@ -18,34 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import yaml
+from table_jobs import mean_std, run_job
 
 from prunehive.workers.contracts import Failed, entry_from_dict
 
 GOAL_RATIO = 0.9
-
-
-def run(spec: dict[str, Any], workdir: Path, attempts: int = 2) -> tuple[dict[str, Any], float]:
-    """The job's summary (``run --json``) and its wall seconds; a job that fails (say, Ray could not start
-    on a loaded machine) is run once more before the table gives up."""
-    path = workdir / f"spec-{time.monotonic_ns()}.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    cli = [sys.executable, "-m", "prunehive.platform.cli", "run", str(path), "--json"]
-    for attempt in range(1, attempts + 1):
-        started = time.perf_counter()
-        done = subprocess.run(cli, capture_output=True, text=True, check=False)
-        if done.returncode == 0:
-            return json.loads(done.stdout), time.perf_counter() - started
-        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-        print(f"job failed (attempt {attempt} of {attempts}): {last}", file=sys.stderr, flush=True)
-    raise SystemExit(f"job failed: {last}")
 
 
 def test_accuracy(data: dict[str, Any], name: str) -> float:
@@ -96,7 +78,7 @@ def measure(args: argparse.Namespace, work: Path, done: dict[int, dict[str, Any]
             continue
         row: dict[str, Any] = {"seed": seed}
         for label, spec in specs(args, seed).items():
-            summary, wall = run(spec, work)
+            summary, wall = run_job(spec, work)
             row[label] = {
                 "best": test_accuracy(summary["best"], f"{label} best"),
                 **{b: test_accuracy(e, f"{label} {b}") for b, e in summary["baselines"].items()},
@@ -132,11 +114,6 @@ def measured_before(args: argparse.Namespace) -> dict[int, dict[str, Any]]:
         return {}
     data = json.loads(out.read_text())
     return {int(r["seed"]): r for r in data["rows"]} if data.get("settings") == settings_of(args) else {}
-
-
-def mean_std(values: list[float]) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.4f} ± {spread:.4f}"
 
 
 def table(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:

@@ -66,6 +66,12 @@ class SearchOptions(Strict):
         "evolution, successive halving for bayesian and random (not nsga2 or rl).",
     )
     survivors: list[int] | None = Field(None, description="Candidates kept after each stage, decreasing.")
+    train_steps: list[int] | None = Field(
+        None,
+        description="Training-aware selection (DarwinLM), structured granularities only: distillation steps "
+        "(KL from the dense model, on the calibration batches) each stage's candidates get before they are "
+        "scored, one entry per stage of search.fidelity (one entry without stages).",
+    )
 
     @field_validator("strategy")
     @classmethod
@@ -130,7 +136,27 @@ def check_search(spec: JobSpec) -> None:
         )
     spec.search.options = check_options(spec.search.strategy, spec.search.options)
     check_latency(spec)
+    check_train_steps(spec)
     check_federated_evaluation(spec)
+
+
+def check_train_steps(spec: JobSpec) -> None:
+    """Training-aware selection heals structured candidates only (an unstructured candidate's recovery is
+    ``pruning.recovery_steps``), with one step count per selection stage."""
+    steps = spec.search.train_steps
+    if steps is None:
+        return
+    if not Granularity.parse(spec.pruning.granularity).structured:
+        raise ValueError(
+            f"search.train_steps: training-aware selection needs granularity head, block or structured, "
+            f"not {spec.pruning.granularity}"
+        )
+    stages = len(spec.search.fidelity or [0])
+    if len(steps) != stages or any(v < 0 for v in steps):
+        raise ValueError(
+            f"search.train_steps: give {stages} step count(s) of at least 0, one per stage of search.fidelity; "
+            f"got {steps}"
+        )
 
 
 def check_latency(spec: JobSpec) -> None:

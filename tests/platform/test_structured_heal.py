@@ -13,7 +13,7 @@ import ray
 
 from prunehive.platform.jobs.base import start_job
 from prunehive.platform.jobs.search.driver import SearchRun
-from prunehive.platform.jobs.summary_types import SearchSummary
+from prunehive.platform.jobs.summary_types import SearchSummary, TrialRow
 from prunehive.platform.spec.job import SpecError, parse_spec
 from prunehive.platform.store.jobs import JobStore
 from prunehive.workers.contracts import Entry
@@ -68,6 +68,24 @@ def test_search_heals_best_and_baselines_alike(home: Path) -> None:
     assert SearchSummary.from_dict(data).to_dict() == data
 
 
+def test_training_aware_selection_scores_candidates_after_distillation(home: Path) -> None:
+    """``search.train_steps``: each trial is scored after its stage's distillation steps, while the summary's
+    best is re-scored one-shot (and healed only by ``pruning.recovery``)."""
+    store = JobStore(f"sqlite:///{home / 'prunehive.db'}")
+    data = spec()
+    data["pruning"].pop("recovery")  # type: ignore[attr-defined]
+    data["search"]["train_steps"] = [20]  # type: ignore[index]
+    job_id = start_job(store, parse_spec(data))
+    out = SearchRun(store, job_id, show_progress=False).run()
+    assert out["status"] == "succeeded", out
+    best = SearchSummary.from_dict(out).best
+    rows = {t.candidate_id: TrialRow.of(t) for t in store.trials(job_id)}
+    trained = rows[best.candidate_id or 0].result
+    assert trained is not None
+    one_shot_kl, trained_kl = best.metrics["validation"].kl or 0.0, trained.metrics["validation"].kl or 0.0
+    assert trained_kl < one_shot_kl and best.healed is None
+
+
 def test_recovery_is_for_structured_granularities() -> None:
     bad = spec(steps=5)
     bad["pruning"]["granularity"] = "unstructured"  # type: ignore[index]
@@ -75,3 +93,17 @@ def test_recovery_is_for_structured_granularities() -> None:
         parse_spec(bad)
     with pytest.raises(SpecError, match="steps"):
         parse_spec(spec(steps=0))
+
+
+def test_train_steps_need_a_structured_granularity_and_one_count_per_stage() -> None:
+    bad = spec()
+    bad["search"]["train_steps"] = [5]  # type: ignore[index]
+    bad["pruning"]["granularity"] = "unstructured"  # type: ignore[index]
+    bad["pruning"].pop("recovery")  # type: ignore[attr-defined]
+    with pytest.raises(SpecError, match="search.train_steps: training-aware selection needs granularity"):
+        parse_spec(bad)
+    staged = spec()
+    staged["pruning"].pop("recovery")  # type: ignore[attr-defined]
+    staged["search"].update(strategy="evopress", fidelity=[64, 256], survivors=[2, 1], train_steps=[5])  # type: ignore[attr-defined]
+    with pytest.raises(SpecError, match=r"give 2 step count\(s\)"):
+        parse_spec(staged)

@@ -7,10 +7,12 @@ import torch
 from structured_tasks import tiny_llama
 
 from prunehive.platform.jobs.prune_structured import prune_structured
+from prunehive.workers.contracts import EvalRequest
 from prunehive.workers.kl import DenseReference
 from prunehive.workers.structure.distill import heal, healed_result
 from prunehive.workers.structure.engine import StructuredEngine
 from prunehive.workers.structure.shrink import shrink
+from prunehive.workers.structure.worker import StructuredEvalWorker
 
 
 def _engine() -> tuple[StructuredEngine, list[float]]:
@@ -50,7 +52,6 @@ def test_healed_model_keeps_removed_units_removed() -> None:
     torch.testing.assert_close(hooked, smaller, atol=1e-4, rtol=1e-4)
 
 
-
 def test_prune_recovery_steps_heals_the_pruned_model() -> None:
     """``prunehive prune --granularity structured --recovery-steps K``: metrics after healing, one-shot kept."""
     out = prune_structured("structured_tasks:tiny_llama", 0.3, granularity="structured", recovery_steps=5)
@@ -59,3 +60,16 @@ def test_prune_recovery_steps_heals_the_pruned_model() -> None:
     assert set(recovery["one_shot"]) == set(out["metrics"]) == {"validation", "test"}
     assert recovery["one_shot"]["test"] != out["metrics"]["test"]
     assert "recovery" not in prune_structured("structured_tasks:tiny_llama", 0.3, granularity="structured")
+
+
+def test_training_aware_request_is_distilled_before_it_is_scored() -> None:
+    """``search.train_steps``: a request with steps is scored after KL distillation (closer to dense than the
+    same candidate one-shot); the worker's dense model stays as it was for the next request."""
+    worker = StructuredEvalWorker("structured_tasks:tiny_llama", calibration_batches=2, fitness="kl")
+    vector = [s.grid[len(s.grid) // 2] for s in worker.structured.slots]
+    asks = [EvalRequest(i, vector, None, recovery_steps=steps) for i, steps in enumerate((0, 30, 0))]
+    one_shot, trained, again = (reply.result for reply in worker.evaluate_batch(asks))
+    assert one_shot is not None and trained is not None and again is not None
+    kl = [r.metrics["validation"].kl or 0.0 for r in (one_shot, trained, again)]
+    assert kl[1] < kl[0] and kl[2] == kl[0], kl
+    assert (trained.params, trained.flops, trained.tokens) == (one_shot.params, one_shot.flops, one_shot.tokens)

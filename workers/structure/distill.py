@@ -95,14 +95,16 @@ def healed_result(  # noqa: PLR0913 - a candidate and the recipe
     lr: float | None = None,
     distill: Distill = "kl",
     splits: tuple[Split, ...] = ("validation", "test"),
+    limit: int | None = None,
 ) -> tuple[EvalResult, float]:
-    """A ``StructuredEngine`` candidate healed and scored on ``splits`` (with the validation KL from dense
-    where the engine holds a reference), and the learning rate used."""
+    """A ``StructuredEngine`` candidate healed and scored on ``splits`` (``limit``: the first tokens or
+    samples only, as a staged search asks; with the validation KL from dense where the engine holds a
+    reference), and the learning rate used."""
     start = time.perf_counter()
     plan = engine.plan_of(vector)
     weights, calibration = engine.weights(plan), engine.pruner.calibration
     healed = heal(engine.task, engine.model, engine.structure, plan, weights, calibration, steps, lr, distill)
-    metrics = score_splits(engine.task, healed.model, splits, None, engine.reference)
+    metrics = score_splits(engine.task, healed.model, splits, limit, engine.reference)
     achieved, _, params, flops = engine.pruner.measure(plan)
     layers = {s.name: float(v) for s, v in zip(engine.slots, vector, strict=True)}
     return EvalResult(metrics, achieved, layers, params, flops, time.perf_counter() - start), healed.lr

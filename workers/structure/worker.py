@@ -93,11 +93,15 @@ class StructuredEvalWorker(EvalWorker):
         out = []
         for req in requests:
             try:
-                result = self.structured.evaluate(
-                    list(req.sparsity), splits=req.splits, recovery_steps=req.recovery_steps, limit=req.limit
-                ).counted()
+                vector = list(req.sparsity)
+                if req.recovery_steps:  # training-aware selection: distilled from dense before it is scored
+                    steps, limit = req.recovery_steps, req.limit
+                    result = healed_result(self.structured, vector, steps, None, "kl", req.splits, limit)[0]
+                else:
+                    result = self.structured.evaluate(vector, splits=req.splits, limit=req.limit)
+                result = result.counted()
                 if self.timer is not None:
-                    ms, dense_ms = self.timer.whole(list(req.sparsity))
+                    ms, dense_ms = self.timer.whole(vector)
                     result = replace(result, latency_ms=ms, speedup=dense_ms / ms)
                 out.append(EvalReply(req.candidate_id, result, worker=self.worker_id))
             except Exception as exc:  # noqa: BLE001 - reported per candidate, never swallowed

@@ -28,6 +28,7 @@ from prunehive.platform.jobs.search.trials import (
     latency_request,
     objective_values,
     request,
+    stage_steps,
     trial_row,
 )
 from prunehive.platform.jobs.structured_heal import healed_metrics, healed_summary
@@ -263,7 +264,7 @@ class SearchRun(JobRun):
                         break
                     candidates.update({c.id: c for c in items})
                     staged = spec.search.fidelity is not None  # each candidate scored on its stage's tokens
-                    pool.submit(slot, [request(c, spec.pruning.recovery_steps, staged) for c in items])
+                    pool.submit(slot, [request(c, stage_steps(spec, c), staged) for c in items])
                 if pool.idle:
                     break
                 rows = []

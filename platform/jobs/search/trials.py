@@ -30,6 +30,15 @@ def request(cand: Candidate, recovery_steps: int = 0, staged: bool = False) -> E
     return EvalRequest(cand.id, list(cand.sparsity), metric, recovery_steps=recovery_steps, limit=limit)
 
 
+def stage_steps(spec: JobSpec, cand: Candidate) -> int:
+    """Fine-tuning steps before a candidate is scored: its stage's ``search.train_steps`` (training-aware
+    selection, structured granularities), else ``pruning.recovery_steps``."""
+    steps = spec.search.train_steps
+    if steps is None:
+        return spec.pruning.recovery_steps
+    return steps[min(int(cand.meta.get("fidelity", 0)), len(steps) - 1)]
+
+
 def latency_request(spec: JobSpec) -> LatencyRequest | None:
     """How workers time candidates: ``search.latency``, or its defaults where latency is an objective or a
     budget; None (no timing, no cost) otherwise."""
