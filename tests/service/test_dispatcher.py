@@ -89,7 +89,9 @@ def test_dispatches_within_the_limit_cancels_and_reconciles(store: JobStore, tmp
     assert drive(dispatcher, finished) == 2 and dispatcher.peak == 2
     resumed = store.get_job(orphan)
     assert resumed.status == "succeeded", resumed.error
-    assert resumed.attempts == 2 and store.count_trials(orphan) == 4
+    # Resumed from its checkpoint: no trial repeated. On a loaded machine a driver's own Ray start can time
+    # out once; the dispatcher then starts it again (a third attempt), which is what it is for.
+    assert resumed.attempts in (2, 3) and store.count_trials(orphan) == 4, backend.logs(resumed)
     for job_id in small:
         job = store.get_job(job_id)
         assert job.status == "succeeded", job.error
