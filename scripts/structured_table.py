@@ -4,7 +4,8 @@ after KL distillation for uniform width, ShortGPT depth, both combined, and stru
 with training-aware selection (``search.train_steps``), with each one's measured speed-up and parameters.
 
 Run: .venv/bin/python scripts/structured_table.py [--quick] [--seeds 0 1 2] [--speedups 1.5 2]
-     [--batches 1 16] [--budget 48] [--train-steps 20] [--heal-steps 100] [--out docs/results/structured.json]
+     [--batches 1 16] [--budget 40] [--offspring 6] [--train-steps 20] [--heal-steps 50]
+     [--out docs/results/structured.json]
 Every job is a real `prunehive run` in this process's PRUNEHIVE_HOME. The two evopress jobs of a setting
 differ only in ``search.train_steps`` (the same stages, offspring, seed and warm start from the heuristics);
 the heuristics' rows come from the first of them, healed with the same recipe as the best candidate.
@@ -81,18 +82,21 @@ def scores(entry: Any, name: str) -> dict[str, Any]:
 
 
 def measure(args: argparse.Namespace, rows: Rows, work: Path) -> None:
-    for speedup in args.speedups:
-        for batch in args.batches:
-            for seed in args.seeds:
+    """Seed by seed, every setting (a run cut short still covers every budget)."""
+    for seed in args.seeds:
+        for speedup in args.speedups:
+            for batch in args.batches:
                 if rows.find(speedup=speedup, batch=batch, seed=seed) is not None:
                     continue
-                plain = SearchSummary.from_dict(run_job(spec(args, speedup, batch, seed, False), work)[0])
-                trained = SearchSummary.from_dict(run_job(spec(args, speedup, batch, seed, True), work)[0])
+                plain, wall = run_job(spec(args, speedup, batch, seed, False), work)
+                trained, wall_trained = run_job(spec(args, speedup, batch, seed, True), work)
+                first, second = SearchSummary.from_dict(plain), SearchSummary.from_dict(trained)
                 row: dict[str, Any] = {"speedup": speedup, "batch": batch, "seed": seed}
-                row["dense"] = scores(plain.dense, "dense")
-                row.update({h: scores(plain.baselines[h], h) for h in HEURISTICS})
-                row["evopress"] = scores(plain.best, "evopress")
-                row["evopress_train"] = scores(trained.best, "evopress, training-aware")
+                row["dense"] = scores(first.dense, "dense")
+                row.update({h: scores(first.baselines[h], h) for h in HEURISTICS})
+                row["evopress"] = scores(first.best, "evopress")
+                row["evopress_train"] = scores(second.best, "evopress, training-aware")
+                row["wall_seconds"] = [round(wall, 1), round(wall_trained, 1)]
                 print(f"{speedup}x batch {batch} seed {seed}: {row}", file=sys.stderr, flush=True)
                 rows.add(row)
 
@@ -163,13 +167,13 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--speedups", type=float, nargs="+", default=[1.5, 2.0])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 16])
-    ap.add_argument("--budget", type=int, default=48)
-    ap.add_argument("--offspring", type=int, default=8)
+    ap.add_argument("--budget", type=int, default=40)
+    ap.add_argument("--offspring", type=int, default=6)
     ap.add_argument("--fidelity", type=int, nargs="+", default=[4096, 32768])
     ap.add_argument("--survivors", type=int, nargs="+", default=[2, 1])
     ap.add_argument("--train-steps", type=int, default=20)
-    ap.add_argument("--heal-steps", type=int, default=100)
-    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--heal-steps", type=int, default=50)
+    ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--out", default="docs/results/structured.json")
     args = ap.parse_args()
     if args.quick:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from structured_tasks import tiny_llama
+from structured_tasks import TinyLlamaTask, tiny_llama
 
 from prunehive.platform.jobs.structured_search import structured_space
 from prunehive.platform.spec.job import SpecError, parse_spec
 from prunehive.search.evopress import EvoPressStrategy
 from prunehive.search.strategy import Outcome
-from prunehive.search.structured_space import StructuredSpace
+from prunehive.search.structured_space import LatencyTable, StructuredSpace
 from prunehive.workers.contracts import LatencyRequest
 from prunehive.workers.structure.baselines import structured_baseline
 from prunehive.workers.structure.engine import StructuredEngine
@@ -63,6 +63,22 @@ def test_baselines_meet_the_budget_and_shortgpt_removes_whole_blocks(engine: Str
     assert 1.0 not in set(width)
     for kind in ("attention", "mlp"):  # the same share in every block
         assert len({width[i] for i, s in enumerate(engine.slots) if s.kind == kind}) == 1
+
+
+def test_baselines_under_a_latency_budget_alone_are_width_depth_and_both() -> None:
+    """``sparsity: 0`` with ``latency_budget``: each heuristic meets the latency budget its own way (four
+    blocks, a table where time falls with the parameters removed, so width alone can reach it)."""
+    engine = StructuredEngine(TinyLlamaTask(0, layers=4), "magnitude", "structured", 2, "sparsegpt")
+    space0 = StructuredSpace(engine.layers, target=0.0, grids=engine.grids)
+    w = space0.weights()
+    deltas = [[-10.0 * w[i] * level for level in grid] for i, grid in enumerate(engine.grids)]
+    space = StructuredSpace(engine.layers, target=0.0, grids=engine.grids, latency=LatencyTable(10.0, deltas, 0.5))
+    x = {name: structured_baseline(engine, space, name) for name in ("uniform", "shortgpt", "combined")}
+    assert all(space.feasible(v) for v in x.values()) and not space.feasible(np.zeros(space.dim))
+    assert 1.0 not in set(x["uniform"])  # width only
+    assert set(np.round(x["shortgpt"], 12)) <= {0.0, 1.0}  # depth only
+    removed = {n: sum(b.removed for b in engine.plan_of(list(v)).blocks) for n, v in x.items()}
+    assert 0 < removed["combined"] < removed["shortgpt"] and removed["uniform"] == 0, removed
 
 
 def test_latency_repair_keeps_every_candidate_within_budget(engine: StructuredEngine) -> None:

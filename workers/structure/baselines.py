@@ -1,14 +1,16 @@
 """Heuristic structured candidates at a search's budget, as level vectors of its space.
 
 - ``uniform`` (width): every sublayer at the same share of its units (the smallest common share that
-  meets the budget), no sublayer removed; the units go by importance inside each sublayer.
+  meets the budgets), no sublayer removed; the units go by importance inside each sublayer.
 - ``shortgpt`` (depth): whole blocks removed, those whose output is most like their input (highest
-  input/output cosine, ShortGPT's block influence), until the budget is met.
-- ``combined``: half of the budget by depth (as many ShortGPT blocks as fit in half the target), the
-  rest by uniform width. Half is a fixed rule: neither heuristic tunes it, so neither is favoured.
+  input/output cosine, ShortGPT's block influence), until the budgets are met.
+- ``combined``: half of the budgets by depth (as many ShortGPT blocks as fit in half of each budget),
+  the rest by uniform width. Half is a fixed rule: neither heuristic tunes it, so neither is favoured.
 
-Each ends with the space's repair, so a baseline meets the same budgets (params and latency) as every
-searched candidate.
+The budgets are the space's: the params target and, where there is a latency table, the latency budget
+(predicted by the table, as repair predicts it). Each ends with the space's repair, so a baseline meets
+the same budgets as every searched candidate (a width that cannot reach a latency budget alone is
+repaired by removing sublayers, as any candidate would be).
 """
 
 from __future__ import annotations
@@ -25,9 +27,18 @@ def _partial_levels(engine: StructuredEngine, i: int) -> int:
     return len(slot.grid) - (1 if slot.removed[-1] < 0 else 0)
 
 
-def _width(space: StructuredSpace, engine: StructuredEngine, fixed: np.ndarray, target: float) -> np.ndarray:
+def _progress(space: StructuredSpace, x: np.ndarray) -> list[float]:
+    """How far ``x`` goes toward each budget the space has (1.0: that budget is just met)."""
+    out = [space.achieved(x) / space.target] if space.target > 0 else []
+    table, predicted = space.latency, space.predicted_ms(x)
+    if table is not None and table.budget is not None and table.budget < 1.0 and predicted is not None:
+        out.append((table.dense_ms - predicted) / (table.dense_ms * (1.0 - table.budget)))
+    return out
+
+
+def _width(space: StructuredSpace, engine: StructuredEngine, fixed: np.ndarray) -> np.ndarray:
     """Free sublayers (level 0 in ``fixed``) at one partial level per kind, the same in every block: of
-    the (attention, MLP) pairs that meet ``target``, the one removing least (then the most even); the
+    the (attention, MLP) pairs that meet the budgets, the one removing least (then the most even); the
     widest cut where none does (the caller's repair then removes more)."""
     free = [i for i in range(space.dim) if fixed[i] == 0.0]
     kinds = {k: [i for i in free if engine.slots[i].kind == k] for k in ("attention", "mlp")}
@@ -40,16 +51,15 @@ def _width(space: StructuredSpace, engine: StructuredEngine, fixed: np.ndarray, 
             for k, j in (("attention", ja), ("mlp", jm)):
                 for i in kinds[k]:
                     x[i] = space.grids[i][min(j, _partial_levels(engine, i) - 1)]
-            removed = space.achieved(x)
-            key = (removed, abs(ja / counts["attention"] - jm / counts["mlp"]))
-            if removed >= target - 1e-12 and (best is None or key < best[:2]):
+            key = (space.achieved(x), abs(ja / counts["attention"] - jm / counts["mlp"]))
+            if min(_progress(space, x), default=1.0) >= 1.0 - 1e-9 and (best is None or key < best[:2]):
                 best = (*key, x)
     return x if best is None else best[2]
 
 
-def _depth(engine: StructuredEngine, space: StructuredSpace, target: float, over: bool) -> np.ndarray:
-    """Blocks removed in ShortGPT order while the removal stays within ``target`` (``over``: until it
-    reaches ``target``)."""
+def _depth(engine: StructuredEngine, space: StructuredSpace, share: float) -> np.ndarray:
+    """Blocks removed in ShortGPT order: until every budget is met (``share`` 1), or while no budget is
+    gone past ``share`` of its way (``share`` below 1: ``combined``'s depth half)."""
     x = np.zeros(space.dim)
     scores = engine.pruner.scores.blocks
     order = sorted(scores, key=lambda i: scores[i])  # lowest 1 - cos first: the most redundant block
@@ -58,9 +68,9 @@ def _depth(engine: StructuredEngine, space: StructuredSpace, target: float, over
         for i, s in enumerate(engine.slots):
             if s.block.index == block and space.grids[i][-1] == 1.0:
                 trial[i] = 1.0
-        if over and space.achieved(x) >= target:
+        if share >= 1.0 and min(_progress(space, x), default=1.0) >= 1.0 - 1e-9:
             break
-        if not over and space.achieved(trial) > target + 1e-12:
+        if share < 1.0 and max(_progress(space, trial), default=0.0) > share + 1e-9:
             break
         x = trial
     return x
@@ -69,11 +79,11 @@ def _depth(engine: StructuredEngine, space: StructuredSpace, target: float, over
 def structured_baseline(engine: StructuredEngine, space: StructuredSpace, name: str) -> np.ndarray:
     """The named heuristic's level vector, repaired into the space's budgets."""
     if name == "uniform":
-        x = _width(space, engine, np.zeros(space.dim), space.target)
+        x = _width(space, engine, np.zeros(space.dim))
     elif name == "shortgpt":
-        x = _depth(engine, space, space.target, over=True)
+        x = _depth(engine, space, 1.0)
     elif name == "combined":
-        x = _width(space, engine, _depth(engine, space, space.target / 2, over=False), space.target)
+        x = _width(space, engine, _depth(engine, space, 0.5))
     else:
         raise ValueError(f"unknown structured baseline {name!r}; choose one of {', '.join(STRUCTURED_BASELINES)}")
     return space.within(x)
