@@ -19,8 +19,30 @@ def is_structured(spec: JobSpec) -> bool:
     return Granularity.parse(spec.pruning.granularity).structured
 
 
-def structured_space(spec: JobSpec, layers: list[Layer], extras: dict[str, Any]) -> StructuredSpace:
-    """The space over ``layers`` with the worker's ``space_extras`` (grids, latency table)."""
+def params_target(spec: JobSpec, layers: list[Layer], grids: list[list[float]], dense_params: int) -> float:
+    """The share of the sublayers' parameters a candidate must remove: ``pruning.sparsity``, or more where
+    ``pruning.params_budget`` (a fraction of the whole dense model) asks for it; refused in one line where
+    even the largest removal the grids allow keeps more than the budget."""
+    target = spec.pruning.target
+    budget = spec.pruning.params_budget
+    if budget is None:
+        return target
+    prunable = sum(layer.params for layer in layers)
+    most = sum(layer.params * grid[-1] for layer, grid in zip(layers, grids, strict=True))
+    needed = (1.0 - budget) * dense_params
+    if needed > most + 1e-9:
+        raise ValueError(
+            f"pruning.params_budget {budget:g} is below {(dense_params - most) / dense_params:.3f}, the smallest "
+            f"share of the {dense_params:,} dense parameters that removing every prunable unit leaves"
+        )
+    return max(target, needed / prunable)
+
+
+def structured_space(
+    spec: JobSpec, layers: list[Layer], extras: dict[str, Any], dense_params: int | None = None
+) -> StructuredSpace:
+    """The space over ``layers`` with the worker's ``space_extras`` (grids, latency table); ``dense_params``,
+    the whole dense model's parameters, turns ``pruning.params_budget`` into the space's target."""
     budget = spec.pruning.latency_budget
     table = None if extras.get("latency") is None else LatencyTable.from_dict(extras["latency"])
     if table is not None and budget is not None:
@@ -30,7 +52,9 @@ def structured_space(spec: JobSpec, layers: list[Layer], extras: dict[str, Any])
                 f"pruning.latency_budget {budget:g} is below {floor:.3f}, the fastest a model keeping one "
                 f"decoder block reaches ({float(extras['one_block_ms']):.3f} ms of {table.dense_ms:.3f} ms dense)"
             )
-    return StructuredSpace(list(layers), target=spec.pruning.target, grids=extras["grids"], latency=table)
+    total = dense_params if dense_params is not None else sum(layer.params for layer in layers)
+    target = params_target(spec, list(layers), extras["grids"], total)
+    return StructuredSpace(list(layers), target=target, grids=extras["grids"], latency=table)
 
 
 def latency_prediction(

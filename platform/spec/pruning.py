@@ -37,6 +37,13 @@ class PruningSpec(Strict):
     latency_budget: float | None = Field(
         None, gt=0.0, le=1.0, description="Penalise candidates slower than this fraction of dense latency."
     )
+    params_budget: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="head/block/structured searches: every candidate keeps at most this fraction of the dense "
+        "model's parameters (embeddings and head included), an exact constraint beside sparsity and latency_budget.",
+    )
     metric: str = "magnitude"
     granularity: str = "unstructured"
     per_row: bool = Field(
@@ -116,6 +123,11 @@ class PruningSpec(Strict):
             raise ValueError(
                 f"pruning.recovery heals head, block or structured candidates; granularity {self.granularity} "
                 "fine-tunes with recovery_steps"
+            )
+        if self.params_budget is not None and not Granularity.parse(self.granularity).structured:
+            raise ValueError(
+                f"pruning.params_budget bounds head, block or structured candidates; granularity "
+                f"{self.granularity} takes sparsity or flops_budget"
             )
         if self.sparsity is not None and self.flops_budget is not None:
             raise ValueError("give either sparsity or flops_budget, not both")

@@ -9,7 +9,7 @@ import torch
 from structured_tasks import TinyLlamaTask, tiny_llama
 
 from prunehive.platform.jobs.structured_search import structured_space
-from prunehive.platform.spec.job import SpecError, parse_spec
+from prunehive.platform.spec.job import JobSpec, SpecError, parse_spec
 from prunehive.search.evopress import EvoPressStrategy
 from prunehive.search.strategy import Outcome
 from prunehive.search.structured_space import LatencyTable, StructuredSpace
@@ -138,3 +138,21 @@ def test_spec_takes_structured_searches_only_where_they_work(kind: str, strategy
     search = {} if strategy is None else {"strategy": strategy}
     with pytest.raises(SpecError, match=message):
         parse_spec({"kind": kind, "task": "code-lm", "pruning": {"granularity": "head"}, "search": search})
+
+
+def test_params_budget_is_an_exact_constraint_on_the_whole_model(engine: StructuredEngine) -> None:
+    def spec(budget: float, granularity: str = "structured") -> JobSpec:
+        pruning = {"sparsity": 0.0, "granularity": granularity, "params_budget": budget}
+        return parse_spec({"kind": "search", "task": "structured_tasks:tiny_llama", "pruning": pruning})
+
+    extras = {"grids": engine.grids, "latency": None, "one_block_ms": None}
+    space = structured_space(spec(0.7), engine.layers, extras, engine.total_params)
+    rng = np.random.default_rng(2)
+    for _ in range(5):
+        x = space.repair(rng.uniform(0, 0.3, space.dim))
+        assert engine.evaluate(list(x)).params <= 0.7 * engine.total_params
+    assert space.target > 0.3  # the embeddings and head stay, so the sublayers give up more than 30%
+    with pytest.raises(ValueError, match=r"params_budget 0.01 is below .* that removing every prunable unit leaves"):
+        structured_space(spec(0.01), engine.layers, extras, engine.total_params)
+    with pytest.raises(SpecError, match="params_budget bounds head, block or structured candidates"):
+        spec(0.5, "unstructured")

@@ -165,7 +165,7 @@ class SearchRun(JobRun):
                 info = pool.start()[0]
                 if is_structured(spec):  # per-sublayer level grids and the latency table, from a worker
                     extras = pool.call_one("space_extras", spec.pruning.latency_budget)
-                    self.space = structured_space(spec, info.layers, extras)
+                    self.space = structured_space(spec, info.layers, extras, info.dense_params)
                 else:
                     self.space = build_space(spec, info.layers)
                 self.allocation = fixed_allocation(spec, self.space, pool) if spec.kind == "metric-search" else None
