@@ -19,6 +19,9 @@ def export(
         "--format",
         help="hf (save_pretrained; the default for hf: tasks and structured searches), torch (state dict), or recipe.",
     ),
+    healed: bool = typer.Option(
+        False, "--healed", help="A structured search with pruning.recovery: its best candidate after healing."
+    ),
     database_url: str = DATABASE_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -28,7 +31,7 @@ def export(
 
     store = JobStore(database_url or default_database_url())
     with err.status(f"rebuilding candidate {candidate} of job {job_id}"):
-        result = export_candidate(store, job_id, candidate, out_dir, fmt)
+        result = export_candidate(store, job_id, candidate, out_dir, fmt, healed)
     if as_json:
         print_json(result)
         return

@@ -136,9 +136,15 @@ def rebuilt(spec: JobSpec, chosen: Chosen, shrink: bool = False) -> tuple[nn.Mod
 
 
 def export_candidate(
-    store: JobStore, job_id: str, which: str = "best", out: str | Path = ".", fmt: str | None = None
+    store: JobStore,
+    job_id: str,
+    which: str = "best",
+    out: str | Path = ".",
+    fmt: str | None = None,
+    healed: bool = False,
 ) -> dict[str, Any]:
-    """Write candidate ``which`` of job ``job_id`` to ``out``; returns what ``--json`` prints."""
+    """Write candidate ``which`` of job ``job_id`` to ``out`` (``healed``: a structured search's candidate
+    after its ``pruning.recovery``); returns what ``--json`` prints."""
     job = store.get_job(job_id)
     spec = parse_spec(job.spec)
     hf_task = spec.task if isinstance(spec.task, HFTaskSpec) else None
@@ -148,6 +154,8 @@ def export_candidate(
         raise ValueError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
     if structured:
         check_structured_format(fmt, spec.pruning.granularity)
+    elif healed:
+        raise ValueError(f"--healed: job {job.id} is not a head, block or structured search; nothing was healed")
     elif fmt == "hf" and hf_task is None:
         raise ValueError(f"--format hf needs an hf: task; job {job.id} prunes {spec.task!r} (use torch or recipe)")
     if fmt == "recipe" and spec.pruning.granularity == "channel":
@@ -156,7 +164,7 @@ def export_candidate(
     target = _empty_dir(Path(out).expanduser().resolve())
     test = recorded_test(job, chosen.candidate_id)
     if structured:
-        return export_structured(job, spec, chosen, fmt, target, test)
+        return export_structured(job, spec, chosen, fmt, target, test, healed)
     # A Hugging Face config.json holds one width per kind of layer: a channel candidate is written there at
     # its dense shapes, removed channels zeroed; every other form is the physically smaller model.
     shrink = fmt != "hf"

@@ -17,14 +17,17 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from prunehive.platform.jobs.export_formats import _listing, _write_info, write_torch
+from prunehive.platform.jobs.summary_types import SearchSummary
 from prunehive.platform.spec.job import JobSpec
 from prunehive.platform.store.jobs import JobRecord
 from prunehive.workers.build import EngineSpec, seeded_task
+from prunehive.workers.contracts import Healed
 from prunehive.workers.kl import score_splits
+from prunehive.workers.structure.distill import heal
 from prunehive.workers.structure.engine import StructuredEngine
 from prunehive.workers.structure.hf_export import write_shrunk
 from prunehive.workers.structure.modeling_prunehive_llama import PrunedLlamaConfig
-from prunehive.workers.structure.shrink import parameter_count
+from prunehive.workers.structure.shrink import parameter_count, shrink
 from prunehive.workers.tasks.base import Task
 from prunehive.workers.tasks.code_lm import CodeLMTask, byte_tokenizer
 from prunehive.workers.tasks.hf_lm import HFCausalLMTask
@@ -60,14 +63,33 @@ def task_tokenizer(task: Task) -> Any | None:
     return None
 
 
-def smaller_model(spec: JobSpec, levels: dict[str, float]) -> tuple[nn.Module, StructuredEngine]:
-    """The candidate's physically smaller model, and the engine (with its task) that built it."""
+def smaller_model(spec: JobSpec, levels: dict[str, float], healed: bool = False) -> tuple[nn.Module, StructuredEngine]:
+    """The candidate's physically smaller model, and the engine (with its task) that built it; ``healed``:
+    after the job's ``pruning.recovery``, trained as the job's worker trained it (same calibration rows,
+    seed and recipe), so it scores what the summary's ``healed`` entry recorded."""
     engine = structured_engine(spec)
     names = [s.name for s in engine.slots]
     if names != list(levels):
         raise ValueError(f"the task's decoder sublayers changed since the job ran: {names}")
-    small = engine.smaller_model([float(v) for v in levels.values()])
-    return small.cpu().eval(), engine
+    vector = [float(v) for v in levels.values()]
+    recovery = spec.pruning.recovery
+    if not healed or recovery is None:
+        return engine.smaller_model(vector).cpu().eval(), engine
+    plan = engine.plan_of(vector)
+    weights, calibration = engine.weights(plan), engine.pruner.calibration
+    fit = heal(engine.task, engine.model, engine.structure, plan, weights, calibration, **recovery.model_dump())
+    return shrink(fit.model, plan).cpu().eval(), engine
+
+
+def healed_record(job: JobRecord, spec: JobSpec, chosen: Chosen) -> Healed:
+    """The summary's healed scores of ``chosen``: only a structured search with ``pruning.recovery`` heals,
+    and only its best candidate and its baselines."""
+    if spec.pruning.recovery is None:
+        raise ValueError(f"--healed: job {job.id} ran no pruning.recovery, so nothing was healed")
+    entry = SearchSummary.from_dict(job.summary).listed(chosen.candidate_id) if job.summary else None
+    if entry is None or entry.healed is None:
+        raise ValueError(f"--healed: candidate {chosen.candidate_id} was not healed (the best candidate was)")
+    return entry.healed
 
 
 def export_structured(
@@ -77,15 +99,21 @@ def export_structured(
     fmt: str,
     target: Path,
     test: dict[str, float] | None,
+    healed: bool = False,
 ) -> dict[str, Any]:
-    """Write ``chosen`` as the smaller model under ``target``; returns what ``--json`` prints."""
+    """Write ``chosen`` as the smaller model under ``target`` (``healed``: after the job's recovery); returns
+    what ``--json`` prints."""
     check_structured_format(fmt, spec.pruning.granularity)
-    small, engine = smaller_model(spec, chosen.sparsity)
+    record = healed_record(job, spec, chosen) if healed else None
+    small, engine = smaller_model(spec, chosen.sparsity, healed)
     config: Any = small.config
-    if test is None:  # not listed in the summary: scored here, as a worker scores (trials score validation only)
-        test = score_splits(engine.task, small, ("test",))["test"].to_dict()
     recorded = chosen.result
     metrics = {split: m.to_dict() for split, m in recorded.metrics.items()}
+    if record is not None:  # the healed model's scores, as the summary recorded them
+        metrics = {split: m.to_dict() for split, m in record.metrics.items() if split != "test"}
+        test = record.metrics["test"].to_dict() if "test" in record.metrics else None
+    if test is None:  # not listed in the summary: scored here, as a worker scores (trials score validation only)
+        test = score_splits(engine.task, small, ("test",))["test"].to_dict()
     plan = engine.plan_of(list(chosen.sparsity.values()))
     info: dict[str, Any] = {
         "job_id": job.id,
@@ -100,6 +128,7 @@ def export_structured(
         "plan": plan.to_dict(),
         "metrics": metrics,
         "test_metrics": test,
+        "healed": record is not None,
         "spec": job.spec,
     }
     if fmt == "hf":
@@ -125,5 +154,6 @@ def export_structured(
         "achieved_sparsity": recorded.achieved_sparsity,
         "metrics": metrics,
         "test_metrics": test,
+        "healed": record is not None,
         **shape,
     }

@@ -10,13 +10,16 @@ from pathlib import Path
 
 import pytest
 import ray
+from structured_tasks import tiny_llama
 
 from prunehive.platform.jobs.base import start_job
+from prunehive.platform.jobs.export import export_candidate
 from prunehive.platform.jobs.search.driver import SearchRun
 from prunehive.platform.jobs.summary_types import SearchSummary, TrialRow
 from prunehive.platform.spec.job import SpecError, parse_spec
 from prunehive.platform.store.jobs import JobStore
 from prunehive.workers.contracts import Entry
+from prunehive.workers.structure.hf_export import load_exported
 
 pytestmark = pytest.mark.ray
 TESTS = str(Path(__file__).resolve().parents[1])  # structured_tasks.py, imported by the Ray workers too
@@ -84,6 +87,29 @@ def test_training_aware_selection_scores_candidates_after_distillation(home: Pat
     assert trained is not None
     one_shot_kl, trained_kl = best.metrics["validation"].kl or 0.0, trained.metrics["validation"].kl or 0.0
     assert trained_kl < one_shot_kl and best.healed is None
+
+
+def test_healed_export_reloads_to_the_healed_quality(home: Path) -> None:
+    """``prunehive export --healed``: the best candidate trained as the job's worker trained it, as the
+    smaller model; reloaded from its directory it scores the summary's healed validation quality."""
+    store = JobStore(f"sqlite:///{home / 'prunehive.db'}")
+    data = spec(steps=5, lr=3e-3, distill="kl")
+    data["search"]["baselines"] = ["uniform"]  # type: ignore[index]
+    job_id = start_job(store, parse_spec(data))
+    summary = SearchSummary.from_dict(SearchRun(store, job_id, show_progress=False).run())
+    assert summary.best.healed is not None
+    info = export_candidate(store, job_id, "best", home / "healed", "hf", healed=True)
+    assert info["healed"] is True
+    recorded = summary.best.healed.metrics["validation"].quality
+    assert info["metrics"]["validation"]["perplexity"] == recorded
+    assert info["test_metrics"]["perplexity"] == summary.best.healed.metrics["test"].quality
+    healed_ppl = tiny_llama().evaluate(load_exported(home / "healed").eval(), "validation").quality
+    assert abs(healed_ppl - recorded) < 1e-4
+    one_shot = export_candidate(store, job_id, "best", home / "one-shot", "hf")
+    assert one_shot["healed"] is False and one_shot["metrics"]["validation"]["perplexity"] != recorded
+    other = next(t.candidate_id for t in store.trials(job_id) if t.candidate_id != summary.best.candidate_id)
+    with pytest.raises(ValueError, match=f"--healed: candidate {other} was not healed"):
+        export_candidate(store, job_id, str(other), home / "other", "hf", healed=True)
 
 
 def test_recovery_is_for_structured_granularities() -> None:
