@@ -18,13 +18,13 @@ here on the test split of the rebuilt model (trials are scored on validation onl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from prunehive.platform.jobs.export_formats import FORMATS, write_hf, write_recipe, write_torch
+from prunehive.platform.jobs.export_result import Chosen, Exported
 from prunehive.platform.jobs.export_structured import check_structured_format, export_structured
 from prunehive.platform.jobs.search.federated_eval import engine_for
 from prunehive.platform.jobs.structured_search import is_structured
@@ -32,7 +32,6 @@ from prunehive.platform.jobs.summary_types import SearchSummary, TrialRow
 from prunehive.platform.spec.job import JobSpec, parse_spec
 from prunehive.platform.store.jobs import JobRecord, JobStore, TrialRecord
 from prunehive.workers.build import EngineSpec
-from prunehive.workers.contracts import EvalResult
 from prunehive.workers.kl import score_splits
 from prunehive.workers.metrics import EXPRESSION_PREFIX
 from prunehive.workers.solvers.level_engine import LevelEngine, open_database
@@ -40,16 +39,6 @@ from prunehive.workers.tasks.base import Task
 from prunehive.workers.tasks.spec import HFTaskSpec
 
 SEARCH_KINDS = ("search", "metric-search")
-
-
-@dataclass(frozen=True)
-class Chosen:
-    """The candidate to export, as the job recorded it."""
-
-    candidate_id: int
-    sparsity: dict[str, float]  # requested, per layer, in the workers' layer order
-    metric: str  # the importance metric its weights were ranked by
-    result: EvalResult  # the trial's recorded result (metrics, achieved sparsity, per-layer)
 
 
 def _candidate_id(job: JobRecord, which: str) -> int:
@@ -194,15 +183,4 @@ def export_candidate(
         files = write_hf(model, hf_task, target, info)
     else:
         files = write_torch(model, target, info)
-    return {
-        "job_id": job.id,
-        "candidate": chosen.candidate_id,
-        "format": fmt,
-        "out": str(target),
-        "files": files,
-        "metric": chosen.metric,
-        "granularity": spec.pruning.granularity,
-        "achieved_sparsity": recorded.achieved_sparsity,
-        "metrics": metrics,
-        "test_metrics": test,
-    }
+    return Exported(job.id, chosen, fmt, target, files, spec.pruning.granularity, metrics, test).to_dict()

@@ -12,11 +12,12 @@ A recipe cannot describe removed heads or blocks and is refused.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import nn
 
 from prunehive.platform.jobs.export_formats import _listing, _write_info, write_torch
+from prunehive.platform.jobs.export_result import Chosen, Exported
 from prunehive.platform.jobs.summary_types import SearchSummary
 from prunehive.platform.spec.job import JobSpec
 from prunehive.platform.store.jobs import JobRecord
@@ -31,9 +32,6 @@ from prunehive.workers.structure.shrink import parameter_count, shrink
 from prunehive.workers.tasks.base import Task
 from prunehive.workers.tasks.code_lm import CodeLMTask, byte_tokenizer
 from prunehive.workers.tasks.hf_lm import HFCausalLMTask
-
-if TYPE_CHECKING:  # export.py imports this module
-    from prunehive.platform.jobs.export import Chosen
 
 STRUCTURED_FORMATS = ("hf", "torch")
 
@@ -143,17 +141,5 @@ def export_structured(
         form = "per-layer" if per_layer else "plain"
         shape = {"form": form, "trust_remote_code": per_layer, "parameters": parameter_count(small)}
         files = write_torch(small, target, {**info, **shape, "config": config.to_dict()})
-    return {
-        "job_id": job.id,
-        "candidate": chosen.candidate_id,
-        "format": fmt,
-        "out": str(target),
-        "files": files,
-        "metric": chosen.metric,
-        "granularity": spec.pruning.granularity,
-        "achieved_sparsity": recorded.achieved_sparsity,
-        "metrics": metrics,
-        "test_metrics": test,
-        "healed": record is not None,
-        **shape,
-    }
+    shape = {"healed": record is not None, **shape}
+    return Exported(job.id, chosen, fmt, target, files, spec.pruning.granularity, metrics, test, shape).to_dict()

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prunehive.platform.jobs.export import SEARCH_KINDS, Chosen, choose, rebuilt, trial_candidate
+from prunehive.platform.jobs.export import SEARCH_KINDS, choose, rebuilt, trial_candidate
+from prunehive.platform.jobs.export_result import Chosen
 from prunehive.platform.jobs.lm_eval import LMEvalOptions, evaluate_model, load_tasks, mlflow_metrics, task_manager
 from prunehive.platform.spec.job import JobSpec, parse_spec
 from prunehive.platform.store.jobs import JobRecord, JobStore
