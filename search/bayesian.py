@@ -30,7 +30,7 @@ from optuna.trial import TrialState, create_trial
 from prunehive.search.halving import Halving, make_halving, staged_candidate, top_stage_best
 from prunehive.search.options import BayesianOptions
 from prunehive.search.space import SearchSpace
-from prunehive.search.strategy import Candidate, Outcome, Strategy
+from prunehive.search.strategy import Candidate, CandidateMeta, Outcome, Proposal, Strategy
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -125,7 +125,7 @@ class BayesianStrategy(Strategy):
         return TPESampler(seed=seed, n_startup_trials=self.n_startup_trials, multivariate=True, constant_liar=True)
 
     # ---- ask/tell ----------------------------------------------------------------------
-    def _propose(self, n: int) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    def _propose(self, n: int) -> list[Proposal]:
         if self.halving is not None:
             out = self.halving.propose(n, self, lambda k, index: self._ask(self.next_id + k, index), self._prune)
         else:
@@ -134,7 +134,7 @@ class BayesianStrategy(Strategy):
             self.trial_of[self.next_id + k] = int(meta["trial"])  # the base numbers candidates in order
         return out
 
-    def _ask(self, cid: int, index: int) -> tuple[np.ndarray, dict[str, Any]]:
+    def _ask(self, cid: int, index: int) -> Proposal:
         """A new Optuna trial; the ``index``-th fresh one is a warm start while any are left."""
         study = self.study
         study.sampler = self._make_sampler(cid)
@@ -148,7 +148,7 @@ class BayesianStrategy(Strategy):
         raw = [float(trial.params[name]) for name in self.space.names]
         return np.asarray(raw), {"trial": trial.number, "raw": raw}
 
-    def _candidate(self, ident: int, vector: np.ndarray, meta: dict[str, Any]) -> Candidate:
+    def _candidate(self, ident: int, vector: np.ndarray, meta: CandidateMeta) -> Candidate:
         return staged_candidate(self.space, ident, vector, meta)
 
     def best(self) -> list[Candidate]:

@@ -31,7 +31,7 @@ from prunehive.search.halving import Halving, make_halving, staged_candidate, to
 from prunehive.search.levels import level_switch, settle
 from prunehive.search.options import EvolutionOptions
 from prunehive.search.space import SearchSpace
-from prunehive.search.strategy import Candidate, Outcome, Strategy
+from prunehive.search.strategy import Candidate, CandidateMeta, Outcome, Proposal, Strategy
 
 _DEAP_MODULES = (_deap_crossover, _deap_mutation, _deap_selection, _deap_emo)
 _DEAP_LOCK = threading.Lock()
@@ -162,12 +162,12 @@ class EvolutionStrategy(Strategy):
         )
 
     # ---- proposals -----------------------------------------------------------------------
-    def _propose(self, n: int) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    def _propose(self, n: int) -> list[Proposal]:
         if self.halving is not None:
             return self.halving.propose(n, self, lambda _k, _i: self._next())
         return [self._next() for _ in range(n)]
 
-    def _next(self) -> tuple[np.ndarray, dict[str, Any]]:
+    def _next(self) -> Proposal:
         """A seed of the first generation, a random point while the pool is empty, else offspring."""
         lo, hi = self.space.bounds()
         if self.seeded < self.population:
@@ -185,7 +185,7 @@ class EvolutionStrategy(Strategy):
     def _individuals(self) -> list[Individual]:
         return [Individual(list(m["x"]), MaxFitness((m["f"],)), m["id"]) for m in self.pool]
 
-    def _offspring(self) -> tuple[np.ndarray, dict[str, Any]]:
+    def _offspring(self) -> Proposal:
         with deap_random(self.rng) as r:
             pa, pb = tools.selTournament(self._individuals(), 2, self.tournsize)
             child, other = list(pa), list(pb)
@@ -214,7 +214,7 @@ class EvolutionStrategy(Strategy):
             child = settle(child, w, allowed, self.space.target, frozen=inexact)
         return [float(v) for v in child]
 
-    def _candidate(self, ident: int, vector: np.ndarray, meta: dict[str, Any]) -> Candidate:
+    def _candidate(self, ident: int, vector: np.ndarray, meta: CandidateMeta) -> Candidate:
         """A level switch already meets the budget and a promoted candidate is the vector already
         scored: neither is repaired again."""
         return staged_candidate(self.space, ident, vector, meta, keep_on_grid=True)

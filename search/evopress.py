@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from prunehive.search.halving import Halving, Proposal, Told, top_stage_best
+from prunehive.search.halving import Halving, Told, top_stage_best
 from prunehive.search.levels import level_switch, settle
 from prunehive.search.options import EvoPressOptions
 from prunehive.search.space import SearchSpace
-from prunehive.search.strategy import Candidate, Outcome, Strategy
+from prunehive.search.strategy import Candidate, CandidateMeta, Outcome, Proposal, Strategy
 
 
 def default_offspring(dim: int) -> int:
@@ -156,7 +156,7 @@ class EvoPressStrategy(Strategy):
         if self.parent is None or self.reevaluate_parent or self.parent["f"] < f:
             self.parent = {"id": best.id, "x": list(best.sparsity), "f": f}
 
-    def _candidate(self, ident: int, vector: np.ndarray, meta: dict[str, Any]) -> Candidate:
+    def _candidate(self, ident: int, vector: np.ndarray, meta: CandidateMeta) -> Candidate:
         """Offspring are feasible by construction (no re-projection that could undo a switch)."""
         x = np.asarray(vector, dtype=np.float64)
         if abs(self.space.achieved(x) - self.space.target) > self.space.tolerance(x):

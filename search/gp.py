@@ -39,7 +39,7 @@ from prunehive.search.expr_syntax import (
 )
 from prunehive.search.options import DEFAULT_SEEDS, GPMetricOptions
 from prunehive.search.space import SearchSpace
-from prunehive.search.strategy import Candidate, Outcome, Strategy
+from prunehive.search.strategy import Candidate, CandidateMeta, Outcome, Proposal, Strategy
 
 _GP_MODULES = (*_DEAP_MODULES, _deap_gp)
 
@@ -185,9 +185,9 @@ class GPMetricStrategy(Strategy):
         return gp.PrimitiveTree.from_string(text, self.pset)
 
     # ---- proposals -----------------------------------------------------------------------
-    def _propose(self, n: int) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    def _propose(self, n: int) -> list[Proposal]:
         taken = set(self.cache) | {ranking_key(parse(str(c.expression))) for c in self.pending.values()}
-        out: list[tuple[np.ndarray, dict[str, Any]]] = []
+        out: list[Proposal] = []
         with deap_random(self.rng, _GP_MODULES) as r:
             parents = [GPTree(self._tree(m["expr"]), MaxFitness((m["f"],)), m["id"]) for m in self.pool]
             for _ in range(n):
@@ -196,11 +196,11 @@ class GPMetricStrategy(Strategy):
                 out.append((np.asarray(self.allocation), {"expression": expression, **meta}))
         return out
 
-    def _candidate(self, ident: int, vector: np.ndarray, meta: dict[str, Any]) -> Candidate:
+    def _candidate(self, ident: int, vector: np.ndarray, meta: CandidateMeta) -> Candidate:
         expression = meta.pop("expression")
         return Candidate(ident, list(self.allocation), expression, meta)
 
-    def _next(self, r: random.Random, parents: list[GPTree], taken: set[str]) -> tuple[str, str, dict[str, Any]]:
+    def _next(self, r: random.Random, parents: list[GPTree], taken: set[str]) -> tuple[str, str, CandidateMeta]:
         if self.seeded < self.first_generation:
             index, self.seeded = self.seeded, self.seeded + 1
             if index < len(self.seeds) and (key := ranking_key(parse(self.seeds[index]))) not in taken:

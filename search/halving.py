@@ -17,20 +17,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from prunehive.search.strategy import Candidate, Outcome
+from prunehive.search.strategy import Candidate, CandidateMeta, Outcome, Proposal
 
 if TYPE_CHECKING:
     from prunehive.search.space import SearchSpace
     from prunehive.search.strategy import Strategy
 
-Proposal = tuple[np.ndarray, dict[str, Any]]
 Fresh = Callable[[int, int], Proposal]  # (offset in this ask, ordinal among fresh candidates) -> proposal
 Told = list[tuple[Candidate, Outcome]]
-STAGE_KEYS = ("rung", "fidelity", "tokens", "origin", "promoted_from")
+RungKey = Literal["rung", "generation"]  # the CandidateMeta key a rung number is recorded under
+StageKey = Literal["rung", "generation", "fidelity", "tokens", "origin", "promoted_from", "levels"]
+STAGE_KEYS: tuple[StageKey, ...] = ("rung", "fidelity", "tokens", "origin", "promoted_from")
+
+
 def check_stages(fidelity: list[int] | None, survivors: list[int] | None) -> tuple[list[int] | None, list[int]]:
     """Stages as the spec states them: both lists or neither, of equal length, fidelity increasing,
     survivors decreasing, all at least one. No stages is one stage that keeps its best."""
@@ -60,7 +63,7 @@ def top_stage_best(history: list[tuple[Candidate, Outcome]]) -> list[Candidate]:
 
 
 def staged_candidate(
-    space: SearchSpace, ident: int, vector: np.ndarray, meta: dict[str, Any], keep_on_grid: bool = False
+    space: SearchSpace, ident: int, vector: np.ndarray, meta: CandidateMeta, keep_on_grid: bool = False
 ) -> Candidate:
     """A proposal as a candidate: repaired onto the budget, unless it is a promoted one (whose vector
     must stay bit for bit the one already scored) or, with ``keep_on_grid``, already one level per
@@ -80,7 +83,8 @@ class Halving:
     Options for the strategies that use it differently:
       size: a number, or a function asked at the start of each rung (a rung's size may depend on
         what the last one found).
-      key: the meta key the rung number is recorded under ("generation" for a generational search).
+      key: the meta key (a ``RungKey``) the rung number is recorded under ("generation" for a
+        generational search).
       shrink: shrink a rung when the budget left cannot pay for it and its promotions, so the last
         rung still reaches the last stage (else a rung is cut wherever the budget ends).
       rescore_origin: the origin of a candidate of an earlier rung that ``propose``'s ``rescore``
@@ -94,7 +98,7 @@ class Halving:
         size: int | Callable[[], int],
         first: int | None = None,
         *,
-        key: str = "rung",
+        key: RungKey = "rung",
         shrink: bool = True,
         rescore_origin: str = "rescored",
     ) -> None:
@@ -113,8 +117,11 @@ class Halving:
     def last(self) -> int:
         return len(self.survivors) - 1
 
-    def meta(self) -> dict[str, Any]:
-        meta: dict[str, Any] = {self.key: self.rung, "fidelity": self.stage}
+    def meta(self) -> CandidateMeta:
+        """The rung (under ``key``), the stage and its tokens, in that order (the trial rows' key order)."""
+        meta = CandidateMeta()
+        meta[self.key] = self.rung
+        meta["fidelity"] = self.stage
         if self.fidelity is not None:
             meta["tokens"] = self.fidelity[self.stage]
         return meta
@@ -163,9 +170,11 @@ class Halving:
     def _promoted(self, ident: int, history: Told) -> Proposal:
         """A told candidate asked again at the current stage: promoted from this rung, or re-scored."""
         source = next(c for c, _ in reversed(history) if c.id == ident)
-        kept = {k: v for k, v in source.meta.items() if k not in (*STAGE_KEYS, self.key, "levels")}
+        kept = source.meta.copy()  # the source's own keys, in their order, less those of its stage
+        for key in (*STAGE_KEYS, self.key, "levels"):
+            kept.pop(key, None)
         origin = "promoted" if source.meta.get(self.key) == self.rung else self.rescore_origin
-        meta = {**kept, "origin": origin, "promoted_from": ident, **self.meta()}
+        meta: CandidateMeta = {**kept, "origin": origin, "promoted_from": ident, **self.meta()}
         return np.asarray(source.sparsity, dtype=np.float64), meta
 
     def this_rung(self, history: Told, stage: int | None = None) -> Told:

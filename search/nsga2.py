@@ -10,7 +10,7 @@ environmental selection (DEAP ``selNSGA2``) needs the whole generation's results
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 from deap import base, tools
@@ -18,13 +18,20 @@ from deap import base, tools
 from prunehive.search.evolution import Individual, deap_random
 from prunehive.search.options import NSGA2Options
 from prunehive.search.space import SearchSpace
-from prunehive.search.strategy import Candidate, Outcome, Strategy
+from prunehive.search.strategy import Candidate, CandidateMeta, Outcome, Proposal, Strategy, load_meta
 
 
 class MaxFitness2(base.Fitness):
     """Two maximised objectives (an importable stand-in for ``creator.create``)."""
 
     weights = (1.0, 1.0)
+
+
+class Queued(TypedDict):
+    """A proposal of this generation not yet asked: its genes (layers, then target) and meta."""
+
+    x: list[float]
+    meta: CandidateMeta
 
 
 class NSGA2Strategy(Strategy):
@@ -85,17 +92,17 @@ class NSGA2Strategy(Strategy):
         self.offspring: list[dict[str, Any]] = []  # this generation's completed members
         self.gen_size = 0
         self.gen_told = 0
-        self.queue: list[dict[str, Any]] = []  # this generation's proposals not yet asked
+        self.queue: list[Queued] = []  # this generation's proposals not yet asked
         self._start_generation(self._initial_genomes())
 
     # ---- proposals: repaired onto each individual's own target -------------------------
-    def _candidate(self, ident: int, vector: np.ndarray, meta: dict[str, Any]) -> Candidate:
+    def _candidate(self, ident: int, vector: np.ndarray, meta: CandidateMeta) -> Candidate:
         x = self.space.with_target(meta["target"]).repair(vector)
         return Candidate(ident, [float(v) for v in x], meta=meta)
 
-    def _propose(self, n: int) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    def _propose(self, n: int) -> list[Proposal]:
         batch, self.queue = self.queue[:n], self.queue[n:]
-        return [(np.asarray(item["x"][:-1], dtype=np.float64), dict(item["meta"])) for item in batch]
+        return [(np.asarray(item["x"][:-1], dtype=np.float64), item["meta"].copy()) for item in batch]
 
     # ---- generations ---------------------------------------------------------------------
     def _gene_bounds(self) -> tuple[list[float], list[float]]:
@@ -128,7 +135,7 @@ class NSGA2Strategy(Strategy):
         self.queue = []
         for g in genomes:
             t = min(max(float(g["x"][-1]), self.min_target), self.max_target)
-            meta = {"target": t, "generation": self.generation, "origin": g["origin"]}
+            meta: CandidateMeta = {"target": t, "generation": self.generation, "origin": g["origin"]}
             self.queue.append({"x": [*g["x"][:-1], t], "meta": meta})
         self.gen_size = len(self.queue)
         self.gen_told = 0
@@ -195,4 +202,4 @@ class NSGA2Strategy(Strategy):
         self.offspring = members(state["offspring"])
         self.gen_size = int(state["gen_size"])
         self.gen_told = int(state["gen_told"])
-        self.queue = [{"x": [float(v) for v in q["x"]], "meta": dict(q["meta"])} for q in state["queue"]]
+        self.queue = [{"x": [float(v) for v in q["x"]], "meta": load_meta(q["meta"])} for q in state["queue"]]

@@ -14,7 +14,7 @@ import numpy as np
 from prunehive.search.halving import Halving, make_halving, staged_candidate, top_stage_best
 from prunehive.search.options import RandomOptions
 from prunehive.search.space import SearchSpace
-from prunehive.search.strategy import Candidate, Strategy
+from prunehive.search.strategy import Candidate, CandidateMeta, Proposal, Strategy
 
 Distribution = Literal["uniform", "target"]
 
@@ -56,12 +56,12 @@ class RandomStrategy(Strategy):
         self.spread = float(spread)
         self.halving: Halving | None = make_halving(fidelity, survivors, rung)
 
-    def _propose(self, n: int) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    def _propose(self, n: int) -> list[Proposal]:
         if self.halving is not None:
             return self.halving.propose(n, self, lambda _k, _i: self._draw())
         return [self._draw() for _ in range(n)]
 
-    def _draw(self) -> tuple[np.ndarray, dict[str, Any]]:
+    def _draw(self) -> Proposal:
         lo, hi = self.space.bounds()
         if self.distribution == "uniform":
             vector = self.rng.uniform(lo, hi)
@@ -69,7 +69,7 @@ class RandomStrategy(Strategy):
             vector = np.clip(self.space.target + self.rng.normal(0.0, self.spread, self.space.dim), lo, hi)
         return vector, {"origin": "random"}
 
-    def _candidate(self, ident: int, vector: np.ndarray, meta: dict[str, Any]) -> Candidate:
+    def _candidate(self, ident: int, vector: np.ndarray, meta: CandidateMeta) -> Candidate:
         return staged_candidate(self.space, ident, vector, meta)
 
     def best(self) -> list[Candidate]:

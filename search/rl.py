@@ -62,7 +62,7 @@ from prunehive.search.rl_agent import (  # clamp_sparsity: re-exported
     welford,
 )
 from prunehive.search.space import SearchSpace
-from prunehive.search.strategy import Candidate, Outcome, Strategy
+from prunehive.search.strategy import Candidate, CandidateMeta, Outcome, Proposal, Strategy
 
 __all__ = ["RLStrategy", "clamp_sparsity"]
 
@@ -158,11 +158,11 @@ class RLStrategy(Strategy):
         return float((m + s * torch.special.ndtri(u.clamp(1e-12, 1 - 1e-12))).clamp(0.0, 1.0))
 
     # ---- ask/tell ----------------------------------------------------------------------
-    def _propose(self, n: int) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    def _propose(self, n: int) -> list[Proposal]:
         with one_thread():
             return self._rollouts(n)
 
-    def _rollouts(self, n: int) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    def _rollouts(self, n: int) -> list[Proposal]:
         def choose(explore: bool, t: int, s: list[float], band: tuple[float, float, float]) -> float:
             """Layer t's action (uniform in the warm-up, else the actor's plus noise) on its band."""
             if explore:
@@ -173,7 +173,7 @@ class RLStrategy(Strategy):
                 a = self._truncnorm(mu, self._sigma())
             return to_sparsity(a, band)
 
-        out: list[tuple[np.ndarray, dict[str, Any]]] = []
+        out: list[Proposal] = []
         for k in range(n):
             ident = self.next_id + k
             if ident < len(self.initial):  # warm start: a heuristic, remembered like any episode
@@ -182,7 +182,9 @@ class RLStrategy(Strategy):
                 continue
             explore = ident < self._learning_starts
             anchor = None if self.prior is None else self.prior[2]
-            prior: dict[str, Any] = {} if self.prior is None else {"anchor": anchor, "anchor_value": self.prior[0]}
+            prior: CandidateMeta = {}
+            if self.prior is not None:
+                prior = {"anchor": self.prior[2], "anchor_value": self.prior[0]}
             x, _, _ = self._walk(partial(choose, explore), anchor)
             out.append((x, {"origin": "warmup" if explore else "agent", "raw": x.tolist(), **prior}))
         return out

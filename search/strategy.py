@@ -9,9 +9,9 @@ plain JSON-able data so a job can resume in another process. The runner keeps th
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypedDict, cast
 
 import numpy as np
 
@@ -21,6 +21,35 @@ from prunehive.search.space import SearchSpace
 OutcomeState = Literal["complete", "failed"]
 
 
+class CandidateMeta(TypedDict, total=False):
+    """What a candidate records beside its vector: how it was made and what it is scored at. It is
+    stored as is in the trial row and the checkpoint, so a key's name and type are part of the JSON."""
+
+    origin: str  # every strategy: how the vector was made (uniform, warm-start, random, offspring, promoted...)
+    parents: list[int]  # evolution, evopress, gp: the ids an offspring was bred from
+    rung: int  # halving (random, bayesian, evolution with stages): the rung, so a stage is ranked within it
+    generation: int  # evopress (its halving rung) and nsga2: the generation the candidate belongs to
+    fidelity: int  # halving: the stage index (0 cheapest); the driver scores at it, best() ranks the top one
+    tokens: int  # halving, when the spec gives fidelity: that stage's tokens, which the driver evaluates on
+    promoted_from: int  # halving: the told candidate whose vector this one scores again at a higher stage
+    levels: list[int]  # staged_candidate, evopress: each layer's level index in a discrete space
+    trial: int  # bayesian: the Optuna trial (kept by promotions, so every stage reports to the same trial)
+    raw: list[float]  # bayesian: the trial's unrepaired params; rl: the episode's sparsities, to replay it
+    target: float  # nsga2: the overall sparsity this individual is repaired to (its own gene)
+    anchor: list[float]  # rl: the prior episode's sparsities the episode's bands were centred on
+    anchor_value: float  # rl: that prior's value; a replayed episode is rewarded by its gain over it
+    expression: str  # gp: carried from _propose to _candidate, which moves it to Candidate.expression
+
+
+Proposal = tuple[np.ndarray, CandidateMeta]  # a raw vector and its meta, as ``_propose`` returns them
+
+
+def load_meta(data: Mapping[str, Any]) -> CandidateMeta:
+    """A meta read back from JSON (a trial row, a checkpoint) as it was written. Its keys are not
+    checked, so a checkpoint that holds a key no longer written still loads."""
+    return cast(CandidateMeta, dict(data))
+
+
 @dataclass
 class Candidate:
     """One point to evaluate: per-layer sparsities in the space's layer order."""
@@ -28,16 +57,15 @@ class Candidate:
     id: int
     sparsity: list[float]
     expression: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: CandidateMeta = field(default_factory=CandidateMeta)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "sparsity": list(self.sparsity), "expression": self.expression, "meta": self.meta}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Candidate:
-        return cls(
-            int(data["id"]), [float(x) for x in data["sparsity"]], data.get("expression"), dict(data.get("meta", {}))
-        )
+        sparsity = [float(x) for x in data["sparsity"]]
+        return cls(int(data["id"]), sparsity, data.get("expression"), load_meta(data.get("meta", {})))
 
 
 @dataclass
@@ -160,10 +188,10 @@ class Strategy(ABC):
 
     # ---- for subclasses -----------------------------------------------------------------
     @abstractmethod
-    def _propose(self, n: int) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    def _propose(self, n: int) -> list[Proposal]:
         """Return up to ``n`` raw vectors (any values; the base repairs them) with metadata."""
 
-    def _candidate(self, ident: int, vector: np.ndarray, meta: dict[str, Any]) -> Candidate:
+    def _candidate(self, ident: int, vector: np.ndarray, meta: CandidateMeta) -> Candidate:
         """Turn one proposal into a candidate; the default repairs the vector onto the budget."""
         return Candidate(ident, [float(x) for x in self.space.repair(vector)], meta=meta)
 
