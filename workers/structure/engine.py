@@ -6,8 +6,9 @@ the sublayer's parameters removed: k of its KV groups, or a step of its MLP chan
 important ones first (the calibration importance of ``select.py``), or 1.0 for the whole sublayer. Granularity
 ``head`` searches attention widths only; ``block`` only removes sublayers and blocks; ``structured`` does all.
 
-Reconstruction here fits each consumer on the dense model's inputs, once per (sublayer, level), and keeps
-the fits in memory: the structured level database of a demo-sized model.
+Reconstruction (solver ``sparsegpt``) fits each consumer on the dense model's inputs once per (sublayer,
+level) for the whole node: the structured level database of ``level_store.py``, memory-mapped by every
+worker. A plan off the level grid (units other than the least important removed) is fitted when asked.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from prunehive.search.space import Layer
 from prunehive.workers.contracts import EvalResult
 from prunehive.workers.kl import DenseReference, score_splits
 from prunehive.workers.structure.apply import applied, down_keep, o_keep, plan_weights
+from prunehive.workers.structure.level_store import ConsumerLevels, StructuredLevels, kept_units, open_store, refit
 from prunehive.workers.structure.plan import BlockPlan, StructurePlan
 from prunehive.workers.structure.pruner import StructuredPruner, check_solver, importance_name
-from prunehive.workers.structure.reconstruct import least_squares
 from prunehive.workers.structure.shrink import shrink
 from prunehive.workers.structure.stats import BlockStats, collect
 from prunehive.workers.structure.units import BlockUnits
@@ -73,6 +74,17 @@ def _slots(pruner: StructuredPruner, granularity: str, mlp_steps: int) -> list[S
     return out
 
 
+def _consumers(slots: list[Slot]) -> list[ConsumerLevels]:
+    """Each slot's consumer and the units removed at its partial levels (those a refit serves)."""
+    out = []
+    for s in slots:
+        removed = tuple(c for c in s.removed if c > 0)
+        if removed:
+            kind = "o_proj" if s.kind == "attention" else "down_proj"
+            out.append(ConsumerLevels(f"{s.block.proj(kind)}.weight", kind, s.block, s.order, removed))
+    return out
+
+
 class StructuredEngine:
     """A task's model, its units' importance and the searchable sublayers, scoring level vectors."""
 
@@ -92,7 +104,9 @@ class StructuredEngine:
         self.reference: DenseReference | None = None
         self.device = next(self.model.parameters()).device
         self._grams: dict[int, BlockStats] | None = None
+        self._store: StructuredLevels | None = None  # opened on first use (solver sparsegpt)
         self._fits: dict[tuple[str, int], torch.Tensor] = {}  # (consumer weight name, units removed) -> refit
+        self._consumers = {c.name: c for c in _consumers(self.slots)}
 
     @property
     def layers(self) -> list[Layer]:
@@ -132,12 +146,13 @@ class StructuredEngine:
             if count < 0:
                 state[s.block.index][s.kind] = False
             elif count > 0:
-                kept = tuple(sorted(s.order[count:]))
+                kept = kept_units(s.order, count)
                 state[s.block.index]["kv_groups" if s.kind == "attention" else "channels"] = kept
         return StructurePlan(tuple(BlockPlan(**state[b.index]) for b in self.structure.blocks))  # type: ignore[arg-type]
 
     def weights(self, plan: StructurePlan) -> dict[str, torch.Tensor]:
-        """The plan's full-shaped weights; for ``sparsegpt`` each consumer refitted (cached per level)."""
+        """The plan's full-shaped weights; for ``sparsegpt`` each consumer refitted (read from the level
+        store at the grid's levels, fitted here for any other choice of units, which no store holds)."""
         if self.solver == "mask":
             return plan_weights(self.model, self.structure, plan)
         consumers: dict[str, torch.Tensor] = {}
@@ -148,15 +163,41 @@ class StructuredEngine:
                 if p.removed or units is None or not present:
                     continue
                 name = f"{b.proj(kind)}.weight"
-                key = (name, (b.kv_heads if kind == "o_proj" else b.channels) - len(units))
-                if key not in self._fits:
-                    stats = self._dense_grams()[b.index]
-                    gram = stats.o_gram if kind == "o_proj" else stats.down_gram
-                    if gram is None:
-                        continue
-                    self._fits[key] = least_squares(modules[b.proj(kind)].weight.detach(), gram, keep(b, p))
-                consumers[name] = self._fits[key]
+                slot = self._consumers.get(name)
+                removed = slot.on_grid(units) if slot is not None else None
+                if removed is None:
+                    fit = refit(modules[b.proj(kind)].weight.detach(), self._dense_grams()[b.index], kind, keep(b, p))
+                else:
+                    fit = self._stored(name, removed)
+                if fit is not None:
+                    consumers[name] = fit
         return plan_weights(self.model, self.structure, plan, consumers)
+
+    def level_store(self) -> StructuredLevels | None:
+        """The consumers' refits at every level, from disk or fitted once for the node (None: solver mask)."""
+        if self.solver == "mask":
+            return None
+        if self._store is None:
+            settings = {
+                "solver": self.solver,
+                "importance": self.pruner.importance,
+                "granularity": self.pruner.granularity,
+                "seed": self.task.seed,
+            }
+            calibration, consumers = self.pruner.calibration, list(self._consumers.values())
+            self._store = open_store(self.task.name, self.model, calibration, consumers, self._dense_grams, settings)
+        return self._store
+
+    def _stored(self, name: str, removed: int) -> torch.Tensor | None:
+        """A stored refit on the model's device (kept: on the CPU it is the mapping's view, no copy)."""
+        key = (name, removed)
+        if key not in self._fits:
+            store = self.level_store()
+            fit = store.fit(name, removed) if store is not None else None
+            if fit is None:
+                return None
+            self._fits[key] = fit.to(self.device)
+        return self._fits[key]
 
     def smaller_model(self, vector: list[float]) -> nn.Module:
         """The candidate as a physically smaller model (its consumers refitted where the solver refits)."""

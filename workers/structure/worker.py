@@ -56,6 +56,7 @@ class StructuredEvalWorker(EvalWorker):
         self.task = self.structured.task
         if fitness == "kl":
             self.structured.reference = DenseReference.build(self.task, self.structured.model)
+        self.structured.level_store()  # sparsegpt: the node's refits, built (once) before the search starts
         self.timer = StructuredTimer(self.structured, latency) if latency is not None else None
         self.levels = None
         self.latency = None
@@ -121,4 +122,6 @@ class StructuredEvalWorker(EvalWorker):
         return healed_result(self.structured, list(vector), steps, lr, distill)
 
     def level_database(self) -> dict[str, Any] | None:
-        return None
+        """The structured level database the refits come from (None: solver mask stores nothing)."""
+        store = self.structured.level_store()
+        return store.describe() if store is not None else None
