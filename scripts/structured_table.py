@@ -4,11 +4,12 @@ after KL distillation for uniform width, ShortGPT depth, both combined, and stru
 with training-aware selection (``search.train_steps``), with each one's measured speed-up and parameters.
 
 Run: .venv/bin/python scripts/structured_table.py [--quick] [--seeds 0 1 2] [--speedups 1.5 2]
-     [--batches 1 16] [--budget 40] [--offspring 6] [--train-steps 20] [--heal-steps 50]
+     [--batches 1 16] [--budget 100] [--offspring 8] [--train-steps 4] [--heal-steps 20]
      [--out docs/results/structured.json]
 Every job is a real `prunehive run` in this process's PRUNEHIVE_HOME. The two evopress jobs of a setting
 differ only in ``search.train_steps`` (the same stages, offspring, seed and warm start from the heuristics);
-the heuristics' rows come from the first of them, healed with the same recipe as the best candidate.
+the heuristics' rows come from the first of them, healed with the same recipe as the best candidate (the
+second heals its best only: its heuristics are the first's).
 A rerun with the same settings goes on from the rows ``--out`` holds.
 
 Goals (issue: structured compression): one-shot, evopress closes at least 30% of the best heuristic's
@@ -61,7 +62,7 @@ def spec(args: argparse.Namespace, speedup: float, batch: int, seed: int, train:
             "granularity": "structured",
             "solver": "sparsegpt",
             "latency_budget": round(1.0 / speedup, 4),
-            "recovery": {"steps": args.heal_steps, "distill": "kl"},
+            "recovery": {"steps": args.heal_steps, "distill": "kl", "baselines": not train},
         },
         "search": search,
         "resources": {"workers": 1, "cpus_per_worker": 2},
@@ -167,12 +168,12 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--speedups", type=float, nargs="+", default=[1.5, 2.0])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 16])
-    ap.add_argument("--budget", type=int, default=40)
-    ap.add_argument("--offspring", type=int, default=6)
+    ap.add_argument("--budget", type=int, default=100)
+    ap.add_argument("--offspring", type=int, default=8)
     ap.add_argument("--fidelity", type=int, nargs="+", default=[4096, 32768])
     ap.add_argument("--survivors", type=int, nargs="+", default=[2, 1])
-    ap.add_argument("--train-steps", type=int, default=20)
-    ap.add_argument("--heal-steps", type=int, default=50)
+    ap.add_argument("--train-steps", type=int, default=4)
+    ap.add_argument("--heal-steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--out", default="docs/results/structured.json")
     args = ap.parse_args()

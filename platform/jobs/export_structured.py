@@ -75,7 +75,8 @@ def smaller_model(spec: JobSpec, levels: dict[str, float], healed: bool = False)
         return engine.smaller_model(vector).cpu().eval(), engine
     plan = engine.plan_of(vector)
     weights, calibration = engine.weights(plan), engine.pruner.calibration
-    fit = heal(engine.task, engine.model, engine.structure, plan, weights, calibration, **recovery.model_dump())
+    steps, lr, distill = recovery.steps, recovery.lr, recovery.distill
+    fit = heal(engine.task, engine.model, engine.structure, plan, weights, calibration, steps, lr, distill)
     return shrink(fit.model, plan).cpu().eval(), engine
 
 

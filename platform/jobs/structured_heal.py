@@ -20,12 +20,14 @@ if TYPE_CHECKING:
 
 
 def healed_summary(spec: JobSpec, pool: ActorPool, space: SearchSpace, summary: SearchSummary) -> SearchSummary:
-    """``summary`` with ``healed`` set on its best and on each evaluated baseline, healed across the workers."""
+    """``summary`` with ``healed`` set on its best and (unless ``recovery.baselines`` is false) on each evaluated
+    baseline, healed across the workers."""
     recovery = spec.pruning.recovery
     if recovery is None:
         return summary
     named: list[tuple[str, Entry]] = [("best", summary.best)]
-    named += [(n, e) for n, e in summary.baselines.items() if isinstance(e, Entry)]
+    if recovery.baselines:
+        named += [(n, e) for n, e in summary.baselines.items() if isinstance(e, Entry)]
     refs = [
         pool.actors[i % len(pool.actors)].heal.remote(
             [e.layers[n] for n in space.names], recovery.steps, recovery.lr, recovery.distill

@@ -29,6 +29,11 @@ class RecoverySpec(Strict):
     distill: Literal["kl", "none"] = Field(
         "kl", description="kl: match the dense model's next-token distributions; none: the task's own loss."
     )
+    baselines: bool = Field(
+        True,
+        description="Heal the baselines too (the default: the comparison stays fair); false heals the best only, "
+        "e.g. for a second search whose baselines were healed, at the same budget and seed, by the first.",
+    )
 
 
 class PruningSpec(Strict):

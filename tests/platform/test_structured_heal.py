@@ -73,10 +73,9 @@ def test_search_heals_best_and_baselines_alike(home: Path) -> None:
 
 def test_training_aware_selection_scores_candidates_after_distillation(home: Path) -> None:
     """``search.train_steps``: each trial is scored after its stage's distillation steps, while the summary's
-    best is re-scored one-shot (and healed only by ``pruning.recovery``)."""
+    best is re-scored one-shot (and healed only by ``pruning.recovery``; ``baselines: false`` heals it alone)."""
     store = JobStore(f"sqlite:///{home / 'prunehive.db'}")
-    data = spec()
-    data["pruning"].pop("recovery")  # type: ignore[attr-defined]
+    data = spec(steps=2, baselines=False)  # the best is healed, the baselines are not
     data["search"]["train_steps"] = [20]  # type: ignore[index]
     job_id = start_job(store, parse_spec(data))
     out = SearchRun(store, job_id, show_progress=False).run()
@@ -86,7 +85,8 @@ def test_training_aware_selection_scores_candidates_after_distillation(home: Pat
     trained = rows[best.candidate_id or 0].result
     assert trained is not None
     one_shot_kl, trained_kl = best.metrics["validation"].kl or 0.0, trained.metrics["validation"].kl or 0.0
-    assert trained_kl < one_shot_kl and best.healed is None
+    assert trained_kl < one_shot_kl and best.healed is not None
+    assert all(isinstance(e, Entry) and e.healed is None for e in SearchSummary.from_dict(out).baselines.values())
 
 
 def test_healed_export_reloads_to_the_healed_quality(home: Path) -> None:
