@@ -71,43 +71,34 @@ def test_search_heals_best_and_baselines_alike(home: Path) -> None:
     assert SearchSummary.from_dict(data).to_dict() == data
 
 
-def test_training_aware_selection_scores_candidates_after_distillation(home: Path) -> None:
+def test_training_aware_selection_then_the_healed_best_exports(home: Path) -> None:
     """``search.train_steps``: each trial is scored after its stage's distillation steps, while the summary's
-    best is re-scored one-shot (and healed only by ``pruning.recovery``; ``baselines: false`` heals it alone)."""
+    best is re-scored one-shot and healed by ``pruning.recovery`` (``baselines: false``: the best alone).
+    ``prunehive export --healed`` then writes that healed best as the smaller model, trained as the job's
+    worker trained it: reloaded from its directory it scores the summary's healed validation quality."""
     store = JobStore(f"sqlite:///{home / 'prunehive.db'}")
-    data = spec(steps=2, baselines=False)  # the best is healed, the baselines are not
+    data = spec(steps=5, lr=3e-3, distill="kl", baselines=False)
     data["search"]["train_steps"] = [20]  # type: ignore[index]
     job_id = start_job(store, parse_spec(data))
     out = SearchRun(store, job_id, show_progress=False).run()
     assert out["status"] == "succeeded", out
-    best = SearchSummary.from_dict(out).best
-    rows = {t.candidate_id: TrialRow.of(t) for t in store.trials(job_id)}
-    trained = rows[best.candidate_id or 0].result
-    assert trained is not None
+    summary = SearchSummary.from_dict(out)
+    best = summary.best
+    trained = TrialRow.of(next(t for t in store.trials(job_id) if t.candidate_id == best.candidate_id)).result
+    assert trained is not None and best.healed is not None
     one_shot_kl, trained_kl = best.metrics["validation"].kl or 0.0, trained.metrics["validation"].kl or 0.0
-    assert trained_kl < one_shot_kl and best.healed is not None
-    assert all(isinstance(e, Entry) and e.healed is None for e in SearchSummary.from_dict(out).baselines.values())
+    assert trained_kl < one_shot_kl
+    assert all(isinstance(e, Entry) and e.healed is None for e in summary.baselines.values())
 
-
-def test_healed_export_reloads_to_the_healed_quality(home: Path) -> None:
-    """``prunehive export --healed``: the best candidate trained as the job's worker trained it, as the
-    smaller model; reloaded from its directory it scores the summary's healed validation quality."""
-    store = JobStore(f"sqlite:///{home / 'prunehive.db'}")
-    data = spec(steps=5, lr=3e-3, distill="kl")
-    data["search"]["baselines"] = ["uniform"]  # type: ignore[index]
-    job_id = start_job(store, parse_spec(data))
-    summary = SearchSummary.from_dict(SearchRun(store, job_id, show_progress=False).run())
-    assert summary.best.healed is not None
     info = export_candidate(store, job_id, "best", home / "healed", "hf", healed=True)
-    assert info["healed"] is True
-    recorded = summary.best.healed.metrics["validation"].quality
-    assert info["metrics"]["validation"]["perplexity"] == recorded
-    assert info["test_metrics"]["perplexity"] == summary.best.healed.metrics["test"].quality
+    recorded = best.healed.metrics["validation"].quality
+    assert info["healed"] is True and info["metrics"]["validation"]["perplexity"] == recorded
+    assert info["test_metrics"]["perplexity"] == best.healed.metrics["test"].quality
     healed_ppl = tiny_llama().evaluate(load_exported(home / "healed").eval(), "validation").quality
     assert abs(healed_ppl - recorded) < 1e-4
     one_shot = export_candidate(store, job_id, "best", home / "one-shot", "hf")
     assert one_shot["healed"] is False and one_shot["metrics"]["validation"]["perplexity"] != recorded
-    other = next(t.candidate_id for t in store.trials(job_id) if t.candidate_id != summary.best.candidate_id)
+    other = next(t.candidate_id for t in store.trials(job_id) if t.candidate_id != best.candidate_id)
     with pytest.raises(ValueError, match=f"--healed: candidate {other} was not healed"):
         export_candidate(store, job_id, str(other), home / "other", "hf", healed=True)
 
