@@ -180,7 +180,8 @@ def main() -> None:
     if args.quick:
         args.seeds, args.speedups, args.batches, args.budget = args.seeds[:1], args.speedups[:1], [1], 16
         args.heal_steps, args.train_steps, args.repeats = 10, 5, 5
-    settings = {k: v for k, v in vars(args).items() if k not in ("seeds", "out", "quick")}
+    # what a row's numbers depend on; seeds, budgets and batches key the rows, so runs over parts combine
+    settings = {k: v for k, v in vars(args).items() if k not in ("seeds", "speedups", "batches", "out", "quick")}
     rows = Rows(args.out, settings, keep=not args.quick)
     with tempfile.TemporaryDirectory() as tmp:
         measure(args, rows, Path(tmp))
