@@ -164,6 +164,7 @@ def verdicts(args: argparse.Namespace, rows: list[dict[str, Any]]) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="one seed, one budget, batch 1, small: a smoke run")
+    ap.add_argument("--report", action="store_true", help="print the table of the rows --out holds; run nothing")
     ap.add_argument("--task", default="code-lm-deep")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--speedups", type=float, nargs="+", default=[1.5, 2.0])
@@ -181,10 +182,12 @@ def main() -> None:
         args.seeds, args.speedups, args.batches, args.budget = args.seeds[:1], args.speedups[:1], [1], 16
         args.heal_steps, args.train_steps, args.repeats = 10, 5, 5
     # what a row's numbers depend on; seeds, budgets and batches key the rows, so runs over parts combine
-    settings = {k: v for k, v in vars(args).items() if k not in ("seeds", "speedups", "batches", "out", "quick")}
+    keys = ("seeds", "speedups", "batches", "out", "quick", "report")
+    settings = {k: v for k, v in vars(args).items() if k not in keys}
     rows = Rows(args.out, settings, keep=not args.quick)
-    with tempfile.TemporaryDirectory() as tmp:
-        measure(args, rows, Path(tmp))
+    if not args.report:
+        with tempfile.TemporaryDirectory() as tmp:
+            measure(args, rows, Path(tmp))
     text = table(args, rows.rows)
     rows.save(text)
     print(text)
