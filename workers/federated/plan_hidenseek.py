@@ -1,12 +1,9 @@
-"""``hidenseek``: server-side data-agnostic pruning at initialisation plus a sign supermask (HideNseek;
-Vallapuram et al., 2022).
+"""``hidenseek``: data-agnostic pruning at initialisation plus a sign supermask (HideNseek, 2022).
 
-What the paper does: the server prunes the randomly initialised model once with SynFlow, which needs
-no data (it scores weights by the "synaptic flow" of an all-ones input through the network with
-absolute weights, pruning iteratively so no layer collapses). The kept weights are never trained:
-each client learns a sign supermask over them, ``w = w_init * m`` with ``m`` in {-1, +1}, through real
-scores and a straight-through sign, and sends only the signs, one bit per kept weight. The server
-aggregates the signs (a vote) and broadcasts them.
+What the paper does: the server prunes the random initial model once with SynFlow (no data: the
+"synaptic flow" of an all-ones input through absolute weights, iterated so no layer collapses). Kept
+weights are never trained: clients learn a sign supermask ``w = w_init * m``, ``m`` in {-1, +1} (real
+scores, straight-through sign), and send the signs, one bit per kept weight; the server votes.
 
 What this implementation changes:
 - SynFlow runs on the server's own probe input (all ones, the task's input shape) for 20 iterations
@@ -15,10 +12,14 @@ What this implementation changes:
 - Clients rebuild ``w_init`` from the run's seed (the server's initial model is seeded), so weights
   never travel: downlink is the mask (one bit per prunable weight), the global signs (one bit per kept
   weight) and the small unprunable tensors (biases, BatchNorm), which clients train normally.
-- Each round a client starts its scores at ``sign * 0.01``, trains them with AdamW for its local
-  epochs and sends ``sign(score)`` packed to bits. The server's vote is weighted by examples; a tie
-  keeps the previous sign. Unprunable tensors are averaged as in FedAvg.
-- Only unstructured pruning: a sign supermask is per weight (other granularities are refused).
+- The kept initial weights are scaled to their layer's dense norm (``kept_scale``), so a sparse
+  layer's output keeps its dense variance; signs alone cannot restore a magnitude lost to pruning.
+- A client starts its scores at ``sign * FLIP_FRACTION * lr * steps`` (``steps``: a typical client's local
+  steps), trains them with AdamW and sends ``sign(score)`` as bits. AdamW moves a score about ``lr`` a step,
+  so a sign flips only where half a round pushed it one way (from ``sign * 0.01`` a third flip as noise).
+- The server's vote, weighted by examples, flips a sign only on a two-thirds majority (``vote``).
+  Unprunable tensors are averaged as in FedAvg.
+- Only unstructured pruning (a sign supermask is per weight); other granularities are refused.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from flwr.serverapp import Grid
 from torch import nn
 from torch.func import functional_call
 
-from prunehive.workers.federated.client_app import _num, app, cached_task, local_data
+from prunehive.workers.federated.client_app import _num, app, cached_rows, cached_task, local_data
 from prunehive.workers.federated.client_cost import plain_loss, training_cost
 from prunehive.workers.federated.encoding import as_array, dense_record, get_mask, put_mask, record_bytes
 from prunehive.workers.federated.models import start_model
@@ -48,7 +49,16 @@ from prunehive.workers.tasks.base import seed_everything
 ACTION = "hidenseek"
 SIGNS = "@signs"
 SYNFLOW_ITERATIONS = 20
-SCORE_INIT = 0.01
+FLIP_FRACTION = 0.5  # of a typical client's local steps that must push a score one way to flip its sign
+FLIP_MAJORITY = 1 / 3  # net vote against a sign, as a share of the examples, that flips it (over 2/3 against)
+
+
+def kept_scale(weight: torch.Tensor, mask: torch.Tensor) -> float:
+    """``|w| / |w * mask|``: the kept initial weights are scaled up so each layer keeps its dense norm,
+    hence its output's variance. A sign supermask cannot grow magnitudes, so without this a layer with
+    no BatchNorm after it (the classifier) gives logits too small to learn from at high sparsity."""
+    kept = float((weight * mask).norm())
+    return float(weight.norm()) / kept if kept > 0 else 1.0
 
 
 def synflow_masks(model: nn.Module, names: list[str], example: torch.Tensor, sparsity: float) -> TierMasks:
@@ -108,10 +118,24 @@ def supermask_record(
     return record
 
 
+def vote(signs: torch.Tensor, votes: torch.Tensor, total: float) -> torch.Tensor:
+    """The new global signs: a sign flips only when more than ``(1 + FLIP_MAJORITY) / 2`` of the examples
+    (``votes`` is the example-weighted sum of the clients' signs, ``total`` the examples) voted against it.
+    A plain majority lets each round flip a large, mostly non-IID-driven share of signs at once."""
+    flip = votes * signs < -FLIP_MAJORITY * total
+    return torch.where(flip, -signs, signs)
+
+
 class SignSupermask(nn.Module):
     """``base`` whose prunable weights are ``w_init * sign(score)`` over the kept positions (straight-through)."""
 
-    def __init__(self, base: nn.Module, masks: Mapping[str, torch.Tensor], signs: Mapping[str, torch.Tensor]) -> None:
+    def __init__(
+        self,
+        base: nn.Module,
+        masks: Mapping[str, torch.Tensor],
+        signs: Mapping[str, torch.Tensor],
+        score_init: float = 0.01,
+    ) -> None:
         super().__init__()
         self.base = base
         self.names = list(masks)
@@ -121,7 +145,7 @@ class SignSupermask(nn.Module):
             weight.requires_grad_(False)
             index = masks[name].reshape(-1).nonzero().squeeze(1)
             self.register_buffer(f"index{i}", index)
-            self.scores.append(nn.Parameter(signs[name].reshape(-1)[index] * SCORE_INIT))
+            self.scores.append(nn.Parameter(signs[name].reshape(-1)[index] * score_init))
 
     def weights(self) -> dict[str, torch.Tensor]:
         out = {}
@@ -129,9 +153,8 @@ class SignSupermask(nn.Module):
             weight, index, score = self.base.get_parameter(name), self.get_buffer(f"index{i}"), self.scores[i]
             sign = torch.where(score >= 0, 1.0, -1.0)
             values = weight.reshape(-1)[index] * (score + (sign - score).detach())
-            out[name] = (
-                torch.zeros(weight.numel(), dtype=weight.dtype).index_put((index,), values).reshape(weight.shape)
-            )
+            flat = torch.zeros(weight.numel(), dtype=weight.dtype)
+            out[name] = flat.index_put((index,), values).reshape(weight.shape)
         return out
 
     def forward(self, x: torch.Tensor) -> Any:
@@ -156,9 +179,11 @@ class HideNseekStrategy(NamedPlanStrategy):
             raise ValueError(f"pruning.granularity: hidenseek learns a sign per weight; use unstructured, not {label}")
         model = start_model(self.task)
         model.load_state_dict(self.state)
-        self.initial = {n: self.state[n].clone() for n in self.prunable}
-        self.set_masks(synflow_masks(model, self.prunable, self.task.example_input(), self.target))
+        masks = synflow_masks(model, self.prunable, self.task.example_input(), self.target)
+        self.set_masks(masks)
+        self.initial = {n: self.state[n] * masks[n] * kept_scale(self.state[n], masks[n]) for n in self.prunable}
         self.signs = {n: torch.ones_like(self.state[n]) for n in self.prunable}
+        self.state.update(self.initial)
 
     def train_payload(self, cfg: ConfigRecord) -> RecordDict:
         masks = self.tier_masks(0) or {}
@@ -194,8 +219,8 @@ class HideNseekStrategy(NamedPlanStrategy):
                 sums[n] += weight * torch.from_numpy(arrays[n].numpy().copy()).reshape(self.state[n].shape).double()
         total = sum(w for w, _ in metrics)
         for n in masks:
-            self.signs[n] = torch.where(votes[n] == 0, self.signs[n], torch.sign(votes[n]).float())
-            self.state[n] = self.initial[n] * masks[n] * self.signs[n]
+            self.signs[n] = vote(self.signs[n], votes[n], total)
+            self.state[n] = self.initial[n] * self.signs[n]
         for n, s in sums.items():
             self.state[n] = (s / total).to(self.state[n].dtype)
         record.client_accuracy = sum(w * m.get("accuracy", 0.0) for w, m in metrics) / total
@@ -218,6 +243,14 @@ def initial_state(task: str, task_seed: int, seed: int) -> dict[str, torch.Tenso
     return {n: t.detach().clone() for n, t in start_model(loaded).state_dict().items()}
 
 
+def typical_steps(cfg: ConfigRecord) -> int:
+    """Local steps of a client holding an equal share of the train split: every client flips a sign
+    only after about ``FLIP_FRACTION`` of these steps pushed its score one way (Adam moves a score by
+    about ``lr`` a step whatever the gradient's size), whatever its own share."""
+    rows = len(cached_rows(str(cfg["task"]), int(_num(cfg, "task-seed")))[0]) / _num(cfg, "partitions")
+    return int(_num(cfg, "local-epochs")) * math.ceil(rows / _num(cfg, "batch-size"))
+
+
 @app.train(ACTION)
 def hidenseek_train(msg: Message, context: Context) -> Message:
     """Train a sign supermask over the kept initial weights; reply with the signs, one bit per kept weight."""
@@ -237,19 +270,20 @@ def hidenseek_train(msg: Message, context: Context) -> Message:
         if mask is None:
             raise KeyError(f"hidenseek message has neither {name!r} nor its mask")
         masks[name], signs[name] = mask, unpack_signs(record[name + SIGNS].numpy(), mask)
-        state[name] = like * mask
+        state[name] = like * mask * kept_scale(like, mask)  # the server's ``initial``, rebuilt
     base = start_model(task)
     base.load_state_dict(state)
-    net = SignSupermask(base, masks, signs)
     batch = int(_num(cfg, "batch-size"))
     steps = int(_num(cfg, "local-epochs")) * math.ceil(len(x) / batch)
+    lr = _num(cfg, "lr") or task.lr
+    net = SignSupermask(base, masks, signs, score_init=FLIP_FRACTION * lr * typical_steps(cfg))
     cost = training_cost(
         net, plain_loss(task.loss_fn), (x[:batch], y[:batch]), {f"base.{n}": m for n, m in masks.items()}, steps
     )
     mean_loss = task.train(
         net,
         steps,
-        lr=_num(cfg, "lr") or None,
+        lr=lr,
         seed=int(_num(cfg, "seed")) * 1_000_003 + int(_num(cfg, "server-round")) * 1_009 + pid,
         data=(x, y),
         batch_size=batch,
