@@ -1,5 +1,8 @@
 """EvoPress (Sieberling et al., ICML 2025): (1+λ) evolution by level switches, with multi-step selection.
 
+On structured grids (a sublayer's last level removes it whole) half the mutations are EvoPress's depth-mode
+swaps instead: two sublayers exchange their levels, so a removed sublayer returns while a kept one goes.
+
 Each generation mutates the parent λ times (a few level switches each, so the budget holds), scores
 the offspring cheaply at the first fidelity stage, promotes the best ``survivors[0]`` to the next,
 more expensive stage, and so on; the best of the last stage replaces the parent if it beats it.
@@ -20,10 +23,12 @@ from typing import Any
 import numpy as np
 
 from prunehive.search.halving import Halving, Told, top_stage_best
-from prunehive.search.levels import level_switch, settle
+from prunehive.search.levels import level_swap, level_switch, settle
 from prunehive.search.options import EvoPressOptions
 from prunehive.search.space import SearchSpace
 from prunehive.search.strategy import Candidate, CandidateMeta, Outcome, Proposal, Strategy
+
+SWAP_SHARE = 0.5  # of a structured search's mutations that are depth-mode swaps rather than level switches
 
 
 def default_offspring(dim: int) -> int:
@@ -79,6 +84,8 @@ class EvoPressStrategy(Strategy):
         self.initial = [space.uniform()] + [space.repair(np.asarray(v, dtype=np.float64)) for v in initial or []]
         self._weights = space.weights()
         self._allowed = space.allowed() if space.discrete else None
+        # Grids with a whole-removal level (structured sublayers): half the mutations swap two levels
+        self._removable = self._allowed is not None and any(a[-1] == 1.0 for a in self._allowed)
         self.halving = Halving(
             fidelity, survivors, self._generation_size, key="generation", shrink=False, rescore_origin="parent"
         )
@@ -125,6 +132,8 @@ class EvoPressStrategy(Strategy):
         switches = min(int(self.rng.integers(1, k + 1)), int(self.rng.integers(1, k + 1)))
         if self._allowed is None:
             return self._transfer(parent, switches)
+        if self._removable and self.rng.random() < SWAP_SHARE:  # structured levels: depth moves too
+            return level_swap(parent, self._allowed, self.rng, switches)
         child, inexact = level_switch(parent, self._weights, self._allowed, self.rng, switches)
         return settle(child, self._weights, self._allowed, self.space.target, frozen=inexact) if inexact else child
 

@@ -124,6 +124,25 @@ def budget_slack(x: np.ndarray, w: np.ndarray, allowed: list[np.ndarray], target
     return 0.5 * min(steps) + ROUNDING if steps else 1e-9
 
 
+def level_swap(x: np.ndarray, allowed: list[np.ndarray], rng: np.random.Generator, swaps: int = 1) -> np.ndarray:
+    """EvoPress's depth-mode move: ``swaps`` times, two layers exchange their levels (each level on the other's
+    grid), e.g. a removed sublayer comes back while a kept one goes. Equal-sized layers keep the budget
+    exactly; the caller's repair settles any other pair."""
+    x = x.copy()
+    for _ in range(swaps):
+        pairs = [
+            (a, b)
+            for a in range(x.size)
+            for b in range(a + 1, x.size)
+            if x[a] != x[b] and np.any(allowed[a] == x[b]) and np.any(allowed[b] == x[a])
+        ]
+        if not pairs:
+            break
+        a, b = pairs[int(rng.integers(len(pairs)))]
+        x[a], x[b] = x[b], x[a]
+    return x
+
+
 def level_switch(
     x: np.ndarray, w: np.ndarray, allowed: list[np.ndarray], rng: np.random.Generator, switches: int = 1
 ) -> tuple[np.ndarray, list[int]]:

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from prunehive.search.levels import level_switch
+from prunehive.search.levels import level_swap, level_switch
 from prunehive.search.registry import make_strategy
 from prunehive.search.space import Layer, SearchSpace
 from prunehive.search.testing import Driver, check_strategy, make_objective, synthetic_space
@@ -80,6 +80,19 @@ def test_a_level_switch_keeps_the_budget_exact() -> None:
         moved = np.flatnonzero(child != x)
         steps = np.abs(child[moved] - x[moved]) / 0.05
         assert len(moved) >= 2 and np.allclose(steps, np.round(steps)) and steps.sum() <= 6 + 1e-9
+        x = child
+
+
+def test_a_level_swap_exchanges_levels_each_on_the_others_grid() -> None:
+    """Structured sublayers: a removed one (1.0) comes back while a kept one goes; equal sizes keep the budget."""
+    attention, mlp = np.array([0.0, 0.25, 0.5, 0.75, 1.0]), np.array([0.0, 0.125, 0.5, 1.0])
+    allowed = [attention, mlp] * 4
+    rng = np.random.default_rng(0)
+    x = np.array([1.0, 1.0, 0.0, 0.5, 0.25, 0.0, 0.0, 0.125])
+    for _ in range(100):
+        child = level_swap(x, allowed, rng, swaps=1)
+        assert sorted(child) == sorted(x) and not np.array_equal(child, x)
+        assert all(np.any(g == v) for g, v in zip(allowed, child, strict=True))
         x = child
 
 
