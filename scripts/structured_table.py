@@ -115,7 +115,8 @@ def table(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
         f"{args.task}, structured (heads, MLP channels, blocks), sparsegpt reconstruction; evopress budget "
         f"{args.budget}, {args.offspring} offspring, stages {args.fidelity} tokens / survivors {args.survivors}; "
         f"training-aware: {args.train_steps} KL steps in the last stage; healing: {args.heal_steps} KL steps; "
-        f"seeds {' '.join(map(str, args.seeds))}. Test perplexity (lower is better), mean ± std; speed-up measured "
+        f"seeds {' '.join(map(str, sorted({r['seed'] for r in rows})))}. Test perplexity (lower is better), "
+        "mean ± std; speed-up measured "
         "whole against dense at the job's batch.",
         "",
         "| budget | batch | candidate | one-shot | distilled | measured speed-up | params |",
