@@ -112,10 +112,17 @@ class StructuredSpace(SearchSpace):
 
     def repair(self, vector: npt.ArrayLike) -> np.ndarray:
         """A feasible vector is its own closest feasible point (the budgets are one-sided), so it stays:
-        a baseline given as a warm start is searched from exactly as it was scored."""
+        a baseline given as a warm start is searched from exactly as it was scored. A vector that already
+        removes enough parameters keeps its levels (nearest on each grid) and only steps up where latency
+        asks; projecting it onto the params target would undo its removals (with ``sparsity: 0`` and a
+        latency budget every offspring would collapse to one greedy point)."""
         x = np.asarray(vector, dtype=np.float64)
         if x.shape == (self.dim,) and self.feasible(x):
             return x.copy()
+        if x.shape == (self.dim,) and not np.isnan(x).any():
+            snapped = np.array([g[int(np.argmin(np.abs(g - v)))] for g, v in zip(self.allowed(), x, strict=True)])
+            if self.achieved(snapped) >= self.target - ROUNDING:
+                return self.within(snapped)
         return self.within(super().repair(vector))
 
     def within(self, x: np.ndarray) -> np.ndarray:

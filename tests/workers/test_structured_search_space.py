@@ -156,3 +156,20 @@ def test_params_budget_is_an_exact_constraint_on_the_whole_model(engine: Structu
         structured_space(spec(0.01), engine.layers, extras, engine.total_params)
     with pytest.raises(SpecError, match="params_budget bounds head, block or structured candidates"):
         spec(0.5, "unstructured")
+
+
+def test_latency_repair_keeps_the_removals_a_candidate_already_has(engine: StructuredEngine) -> None:
+    """``sparsity: 0`` with a latency budget: an offspring over the budget only gains removals, so two
+    different offspring stay different (projecting onto the params target would undo their removals and
+    repair every one of them to the same greedy point)."""
+    w = StructuredSpace(engine.layers, target=0.0, grids=engine.grids).weights()
+    deltas = [[-10.0 * w[i] * level for level in grid] for i, grid in enumerate(engine.grids)]
+    space = StructuredSpace(engine.layers, target=0.0, grids=engine.grids, latency=LatencyTable(10.0, deltas, 0.6))
+    rng = np.random.default_rng(3)
+    repaired = []
+    for _ in range(6):
+        x = np.array([g[int(rng.integers(len(g)))] if rng.random() < 0.3 else 0.0 for g in engine.grids])
+        fixed = space.repair(x)
+        assert space.feasible(fixed) and np.all(fixed >= x - 1e-12)
+        repaired.append(tuple(fixed))
+    assert len(set(repaired)) > 1
