@@ -129,6 +129,7 @@ def _children(pid: int) -> list[int]:
     return [child.pid for child in psutil.Process(pid).children()]
 
 
+@pytest.mark.slow  # ~50 s, mostly the MLflow server's start-up; `prunehive run`'s SIGTERM test stays default
 def test_sigterm_to_ui_stops_the_mlflow_server_and_its_workers(tmp_path: Path) -> None:
     with __import__("socket").socket() as sock:
         sock.bind(("127.0.0.1", 0))

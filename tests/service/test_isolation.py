@@ -62,6 +62,7 @@ class HealthWatch(threading.Thread):
                 self.done.wait(0.5)
 
 
+@pytest.mark.slow  # ~100 s: each kind runs through the service in its own tests; this runs them all at once
 def test_every_kind_at_once_through_one_server(tmp_path: Path) -> None:
     env = {
         "PATH": f"{bin_path('')}:/usr/bin:/bin",
