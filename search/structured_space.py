@@ -120,7 +120,7 @@ class StructuredSpace(SearchSpace):
         if x.shape == (self.dim,) and self.feasible(x):
             return x.copy()
         if x.shape == (self.dim,) and not np.isnan(x).any():
-            snapped = np.array([g[int(np.argmin(np.abs(g - v)))] for g, v in zip(self.allowed(), x, strict=True)])
+            snapped = np.array([g[j] for g, j in zip(self.grids, self.level_indices(x), strict=True)])
             if self.achieved(snapped) >= self.target - ROUNDING:
                 return self.within(snapped)
         return self.within(super().repair(vector))

@@ -24,7 +24,7 @@ from prunehive.platform.store.jobs import JobRecord
 from prunehive.workers.build import EngineSpec, seeded_task
 from prunehive.workers.contracts import Healed
 from prunehive.workers.kl import score_splits
-from prunehive.workers.structure.distill import heal
+from prunehive.workers.structure.distill import healed_candidate
 from prunehive.workers.structure.engine import StructuredEngine
 from prunehive.workers.structure.hf_export import write_shrunk
 from prunehive.workers.structure.modeling_prunehive_llama import PrunedLlamaConfig
@@ -73,10 +73,7 @@ def smaller_model(spec: JobSpec, levels: dict[str, float], healed: bool = False)
     recovery = spec.pruning.recovery
     if not healed or recovery is None:
         return engine.smaller_model(vector).cpu().eval(), engine
-    plan = engine.plan_of(vector)
-    weights, calibration = engine.weights(plan), engine.pruner.calibration
-    steps, lr, distill = recovery.steps, recovery.lr, recovery.distill
-    fit = heal(engine.task, engine.model, engine.structure, plan, weights, calibration, steps, lr, distill)
+    plan, fit = healed_candidate(engine, vector, recovery.steps, recovery.lr, recovery.distill)
     return shrink(fit.model, plan).cpu().eval(), engine
 
 

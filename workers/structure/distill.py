@@ -88,6 +88,15 @@ def heal(  # noqa: PLR0913 - the plan, its weights and the recipe
     return Healed(model.eval(), rate)
 
 
+def healed_candidate(
+    engine: StructuredEngine, vector: list[float], steps: int, lr: float | None = None, distill: Distill = "kl"
+) -> tuple[StructurePlan, Healed]:
+    """A ``StructuredEngine`` candidate's plan and its healed model (the engine's weights and calibration)."""
+    plan = engine.plan_of(vector)
+    weights, calibration = engine.weights(plan), engine.pruner.calibration
+    return plan, heal(engine.task, engine.model, engine.structure, plan, weights, calibration, steps, lr, distill)
+
+
 def healed_result(  # noqa: PLR0913 - a candidate and the recipe
     engine: StructuredEngine,
     vector: list[float],
@@ -101,9 +110,7 @@ def healed_result(  # noqa: PLR0913 - a candidate and the recipe
     samples only, as a staged search asks; with the validation KL from dense where the engine holds a
     reference), and the learning rate used."""
     start = time.perf_counter()
-    plan = engine.plan_of(vector)
-    weights, calibration = engine.weights(plan), engine.pruner.calibration
-    healed = heal(engine.task, engine.model, engine.structure, plan, weights, calibration, steps, lr, distill)
+    plan, healed = healed_candidate(engine, vector, steps, lr, distill)
     metrics = score_splits(engine.task, healed.model, splits, limit, engine.reference)
     achieved, _, params, flops = engine.pruner.measure(plan)
     layers = {s.name: float(v) for s, v in zip(engine.slots, vector, strict=True)}
