@@ -6,7 +6,7 @@ their established order, and ``from_dict`` reads it back. No torch or Ray.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, TypeAlias, TypeVar
 
 from prunehive.platform.jobs.summary_types import SearchSummary, entries_from_dict, entries_to_dict, rule_to_dict
@@ -26,7 +26,9 @@ class Row:
 
     @classmethod
     def from_dict(cls: type[R], data: dict[str, Any]) -> R:
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        """A field with a default was added later: JSON stored before it reads as the default."""
+        values = {f.name: data[f.name] if f.default is MISSING else data.get(f.name, f.default) for f in fields(cls)}
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -155,13 +157,16 @@ class Tier(Row):
 
 @dataclass(frozen=True)
 class Traffic(Row):
-    """What a federated simulation sent, summed over its rounds (and its failed client replies)."""
+    """What a federated simulation sent, summed over its rounds (and its failed client replies), and what its
+    clients' local training cost."""
 
     bytes_up: int
     bytes_down: int
     dense_bytes_up: int
     dense_bytes_down: int
     failures: int
+    client_flops: int = 0  # local training FLOPs, all clients and rounds (sparse-aware; see ``client_cost``)
+    peak_client_bytes: int = 0  # the largest client's measured peak training memory
 
 
 @dataclass(frozen=True)

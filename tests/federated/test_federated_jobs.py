@@ -50,6 +50,10 @@ def test_progressive_job_through_the_cli(home: Path) -> None:
     assert result["final"]["sparsity"] == pytest.approx(0.8, abs=1e-3)
     assert 0.0 < result["final"]["test_accuracy"] <= 1.0
     assert result["dense_bytes_up"] > 2 * result["bytes_up"] > 0 and result["bytes_down"] > 0
+    # the clients' measured training cost: summed FLOPs, the largest peak; pruned rounds train for less
+    assert result["client_flops"] == sum(r["client_flops"] for r in result["rounds"]) > 0
+    assert result["peak_client_bytes"] == max(r["peak_client_bytes"] for r in result["rounds"]) > 0
+    assert result["rounds"][2]["client_flops"] < result["rounds"][0]["client_flops"]
     assert [r["sparsity"][0] for r in result["rounds"]] == [
         0.0,
         pytest.approx(0.8, abs=1e-3),

@@ -66,6 +66,7 @@ TOP_LEVEL: dict[str, set[str]] = {
         *("job_id", "kind", "status", "task", "plan", "final", "bytes_up", "bytes_down", "dense_bytes_up"),
         *("dense_bytes_down", "failures", "uplink_reduction", "rounds", "mlflow_run_id", "tracking_uri", "timing"),
         *("per_row", "rule"),  # added 2026-12-06
+        *("client_flops", "peak_client_bytes"),  # added 2026-12-06
     },
     "prune": {
         *("task", "metric", "granularity", "allocation", "target_sparsity", "requested", "metrics"),

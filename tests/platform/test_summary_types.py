@@ -76,7 +76,7 @@ def test_search_summaries_round_trip(fields: dict[str, Any]) -> None:
 
 
 def test_federated_tiers_and_dense_reference_round_trip() -> None:
-    traffic = Traffic(2_000, 4_000, 8_000, 8_000, 1)
+    traffic = Traffic(2_000, 4_000, 8_000, 8_000, 1, client_flops=7_000_000, peak_client_bytes=3_000)
     tiers = [Tier(0.5, 0.49, 0.93, {"fc1": 0.49}), Tier(0.8, 0.79, 0.9, {"fc1": 0.79})]
     summary = FederatedSummary(
         job_id="cd34",
@@ -99,3 +99,10 @@ def test_federated_tiers_and_dense_reference_round_trip() -> None:
     assert list(data["final"]) == ["test_accuracy", "sparsity", "client_accuracy", "tiers"]  # no "layers" with tiers
     assert list(data)[-3:] == ["timing", "dense_reference", "accuracy_gap"]
     assert summary_from_dict(data) == summary and json.dumps(summary_from_dict(data).to_dict()) == json.dumps(data)
+
+
+def test_federated_summaries_stored_before_the_cost_fields_read_them_as_zero() -> None:
+    stored = {"bytes_up": 2, "bytes_down": 4, "dense_bytes_up": 8, "dense_bytes_down": 8, "failures": 0}
+    assert Traffic.from_dict(stored) == Traffic(2, 4, 8, 8, 0, client_flops=0, peak_client_bytes=0)
+    with pytest.raises(KeyError):  # a field without a default stays required
+        Traffic.from_dict({k: v for k, v in stored.items() if k != "failures"})
