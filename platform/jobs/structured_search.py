@@ -14,6 +14,8 @@ from prunehive.search.structured_space import LatencyTable, StructuredSpace
 from prunehive.workers.contracts import Entry, Failed
 from prunehive.workers.granularity import Granularity
 
+TABLE_TOLERANCE = 0.2  # relative error of the predicted fraction of dense beyond which a table is not trusted
+
 
 def is_structured(spec: JobSpec) -> bool:
     return Granularity.parse(spec.pruning.granularity).structured
@@ -61,7 +63,9 @@ def latency_prediction(
     space: StructuredSpace, best: Entry, baselines: dict[str, Entry | Failed]
 ) -> dict[str, Any] | None:
     """The lookup table's predicted milliseconds against the whole-model measurement, for the best
-    candidate and every baseline (None where the search timed nothing)."""
+    candidate and every baseline (None where the search timed nothing), with the largest relative error of
+    the predicted fraction of dense and, above ``TABLE_TOLERANCE``, a warning: a table timed while other
+    work ran mispredicts every candidate, and repair then keeps a budget that measurement does not."""
     table = space.latency
     if table is None:
         return None
@@ -79,4 +83,18 @@ def latency_prediction(
                 "measured_fraction": None if not entry.speedup else 1.0 / entry.speedup,  # of its paired dense run
             }
         )
-    return {"dense_ms": table.dense_ms, "budget": table.budget, "candidates": rows}
+    errors = [
+        abs(r["predicted_fraction"] - r["measured_fraction"]) / r["measured_fraction"]
+        for r in rows
+        if r["predicted_fraction"] is not None and r["measured_fraction"]
+    ]
+    worst = max(errors, default=None)
+    out: dict[str, Any] = {"dense_ms": table.dense_ms, "budget": table.budget, "candidates": rows}
+    out["largest_error"] = worst
+    if worst is not None and worst > TABLE_TOLERANCE:
+        out["warning"] = (
+            f"the latency table's predictions miss the whole-model measurements by up to {worst:.0%} (more than "
+            f"{TABLE_TOLERANCE:.0%}): the table or the candidates were timed under other load, so the budget held "
+            "on the table but not on the measurement; rerun on a quiet machine"
+        )
+    return out

@@ -8,12 +8,12 @@ import pytest
 import torch
 from structured_tasks import TinyLlamaTask, tiny_llama
 
-from prunehive.platform.jobs.structured_search import structured_space
+from prunehive.platform.jobs.structured_search import latency_prediction, structured_space
 from prunehive.platform.spec.job import JobSpec, SpecError, parse_spec
 from prunehive.search.evopress import EvoPressStrategy
 from prunehive.search.strategy import Outcome
 from prunehive.search.structured_space import LatencyTable, StructuredSpace
-from prunehive.workers.contracts import LatencyRequest
+from prunehive.workers.contracts import Entry, LatencyRequest
 from prunehive.workers.structure.baselines import structured_baseline
 from prunehive.workers.structure.engine import StructuredEngine
 from prunehive.workers.structure.timing import StructuredTimer, with_budget
@@ -173,3 +173,21 @@ def test_latency_repair_keeps_the_removals_a_candidate_already_has(engine: Struc
         assert space.feasible(fixed) and np.all(fixed >= x - 1e-12)
         repaired.append(tuple(fixed))
     assert len(set(repaired)) > 1
+
+
+def test_the_summary_flags_a_latency_table_that_measurement_contradicts(engine: StructuredEngine) -> None:
+    deltas = [[-0.2 * j for j in range(len(g))] for g in engine.grids]
+    space = StructuredSpace(engine.layers, target=0.0, grids=engine.grids, latency=LatencyTable(10.0, deltas, 0.8))
+    x = space.repair(np.ones(space.dim))
+    predicted = space.predicted_ms(x)
+    assert predicted is not None and predicted <= 8.0 + 1e-9
+
+    def entry(measured_fraction: float) -> Entry:
+        layers = dict(zip(space.names, map(float, x), strict=True))
+        return Entry(layers, space.achieved(x), {}, 0, 0, latency_ms=1.0, speedup=1.0 / measured_fraction)
+
+    agrees = latency_prediction(space, entry(1.05 * predicted / 10.0), {})
+    assert agrees is not None and agrees["largest_error"] == pytest.approx(0.05 / 1.05) and "warning" not in agrees
+    loaded = latency_prediction(space, entry(1.5 * predicted / 10.0), {"uniform": entry(predicted / 10.0)})
+    assert loaded is not None and loaded["largest_error"] == pytest.approx(0.5 / 1.5)
+    assert "33%" in loaded["warning"] and [r["name"] for r in loaded["candidates"]] == ["best", "uniform"]

@@ -14,7 +14,7 @@ from typing import Any
 import ray
 
 from prunehive.platform.jobs.base import JobRun
-from prunehive.platform.jobs.cluster import connect_ray
+from prunehive.platform.jobs.cluster import connect_ray, say
 from prunehive.platform.jobs.metric_search.summary import finish_metric_search
 from prunehive.platform.jobs.pool import ActorPool, auto_batch
 from prunehive.platform.jobs.progress import SearchProgress
@@ -193,6 +193,8 @@ class SearchRun(JobRun):
                     self.tracker.log_metrics(parent, healed_metrics(result))
                 if isinstance(self.space, StructuredSpace):  # the lookup table's predictions, checked
                     prediction = latency_prediction(self.space, result.best, result.baselines)
+                    if prediction is not None and "warning" in prediction:
+                        say(f"warning: {prediction['warning']}")
                     result = replace(result, latency_prediction=prediction)
                 if spec.pruning.solver != "mask":
                     result = replace(result, level_database=pool.call_one("level_database"))
