@@ -133,9 +133,11 @@ class EvoPressStrategy(Strategy):
         if self._allowed is None:
             return self._transfer(parent, switches)
         if self._removable and self.rng.random() < SWAP_SHARE:  # structured levels: depth moves too
-            return level_swap(parent, self._allowed, self.rng, switches)
-        child, inexact = level_switch(parent, self._weights, self._allowed, self.rng, switches)
-        return settle(child, self._weights, self._allowed, self.space.target, frozen=inexact) if inexact else child
+            child = level_swap(parent, self._allowed, self.rng, switches)
+        else:
+            child, inexact = level_switch(parent, self._weights, self._allowed, self.rng, switches)
+            child = settle(child, self._weights, self._allowed, self.space.target, frozen=inexact) if inexact else child
+        return self.space.fill(child, self.rng) if self._removable else child  # spend a latency budget's slack
 
     def _transfer(self, x: np.ndarray, switches: int) -> np.ndarray:
         """A continuous level switch: move budget from one layer to another, equal amounts both ways."""

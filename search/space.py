@@ -154,6 +154,11 @@ class SearchSpace:
         x = np.asarray(vector, dtype=np.float64)
         return budget_slack(x, self.weights(), self.allowed(), self.target)
 
+    def fill(self, vector: npt.ArrayLike, rng: np.random.Generator) -> np.ndarray:
+        """A feasible vector with a one-sided budget's unused slack spent (``StructuredSpace.fill``); this
+        space's budget is a target met as exactly as it can be, so there is none."""
+        return np.asarray(vector, dtype=np.float64)
+
     def achieved(self, vector: npt.ArrayLike) -> float:
         """Budget-weighted sparsity of a per-layer vector."""
         return float(self.weights() @ np.asarray(vector, dtype=np.float64))

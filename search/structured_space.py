@@ -125,6 +125,30 @@ class StructuredSpace(SearchSpace):
                 return self.within(snapped)
         return self.within(super().repair(vector))
 
+    def fill(self, vector: npt.ArrayLike, rng: np.random.Generator) -> np.ndarray:
+        """Random single-level restorations (units come back) while the candidate stays within both budgets,
+        until none fits (a vector over a budget is repaired first). A latency budget is an inequality over
+        coarse steps: a mutation or repair that leaves part of it unused removes units no budget asked for (a
+        whole block where a sublayer would do). Without a latency budget the params target is already met as
+        closely as the grids allow, and the vector is returned as it is."""
+        x = np.asarray(vector, dtype=np.float64).copy()
+        if self.latency is None or self.latency.budget is None:
+            return x
+        x = x if self.feasible(x) else self.repair(x)
+        grids = self.allowed()
+        for _ in range(sum(len(g) for g in grids)):  # each restoration lowers one level: this many at most
+            back = []
+            for i, j in enumerate(self.level_indices(x)):
+                if j > 0:
+                    y = x.copy()
+                    y[i] = grids[i][j - 1]
+                    if self.feasible(y):
+                        back.append(y)
+            if not back:
+                break
+            x = back[int(rng.integers(len(back)))]
+        return x
+
     def within(self, x: np.ndarray) -> np.ndarray:
         """Single level steps up until both budgets hold: for the params budget the step adding least
         over the target; for latency the step saving most predicted time per parameter share removed."""

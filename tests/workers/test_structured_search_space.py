@@ -191,3 +191,29 @@ def test_the_summary_flags_a_latency_table_that_measurement_contradicts(engine: 
     loaded = latency_prediction(space, entry(1.5 * predicted / 10.0), {"uniform": entry(predicted / 10.0)})
     assert loaded is not None and loaded["largest_error"] == pytest.approx(0.5 / 1.5)
     assert "33%" in loaded["warning"] and [r["name"] for r in loaded["candidates"]] == ["best", "uniform"]
+
+
+def test_evopress_offspring_spend_the_latency_budget_a_parent_leaves(engine: StructuredEngine) -> None:
+    """A parent far under a latency budget (everything removed): each offspring is within the budget and
+    maximal (no single unit can come back without breaking it); a space without a latency budget is left as
+    it is."""
+    w = StructuredSpace(engine.layers, target=0.0, grids=engine.grids).weights()
+    deltas = [[-10.0 * w[i] * level for level in grid] for i, grid in enumerate(engine.grids)]
+    space = StructuredSpace(engine.layers, target=0.0, grids=engine.grids, latency=LatencyTable(10.0, deltas, 0.6))
+    everything = np.array([g[-1] for g in engine.grids])
+    assert space.feasible(everything) and space.predicted_ms(everything) == pytest.approx(0.0, abs=1e-9)
+    strategy = EvoPressStrategy(space, budget=12, seed=0, offspring=4, initial=[list(everything)])
+    starts = strategy.ask(2)
+    for cand in starts:  # the all-removed start becomes the parent
+        strategy.tell(cand.id, _outcome(1.0 if np.array_equal(cand.sparsity, everything) else 0.0))
+    for cand in strategy.ask(4):
+        x = np.asarray(cand.sparsity)
+        assert space.feasible(x) and space.predicted_ms(x) > 5.0  # the parent predicted 0 ms of a 6 ms budget
+        for i, j in enumerate(space.level_indices(x)):
+            if j > 0:
+                back = x.copy()
+                back[i] = engine.grids[i][j - 1]
+                assert not space.feasible(back), (i, j)
+    plain = StructuredSpace(engine.layers, target=0.2, grids=engine.grids)
+    y = plain.repair(np.full(plain.dim, 0.5))
+    assert np.array_equal(plain.fill(y, np.random.default_rng(0)), y)
