@@ -121,6 +121,11 @@ def create_app(store: JobStore, dispatcher: Dispatcher | None = None, config: Se
             raise HTTPException(422, f"task: module of {spec.task!r} is not on this server's allowlist")
         if spec.tracking.mlflow_uri is not None:
             raise HTTPException(422, "tracking.mlflow_uri: set by the server; leave it out")
+        if spec.pruning.from_job is not None:  # a spec reads only the searches its user may see
+            try:
+                owned_job(spec.pruning.from_job, who)
+            except HTTPException as exc:
+                raise HTTPException(exc.status_code, f"pruning.from_job: {exc.detail}") from None
         job_id = store.create_job(spec.kind, spec.display_name, spec.model_dump(mode="json"), owner=who.name)
         return Submitted(job_id=job_id, status="queued")
 

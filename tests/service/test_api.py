@@ -83,6 +83,22 @@ def test_users_see_and_cancel_only_their_own_jobs(api: TestClient, tokens: dict[
     assert again.status_code == 409 and "already cancelled" in again.json()["detail"]
 
 
+def test_a_federated_spec_reads_only_a_search_its_user_may_see(api: TestClient, tokens: dict[str, str]) -> None:
+    mine, theirs = submit(api, tokens["alice"]), submit(api, tokens["bob"])
+
+    def federated(token: str, job_id: str) -> tuple[int, str]:
+        spec = {"kind": "federated", "task": "digits-mlp", "pruning": {"sparsity": 0.5, "from_job": job_id}}
+        reply = api.post("/jobs", content=json.dumps(spec), headers={**auth(token), "Content-Type": "application/json"})
+        return reply.status_code, reply.text
+
+    assert federated(tokens["alice"], mine)[0] == 201
+    status, text = federated(tokens["alice"], theirs)  # as GET /jobs/{id} answers
+    assert status == 403 and "pruning.from_job" in text and "another user" in text
+    assert federated(tokens["alice"], theirs[:4])[0] == 404  # a prefix finds only one's own jobs
+    assert federated(tokens["alice"], "f" * 32)[0] == 404
+    assert federated(tokens["root"], theirs)[0] == 201
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
