@@ -79,6 +79,15 @@ def test_kuberay_manifests() -> None:
     server = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "prunehive-server")
     args = " ".join(server["spec"]["template"]["spec"]["containers"][0]["args"])
     assert "--ray-address http://prunehive-head-svc:8265" in args  # KubeRay's head service for RayCluster "prunehive"
+    assert "--data-root /data" in args and ("PersistentVolumeClaim", "prunehive-data") in kinds
+    pods = [server["spec"]["template"]["spec"], head["template"]["spec"], *(w["template"]["spec"] for w in workers)]
+    for pod in pods:  # the server and every Ray node read the same files at the same path, read-only
+        claims = {
+            v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v
+        }
+        mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+        data = mounts[next(name for name, claim in claims.items() if claim == "prunehive-data")]
+        assert data["mountPath"] == "/data" and data["readOnly"] is True
     secret = yaml.safe_load((ROOT / "infra" / "kuberay" / "secrets.example.yaml").read_text())
     assert {"PRUNEHIVE_DATABASE_URL", "MLFLOW_TRACKING_URI"} <= set(secret["stringData"])
 
