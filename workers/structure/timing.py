@@ -7,7 +7,9 @@ over the blocks: the decoder blocks of one model share their shapes, so one bloc
 wherever it sits. A candidate's predicted latency is dense plus the sum of its sublayers' changes.
 
 Timings are the fastest of ``repeats`` interleaved passes, not the median: on a shared CPU the minimum
-is the estimate that load inflates least, and the table and the whole-model check use the same one.
+is the estimate that load inflates least, and the table and the whole-model check use the same one. The
+table is timed in three passes over all its entries (each a third of the repeats), so that a burst of
+other work, which inflates every forward pass while it lasts, spoils one pass and not the table.
 Removing units never makes a sublayer slower, so each sublayer's changes are made non-increasing over
 its levels (a noisy reading cannot make a wider model look faster than a narrower one).
 """
@@ -25,6 +27,8 @@ from prunehive.search.structured_space import LatencyTable
 from prunehive.workers.contracts import LatencyRequest
 from prunehive.workers.latency import batch_of
 from prunehive.workers.structure.engine import StructuredEngine
+
+PASSES = 3  # the lookup table is timed this many times over (``StructuredTimer.table``)
 
 
 def fastest_ms(
@@ -60,22 +64,32 @@ class StructuredTimer:
         return fastest_ms(e.model, small, self.inputs, self.request.repeats, self.request.warmup)
 
     def table(self, budget: float | None = None) -> LatencyTable:
-        """Every sublayer's change at every level, each (kind, units removed) timed once."""
+        """Every sublayer's change at every level, each (kind, units removed) timed in ``PASSES`` passes over
+        the whole table, keeping its fastest (and dense's fastest over all): a burst of other work spoils the
+        entries of one pass, and the other passes still give their quiet times. One smaller model at a time."""
         e = self.engine
-        deltas = [[0.0] * len(s.grid) for s in e.slots]
-        dense_runs: list[float] = []
+        entries: list[tuple[list[int], int, list[float]]] = []  # (sublayers changed, level, vector)
         for kind in sorted({s.kind for s in e.slots}):
             members = [i for i, s in enumerate(e.slots) if s.kind == kind]
             for j in range(1, len(e.slots[members[0]].grid)):
                 vector = [0.0] * len(e.slots)
                 for i in members:
                     vector[i] = e.slots[i].grid[min(j, len(e.slots[i].grid) - 1)]
-                ms, dense_ms = self.whole(vector)
-                dense_runs.append(dense_ms)
-                for i in members:
-                    deltas[i][min(j, len(deltas[i]) - 1)] = (ms - dense_ms) / len(members)
+                entries.append((members, j, vector))
+        if not entries:
+            return LatencyTable(self.whole([0.0] * len(e.slots))[1], [[0.0] * len(s.grid) for s in e.slots], budget)
+        repeats = max(1, -(-self.request.repeats // PASSES))
+        fastest, dense = [float("inf")] * len(entries), float("inf")
+        for _ in range(PASSES):
+            for k, (_, _, vector) in enumerate(entries):
+                small = e.smaller_model(vector)
+                ms, dense_ms = fastest_ms(e.model, small, self.inputs, repeats, self.request.warmup)
+                fastest[k], dense = min(fastest[k], ms), min(dense, dense_ms)
+        deltas = [[0.0] * len(s.grid) for s in e.slots]
+        for (members, j, _), ms in zip(entries, fastest, strict=True):
+            for i in members:
+                deltas[i][min(j, len(deltas[i]) - 1)] = (ms - dense) / len(members)
         deltas = [np.minimum.accumulate(np.minimum(d, 0.0)).tolist() for d in deltas]
-        dense = float(np.median(dense_runs)) if dense_runs else self.whole([0.0] * len(e.slots))[1]
         return LatencyTable(dense, deltas, budget)
 
     def one_block_ms(self, table: LatencyTable) -> float:
