@@ -52,14 +52,15 @@ def check_stages(fidelity: list[int] | None, survivors: list[int] | None) -> tup
     return [int(v) for v in fidelity], [int(v) for v in survivors]
 
 
-def top_stage_best(history: list[tuple[Candidate, Outcome]]) -> list[Candidate]:
-    """The best complete candidate among those scored at the highest stage reached (a lower stage's
-    value is measured on fewer tokens and does not compete with it)."""
+def top_stage_best(history: list[tuple[Candidate, Outcome]], k: int = 1) -> list[Candidate]:
+    """The ``k`` best complete candidates, best first, among those scored at the highest stage reached (a
+    lower stage's value is measured on fewer tokens and does not compete with it)."""
     done = [(c, o) for c, o in history if o.state == "complete"]
     if not done:
         return []
     top = max(int(c.meta.get("fidelity", 0)) for c, _ in done)
-    return [max((co for co in done if co[0].meta.get("fidelity", 0) == top), key=lambda co: co[1].values[0])[0]]
+    ranked = sorted((co for co in done if co[0].meta.get("fidelity", 0) == top), key=lambda co: -co[1].values[0])
+    return [c for c, _ in ranked[:k]]
 
 
 def staged_candidate(

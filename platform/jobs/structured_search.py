@@ -1,7 +1,8 @@
 """The driver's side of a structured search: its space from the workers' level grids and latency table.
 
 The latency budget is checked here, once the table exists: a budget below what the fastest model keeping
-one block reaches cannot be met by any candidate and is refused in one line.
+one block reaches cannot be met by any candidate and is refused in one line. At the end, the best
+candidates are timed again and the best one whose second timing holds the budget is the search's best.
 """
 
 from __future__ import annotations
@@ -9,16 +10,39 @@ from __future__ import annotations
 from typing import Any
 
 from prunehive.platform.spec.job import JobSpec
+from prunehive.search.halving import top_stage_best
 from prunehive.search.space import Layer
+from prunehive.search.strategy import Candidate, Strategy
 from prunehive.search.structured_space import LatencyTable, StructuredSpace
-from prunehive.workers.contracts import Entry, Failed
+from prunehive.workers.contracts import Entry, EvalResult, Failed
 from prunehive.workers.granularity import Granularity
 
 TABLE_TOLERANCE = 0.2  # relative error of the predicted fraction of dense beyond which a table is not trusted
+CONTENDERS = 4  # a latency-budgeted structured search's best candidates timed again at its end
 
 
 def is_structured(spec: JobSpec) -> bool:
     return Granularity.parse(spec.pruning.granularity).structured
+
+
+def contenders(spec: JobSpec, strategy: Strategy, best: list[Candidate]) -> list[Candidate]:
+    """What the end of a search re-evaluates as its best: ``best``, or for a single-objective structured
+    search under a latency budget its ``CONTENDERS`` best at the highest stage, best first (``held_budget``
+    picks among them)."""
+    if spec.pruning.latency_budget is None or strategy.n_objectives != 1 or not is_structured(spec):
+        return best
+    return top_stage_best(strategy.history, CONTENDERS) or best
+
+
+def held_budget(front: list[tuple[int, EvalResult]], budget: float | None) -> tuple[int, EvalResult]:
+    """The first of ``front`` (best first, by the search's validation) whose latency, timed again, holds
+    ``budget``; the first where none does. Each was chosen partly on one timing, and among many candidates
+    near the budget the luckily timed ones measure slower the second time."""
+    for scored in front if budget is not None else []:
+        speedup = scored[1].speedup
+        if speedup and 1.0 / speedup <= budget:
+            return scored
+    return front[0]
 
 
 def params_target(spec: JobSpec, layers: list[Layer], grids: list[list[float]], dense_params: int) -> float:

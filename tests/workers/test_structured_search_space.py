@@ -8,12 +8,18 @@ import pytest
 import torch
 from structured_tasks import TinyLlamaTask, tiny_llama
 
-from prunehive.platform.jobs.structured_search import latency_prediction, structured_space
+from prunehive.platform.jobs.structured_search import (
+    CONTENDERS,
+    contenders,
+    held_budget,
+    latency_prediction,
+    structured_space,
+)
 from prunehive.platform.spec.job import JobSpec, SpecError, parse_spec
 from prunehive.search.evopress import EvoPressStrategy
 from prunehive.search.strategy import Outcome
 from prunehive.search.structured_space import LatencyTable, StructuredSpace
-from prunehive.workers.contracts import Entry, LatencyRequest
+from prunehive.workers.contracts import Entry, EvalResult, LatencyRequest
 from prunehive.workers.structure import timing
 from prunehive.workers.structure.baselines import structured_baseline
 from prunehive.workers.structure.engine import StructuredEngine
@@ -244,3 +250,28 @@ def test_a_burst_of_other_work_spoils_one_pass_of_the_latency_table_not_the_tabl
     calls.clear()
     burst.update(range(per_pass))
     assert timer.table() != quiet
+
+
+def test_the_best_is_the_first_contender_whose_second_timing_holds_the_latency_budget(
+    engine: StructuredEngine,
+) -> None:
+    def timed(speedup: float | None) -> EvalResult:
+        return EvalResult({}, 0.0, {}, 0, 0, 0.0, latency_ms=None if speedup is None else 1.0, speedup=speedup)
+
+    front = [(7, timed(1.4)), (3, timed(None)), (5, timed(1.6)), (9, timed(2.0))]
+    assert held_budget(front, 1 / 1.5)[0] == 5  # 7, the search's best, timed 1.4x the second time
+    assert held_budget(front, 1 / 2.5)[0] == 7 and held_budget(front, None)[0] == 7  # none holds; no budget
+
+    w = StructuredSpace(engine.layers, target=0.0, grids=engine.grids).weights()
+    deltas = [[-10.0 * w[i] * level for level in grid] for i, grid in enumerate(engine.grids)]
+    space = StructuredSpace(engine.layers, target=0.0, grids=engine.grids, latency=LatencyTable(10.0, deltas, 0.6))
+    strategy = EvoPressStrategy(space, budget=12, seed=0, offspring=4)
+    for _ in range(3):
+        for cand in strategy.ask(4):
+            strategy.tell(cand.id, _outcome(float(cand.id)))
+    pruning = {"granularity": "structured", "sparsity": 0.0, "latency_budget": 0.6}
+    spec = parse_spec({"kind": "search", "task": "code-lm", "pruning": pruning, "search": {"strategy": "evopress"}})
+    ranked = contenders(spec, strategy, strategy.best())
+    assert [c.id for c in ranked] == sorted((c.id for c, _ in strategy.history), reverse=True)[:CONTENDERS]
+    unbudgeted = spec.model_copy(update={"pruning": spec.pruning.model_copy(update={"latency_budget": None})})
+    assert contenders(unbudgeted, strategy, strategy.best()) == strategy.best()

@@ -20,6 +20,7 @@ from prunehive.platform.jobs.search.finish import (
     reevaluate,
 )
 from prunehive.platform.jobs.search.trials import objective_values
+from prunehive.platform.jobs.structured_search import contenders, held_budget
 from prunehive.platform.jobs.summary_types import SearchSummary
 from prunehive.platform.tracking import plots
 from prunehive.search.strategy import Candidate, Strategy
@@ -49,6 +50,7 @@ def finish(run: SearchRun, pool: ActorPool, strategy: Strategy, info: WorkerInfo
     best = strategy.best()[:MAX_FRONT]
     if not best:
         raise RuntimeError("no trial completed; see the failed trials with `prunehive show`")
+    best = contenders(spec, strategy, best)
     baselines = [
         Named(name, Candidate(-1, pool.call_one("allocation", name, space.to_dict()))) for name in spec.search.baselines
     ]
@@ -65,7 +67,8 @@ def finish(run: SearchRun, pool: ActorPool, strategy: Strategy, info: WorkerInfo
     log_baselines(run, parent, baselines, base_replies)
     base_results = completed(base_replies)
 
-    head = front[0] if strategy.n_objectives == 1 else _at_target(front, space.target)
+    budget = spec.pruning.latency_budget
+    head = held_budget(front, budget) if strategy.n_objectives == 1 else _at_target(front, space.target)
     final = final_metrics(head[1], base_results, q)
     final["best.achieved_sparsity"] = head[1].achieved_sparsity
     final.update(dense_metrics(replies[DENSE]))
