@@ -51,7 +51,8 @@ def test_progressive_job_through_the_cli(home: Path) -> None:
     assert 0.0 < result["final"]["test_accuracy"] <= 1.0
     assert result["dense_bytes_up"] > 2 * result["bytes_up"] > 0 and result["bytes_down"] > 0
     # the clients' measured training cost: summed FLOPs, the largest peak; pruned rounds train for less
-    assert result["client_flops"] == sum(r["client_flops"] for r in result["rounds"]) > 0
+    assert result["client_flops"] > 0  # the rounds' figures are each rounded down: within one FLOP per round
+    assert result["client_flops"] == pytest.approx(sum(r["client_flops"] for r in result["rounds"]), abs=3)
     assert result["peak_client_bytes"] == max(r["peak_client_bytes"] for r in result["rounds"]) > 0
     assert result["rounds"][2]["client_flops"] < result["rounds"][0]["client_flops"]
     assert [r["sparsity"][0] for r in result["rounds"]] == [

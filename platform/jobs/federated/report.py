@@ -103,7 +103,7 @@ def history_rows(history: Sequence[RoundRecord]) -> list[dict[str, Any]]:
             "bytes_up": r.bytes_up,
             "bytes_down": r.bytes_down,
             "dense_bytes_up": r.dense_bytes_up,
-            "client_flops": r.client_flops,
+            "client_flops": int(r.client_flops),
             "peak_client_bytes": r.peak_client_bytes,
             "replies": r.replies,
             "failures": r.failures,
