@@ -252,6 +252,32 @@ def test_a_burst_of_other_work_spoils_one_pass_of_the_latency_table_not_the_tabl
     assert timer.table() != quiet
 
 
+def test_each_latency_table_entry_is_a_ratio_to_the_dense_timing_it_was_paired_with(
+    engine: StructuredEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clock is replaced (a model's time: its parameters, times a load factor that varies from one timed
+    pair to the next, as load on a shared CPU does). Each entry is read against the dense timing it was
+    paired with, so the table equals a quiet machine's; read against dense's fastest over all entries, the
+    entries timed under more load would shrink (at batch 16, an eighth of the MLP read as no change)."""
+    loads = iter(np.random.default_rng(0).uniform(1.0, 1.3, 10_000))
+    load = {"on": False}
+
+    def clock(dense: torch.nn.Module, small: torch.nn.Module, *_: object) -> tuple[float, float]:
+        factor = next(loads) if load["on"] else 1.0
+        return factor * sum(p.numel() for p in small.parameters()), factor * engine.total_params
+
+    monkeypatch.setattr(timing, "fastest_ms", clock)
+    timer = StructuredTimer(engine, LatencyRequest(batch=1, repeats=3, warmup=0))
+    quiet = timer.table()
+    load["on"] = True
+    loaded = timer.table()
+    assert loaded.dense_ms > quiet.dense_ms  # every dense reading is under some load
+    scale = loaded.dense_ms / quiet.dense_ms
+    for q, got in zip(quiet.deltas, loaded.deltas, strict=True):
+        assert got == pytest.approx([scale * v for v in q], rel=1e-9, abs=1e-9)
+    assert min(min(d) for d in quiet.deltas) < 0
+
+
 def test_the_best_is_the_first_contender_whose_second_timing_holds_the_latency_budget(
     engine: StructuredEngine,
 ) -> None:
