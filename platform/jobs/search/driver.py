@@ -32,7 +32,12 @@ from prunehive.platform.jobs.search.trials import (
     trial_row,
 )
 from prunehive.platform.jobs.structured_heal import healed_metrics, healed_summary
-from prunehive.platform.jobs.structured_search import is_structured, latency_prediction, structured_space
+from prunehive.platform.jobs.structured_search import (
+    is_structured,
+    latency_prediction,
+    penalty_budget,
+    structured_space,
+)
 from prunehive.platform.jobs.summary_types import SearchSummary, TrialRow
 from prunehive.platform.spec.job import JobSpec
 from prunehive.platform.store.jobs import JobCancelled, JobStore
@@ -277,7 +282,7 @@ class SearchRun(JobRun):
                             spec.search.objectives,
                             result,
                             info.dense_flops,
-                            spec.pruning.latency_budget,
+                            penalty_budget(spec),
                             spec.search.fitness,
                         )
                         outcome = Outcome(values)

@@ -20,7 +20,7 @@ from prunehive.platform.jobs.search.finish import (
     reevaluate,
 )
 from prunehive.platform.jobs.search.trials import objective_values
-from prunehive.platform.jobs.structured_search import contenders, held_budget
+from prunehive.platform.jobs.structured_search import contenders, held_budget, penalty_budget
 from prunehive.platform.jobs.summary_types import SearchSummary
 from prunehive.platform.tracking import plots
 from prunehive.search.strategy import Candidate, Strategy
@@ -125,9 +125,7 @@ def _log_artifacts(
         search = run.spec.search
 
         def point(r: EvalResult) -> tuple[float, float]:  # (second objective, fitness), as the strategy saw it
-            values = objective_values(
-                search.objectives, r, info.dense_flops, run.spec.pruning.latency_budget, search.fitness
-            )
+            values = objective_values(search.objectives, r, info.dense_flops, penalty_budget(run.spec), search.fitness)
             return values[1], values[0]
 
         points = [(o.values[1], o.values[0]) for _, o in strategy.history if o.state == "complete"]
