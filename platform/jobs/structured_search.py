@@ -34,7 +34,7 @@ def penalty_budget(spec: JobSpec) -> float | None:
     or for a structured search (whose repair holds the budget on the lookup table) the budget plus
     ``TIMING_SLACK``. Penalised from the budget itself, most candidates that fill a structured budget lose to
     one that leaves slack: near the budget one timing in two reads over it (2x, batch 1: candidates at 12.4
-    to 14.6 validation perplexity read 1.94-1.99x and lost to ShortGPT's 19.0 at 2.24x)."""
+    to 14.6 validation perplexity read 1.87-1.99x and lost to ShortGPT's 19.0 at 2.24x)."""
     budget = spec.pruning.latency_budget
     return budget * (1.0 + TIMING_SLACK) if budget is not None and is_structured(spec) else budget
 
