@@ -21,7 +21,8 @@ import ray
 from prunehive.bench.timing import GOALS, torch_threads
 from prunehive.platform.jobs.base import start_job
 from prunehive.platform.jobs.cluster import connect_ray
-from prunehive.platform.jobs.search.driver import SearchRun, build_space, build_strategy
+from prunehive.platform.jobs.search.driver import SearchRun
+from prunehive.platform.jobs.search.setup import build_space, build_strategy
 from prunehive.platform.spec.job import parse_spec
 from prunehive.platform.store.jobs import JobStore
 from prunehive.search.strategy import Candidate

@@ -117,7 +117,7 @@ def test_bayesian_resumes_from_sqlite_after_a_crash(tmp_path: Path) -> None:
 
 def test_a_job_study_is_named_after_the_job_and_its_objective(tmp_path: Path) -> None:
     """What optuna-dashboard shows for a search job's study: ``prunehive-<job id>`` and the objective's name."""
-    from prunehive.platform.jobs.search.driver import build_strategy, objective_name
+    from prunehive.platform.jobs.search.setup import build_strategy, objective_name
     from prunehive.platform.spec.job import parse_spec
     from prunehive.workers.contracts import WorkerInfo
 

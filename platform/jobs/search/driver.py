@@ -22,6 +22,7 @@ from prunehive.platform.jobs.search import summary
 from prunehive.platform.jobs.search.dense import rule_of
 from prunehive.platform.jobs.search.federated_eval import worker_class, worker_options
 from prunehive.platform.jobs.search.finish import final_lm_eval
+from prunehive.platform.jobs.search.setup import build_space, build_strategy, fixed_allocation, objective_name
 from prunehive.platform.jobs.search.trials import (
     ChildRun,
     child_run,
@@ -41,8 +42,7 @@ from prunehive.platform.jobs.structured_search import (
 from prunehive.platform.jobs.summary_types import SearchSummary, TrialRow
 from prunehive.platform.spec.job import JobSpec
 from prunehive.platform.store.jobs import JobCancelled, JobStore
-from prunehive.search.registry import make_strategy, strategy_class, strategy_options
-from prunehive.search.space import Layer, SearchSpace
+from prunehive.search.registry import strategy_class
 from prunehive.search.strategy import Candidate, Outcome, Strategy
 from prunehive.search.structured_space import StructuredSpace
 from prunehive.workers.contracts import EvalResult, WorkerInfo
@@ -78,64 +78,6 @@ def make_pool(spec: JobSpec) -> ActorPool:
         )
 
     return ActorPool(factory, res.workers, eval_timeout=spec.search.eval_timeout, resources=res)
-
-
-def build_space(spec: JobSpec, layers: list[Layer]) -> SearchSpace:
-    p = spec.pruning
-    return SearchSpace(
-        list(layers),
-        target=p.target,
-        budget=p.budget,
-        min_density=p.min_density,
-        overrides={k: (float(v[0]), float(v[1])) for k, v in p.bounds.items()},
-        levels=list(p.levels) if p.solver != "mask" else None,  # a level solver serves only its levels
-    )
-
-
-def fixed_allocation(spec: JobSpec, space: SearchSpace, pool: ActorPool) -> list[float]:
-    """A metric search's per-layer sparsities: a heuristic by name, or the spec's own numbers."""
-    chosen = spec.pruning.allocation
-    if isinstance(chosen, str):
-        return [float(v) for v in pool.call_one("allocation", chosen, space.to_dict())]
-    unknown = set(chosen) - set(space.names)
-    if unknown:
-        raise ValueError(f"pruning.allocation: unknown layers {sorted(unknown)}; prunable layers are {space.names}")
-    return [float(chosen.get(n, 0.0)) for n in space.names]
-
-
-def objective_name(spec: JobSpec, info: WorkerInfo) -> str:
-    """What a search maximises, named for Optuna's dashboard: ``val_accuracy``, or for a task scored by
-    its loss ``val_neg_log_perplexity`` (the objective is minus the mean loss), or ``val_neg_kl``."""
-    if spec.search.fitness == "kl":
-        return "val_neg_kl"
-    if info.higher_is_better:
-        return f"val_{info.quality}"
-    return "val_neg_log_perplexity" if info.quality == "perplexity" else "val_neg_loss"
-
-
-def build_strategy(
-    spec: JobSpec,
-    space: SearchSpace,
-    job_id: str,
-    store_url: str,
-    allocation: list[float] | None = None,
-    warm: list[list[float]] | None = None,
-    objective: str | None = None,
-) -> Strategy:
-    options = strategy_options(spec.strategy, spec.search.options)  # the spec checked them; defaults added
-    if spec.strategy == "gp-metric":
-        options["allocation"] = allocation
-    if strategy_class(spec.strategy).warm_startable and spec.search.warm_start and warm:
-        options["initial"] = warm
-    if spec.search.fidelity is not None:  # stages are recorded on each candidate (meta fidelity, tokens)
-        options["fidelity"] = spec.search.fidelity
-        options["survivors"] = spec.search.survivors
-    if spec.strategy == "bayesian":
-        options["storage"] = store_url
-        options["study_name"] = f"prunehive-{job_id}"  # the job's study in optuna-dashboard
-        if objective is not None:
-            options["metric_names"] = [objective]
-    return make_strategy(spec.strategy, space, spec.search.budget, spec.search.seed, **options)
 
 
 class SearchRun(JobRun):
