@@ -1,0 +1,72 @@
+"""The structured latency lookup table's timing, on a tiny grouped-query Llama with the clock replaced: what a
+burst of other work and a load that varies from one timed pair to the next do to it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from structured_tasks import tiny_llama
+
+from prunehive.workers.contracts import LatencyRequest
+from prunehive.workers.structure import timing
+from prunehive.workers.structure.engine import StructuredEngine
+from prunehive.workers.structure.timing import StructuredTimer
+
+
+@pytest.fixture(scope="module")
+def engine() -> StructuredEngine:
+    torch.manual_seed(0)
+    return StructuredEngine(tiny_llama(), "magnitude", "structured", 2, "sparsegpt")
+
+
+def test_a_burst_of_other_work_spoils_one_pass_of_the_latency_table_not_the_table(
+    engine: StructuredEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clock is replaced (a model's time: its parameters); what is under test is how the table keeps the
+    fastest of its passes. A burst over one whole pass leaves the table as a quiet machine's."""
+    calls: list[int] = []
+    burst: set[int] = set()
+
+    def clock(dense: torch.nn.Module, small: torch.nn.Module, *_: object) -> tuple[float, float]:
+        calls.append(len(calls))
+        slow = 3.0 if calls[-1] in burst else 1.0
+        return (slow * sum(p.numel() for p in small.parameters()) / 1e4, slow * engine.total_params / 1e4)
+
+    monkeypatch.setattr(timing, "fastest_ms", clock)
+    timer = StructuredTimer(engine, LatencyRequest(batch=1, repeats=3, warmup=0))
+    quiet = timer.table()
+    per_pass = len(calls) // timing.PASSES
+    calls.clear()
+    burst.update(range(per_pass, 2 * per_pass))  # the whole second pass
+    assert timer.table() == quiet and quiet.dense_ms > 0 and min(min(d) for d in quiet.deltas) < 0
+    monkeypatch.setattr(timing, "PASSES", 1)  # one pass, all of it in the burst: the table is off
+    calls.clear()
+    burst.update(range(per_pass))
+    assert timer.table() != quiet
+
+
+def test_each_latency_table_entry_is_a_ratio_to_the_dense_timing_it_was_paired_with(
+    engine: StructuredEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clock is replaced (a model's time: its parameters, times a load factor that varies from one timed
+    pair to the next, as load on a shared CPU does). Each entry is read against the dense timing it was
+    paired with, so the table equals a quiet machine's; read against dense's fastest over all entries, the
+    entries timed under more load would shrink (at batch 16, an eighth of the MLP read as no change)."""
+    loads = iter(np.random.default_rng(0).uniform(1.0, 1.3, 10_000))
+    load = {"on": False}
+
+    def clock(dense: torch.nn.Module, small: torch.nn.Module, *_: object) -> tuple[float, float]:
+        factor = next(loads) if load["on"] else 1.0
+        return factor * sum(p.numel() for p in small.parameters()), factor * engine.total_params
+
+    monkeypatch.setattr(timing, "fastest_ms", clock)
+    timer = StructuredTimer(engine, LatencyRequest(batch=1, repeats=3, warmup=0))
+    quiet = timer.table()
+    load["on"] = True
+    loaded = timer.table()
+    assert loaded.dense_ms > quiet.dense_ms  # every dense reading is under some load
+    scale = loaded.dense_ms / quiet.dense_ms
+    for q, got in zip(quiet.deltas, loaded.deltas, strict=True):
+        assert got == pytest.approx([scale * v for v in q], rel=1e-9, abs=1e-9)
+    assert min(min(d) for d in quiet.deltas) < 0
