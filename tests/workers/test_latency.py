@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from prunehive.platform.jobs.search.trials import LATENCY_PENALTY, objective_values
-from prunehive.platform.jobs.structured_search import TIMING_SLACK, penalty_budget
+from prunehive.platform.jobs.structured_search import TABLE_TOLERANCE, penalty_budget
 from prunehive.platform.spec.job import JobSpec, parse_spec
 from prunehive.workers.contracts import EvalResult, LatencyRequest, SplitMetrics
 from prunehive.workers.engine import PruningEngine
@@ -93,7 +93,7 @@ def test_latency_objective_and_budget_penalty() -> None:
 
 def test_a_structured_trial_timed_just_over_its_budget_is_not_penalised() -> None:
     """A structured search holds its budget on the lookup table; one whole-model timing over it by less than
-    ``TIMING_SLACK`` is timing noise, not a slower model. Without a table (channel) the budget is exact."""
+    ``TABLE_TOLERANCE`` is timing noise, not a slower model. Without a table (channel) the budget is exact."""
 
     def spec(granularity: str) -> JobSpec:
         pruning = {"granularity": granularity, "sparsity": 0.0 if granularity == "structured" else 0.5}
@@ -101,9 +101,9 @@ def test_a_structured_trial_timed_just_over_its_budget_is_not_penalised() -> Non
         return parse_spec({"kind": "search", "task": "code-lm", "pruning": pruning, "search": {"strategy": "evopress"}})
 
     structured, channel = spec("structured"), spec("channel")
-    assert penalty_budget(structured) == pytest.approx(0.5 * (1 + TIMING_SLACK))
-    noisy = result(0.8, speedup=1 / (0.5 * (1 + TIMING_SLACK / 2)))
+    assert penalty_budget(structured) == pytest.approx(0.5 * (1 + TABLE_TOLERANCE))
+    noisy = result(0.8, speedup=1 / (0.5 * (1 + TABLE_TOLERANCE / 2)))
     assert objective_values(["quality"], noisy, 1000, penalty_budget(structured)) == (0.8,)
     assert objective_values(["quality"], noisy, 1000, penalty_budget(channel))[0] < 0.8
-    slow = result(0.8, speedup=1 / (0.5 * (1 + 2 * TIMING_SLACK)))
+    slow = result(0.8, speedup=1 / (0.5 * (1 + 2 * TABLE_TOLERANCE)))
     assert objective_values(["quality"], slow, 1000, penalty_budget(structured))[0] < 0.8
