@@ -134,7 +134,7 @@ class StructuredSpace(SearchSpace):
         x = np.asarray(vector, dtype=np.float64).copy()
         if self.latency is None or self.latency.budget is None:
             return x
-        x = x if self.feasible(x) else self.repair(x)
+        x = self.repair(x)  # a feasible vector is its own repair
         grids = self.allowed()
         for _ in range(sum(len(g) for g in grids)):  # each restoration lowers one level: this many at most
             back = []

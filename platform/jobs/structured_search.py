@@ -52,10 +52,11 @@ def held_budget(front: list[tuple[int, EvalResult]], budget: float | None) -> tu
     """The first of ``front`` (best first, by the search's validation) whose latency, timed again, holds
     ``budget`` (``penalty_budget``: the bound the search scored against); the first where none does. Each was
     chosen partly on one timing, and a luckily timed one may measure slower the second time."""
-    for scored in front if budget is not None else []:
-        speedup = scored[1].speedup
-        if speedup and 1.0 / speedup <= budget:
-            return scored
+    if budget is not None:
+        for scored in front:
+            speedup = scored[1].speedup
+            if speedup and 1.0 / speedup <= budget:
+                return scored
     return front[0]
 
 

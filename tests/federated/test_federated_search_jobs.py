@@ -5,20 +5,16 @@ the summary sets the best candidate against uniform and ERK scored the same fede
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import yaml
+from killed_driver import CLI, run_then_kill
 from mlflow.tracking import MlflowClient
 
-from prunehive.platform.store.jobs import JobStore
 from prunehive.workers.tasks.digits import DigitsMLP
 
 pytestmark = [pytest.mark.ray]
@@ -39,8 +35,6 @@ def slow(seed: int = 0) -> SlowClientsDigits:
 
 
 def test_killed_federated_search_resumes_without_repeating_a_trial(tmp_path: Path) -> None:
-    env = dict(os.environ, PRUNEHIVE_HOME=str(tmp_path), PYTHONPATH=str(HERE))
-    env.pop("RAY_ADDRESS", None)
     spec = {
         "kind": "search",
         "task": "test_federated_search_jobs:slow",
@@ -56,28 +50,12 @@ def test_killed_federated_search_resumes_without_repeating_a_trial(tmp_path: Pat
         "federated": {"clients": 4, "eval_fraction": 0.5, "partition": {"dirichlet": 1.0}},
         "resources": {"workers": 1, "batch": 1},
     }
-    spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text(yaml.safe_dump(spec))
-    cli = [sys.executable, "-m", "prunehive.platform.cli"]
-    proc = subprocess.Popen(
-        [*cli, "run", str(spec_file), "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    store = JobStore(f"sqlite:///{tmp_path / 'prunehive.db'}")
-    deadline, job_id = time.monotonic() + 300, None
-    while time.monotonic() < deadline:
-        jobs = store.list_jobs()
-        if jobs and store.count_trials(jobs[0].id) >= 5:
-            job_id = jobs[0].id
-            break
-        time.sleep(0.1)
-    assert job_id is not None, proc.stderr.read() if proc.poll() is not None else "no trials recorded in time"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    killed = run_then_kill(spec, tmp_path, [HERE], lambda store, job_id: store.count_trials(job_id) >= 5)
+    store, job_id = killed.store, killed.job_id
     assert store.count_trials(job_id) < BUDGET
     assert store.get_job(job_id).status == "running"  # the driver died without a word
 
-    resumed = subprocess.run([*cli, "run", "--resume", job_id[:8], "--json"], env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    resumed = killed.resume()
     trials = store.trials(job_id)
     assert [t.candidate_id for t in trials] == list(range(BUDGET))
     assert all(t.state == "complete" for t in trials)
@@ -104,7 +82,7 @@ def test_killed_federated_search_resumes_without_repeating_a_trial(tmp_path: Pat
     # The exported best is the model the clients scored: its masks come from their statistics again.
     out = tmp_path / "export"
     exported = subprocess.run(
-        [*cli, "export", job_id[:8], "--out", str(out), "--json"], env=env, capture_output=True, text=True
+        [*CLI, "export", job_id[:8], "--out", str(out), "--json"], env=killed.env, capture_output=True, text=True
     )
     assert exported.returncode == 0, exported.stderr[-2000:]
     task = DigitsMLP()

@@ -7,10 +7,7 @@ and in MLflow, with nothing left RUNNING.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +15,7 @@ from typing import Any
 import optuna
 import pytest
 import ray
+from killed_driver import run_then_kill
 from mlflow.tracking import MlflowClient
 from mlflow_seed import seed_mlflow
 
@@ -127,41 +125,20 @@ def test_a_killed_actor_is_replaced_and_its_candidate_retried(tmp_path: Path, mo
 # bayesian resumes the same way (its state round trip is in the strategy conformance suite): slow only
 @pytest.mark.parametrize("strategy", ["evolution", pytest.param("bayesian", marks=pytest.mark.slow)])
 def test_killed_driver_resumes_without_repeating_trials(tmp_path: Path, strategy: str) -> None:
-    env = dict(os.environ, PRUNEHIVE_HOME=str(tmp_path), PYTHONPATH=str(HERE))
-    env.pop("RAY_ADDRESS", None)
     seed_mlflow(tmp_path)
-    spec_file = tmp_path / "spec.yaml"
     s = spec("fault_tasks:slow", strategy=strategy, budget=24)
     s["search"]["baselines"] = ["uniform"]
     if strategy == "evolution":
         s["search"]["options"] = {"population": 8}
-    import yaml
-
-    spec_file.write_text(yaml.safe_dump(s))
-    cli = [sys.executable, "-m", "prunehive.platform.cli"]
-    proc = subprocess.Popen(
-        [*cli, "run", str(spec_file), "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    store = JobStore(f"sqlite:///{tmp_path / 'prunehive.db'}")
-    deadline = time.monotonic() + 240
-    job_id = None
-    while time.monotonic() < deadline:
-        jobs = store.list_jobs()
-        if jobs and store.count_trials(jobs[0].id) >= 6:
-            job_id = jobs[0].id
-            break
-        time.sleep(0.2)
-    assert job_id is not None, proc.stderr.read() if proc.poll() is not None else "no trials recorded in time"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    killed = run_then_kill(s, tmp_path, [HERE], lambda store, job_id: store.count_trials(job_id) >= 6, 240)
+    store, job_id = killed.store, killed.job_id
     done_before = store.count_trials(job_id)
     assert done_before < 24
     checkpoint = store.get_job(job_id).strategy_state or {}
     assert checkpoint["told"] == done_before and "history" not in checkpoint  # the trial rows hold it
     assert store.get_job(job_id).status == "running"  # the driver died without a word
 
-    resumed = subprocess.run([*cli, "run", "--resume", job_id[:8], "--json"], env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    killed.resume()
     trials = store.trials(job_id)
     assert [t.candidate_id for t in trials] == list(range(24))
     assert store.get_job(job_id).status == "succeeded"

@@ -4,16 +4,12 @@ driver resumes without scoring any candidate twice at any stage."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from killed_driver import run_then_kill
 from mlflow.tracking import MlflowClient
 from torch import nn
 
@@ -103,29 +99,14 @@ def test_evopress_with_kl_fitness_spends_each_stages_samples(home: Path) -> None
 
 
 def test_killed_evopress_driver_resumes_without_repeating_a_stage(tmp_path: Path) -> None:
-    env = dict(os.environ, PRUNEHIVE_HOME=str(tmp_path), PYTHONPATH=str(HERE))
-    env.pop("RAY_ADDRESS", None)
-    spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text(yaml.safe_dump(spec_for("test_fidelity_jobs:slow", budget=24)))
-    cli = [sys.executable, "-m", "prunehive.platform.cli"]
-    proc = subprocess.Popen(
-        [*cli, "run", str(spec_file), "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    store = JobStore(f"sqlite:///{tmp_path / 'prunehive.db'}")
-    deadline, job_id = time.monotonic() + 300, None
-    while time.monotonic() < deadline:  # past the first stage: a promoted candidate has been scored
-        jobs = store.list_jobs()
-        if jobs and any(t.params["meta"]["fidelity"] > 0 for t in store.trials(jobs[0].id)):
-            job_id = jobs[0].id
-            break
-        time.sleep(0.1)
-    assert job_id is not None, proc.stderr.read() if proc.poll() is not None else "no stage 1 trial in time"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    def promoted(store: JobStore, job_id: str) -> bool:  # past the first stage: a promoted candidate scored
+        return any(t.params["meta"]["fidelity"] > 0 for t in store.trials(job_id))
+
+    killed = run_then_kill(spec_for("test_fidelity_jobs:slow", budget=24), tmp_path, [HERE], promoted)
+    store, job_id = killed.store, killed.job_id
     assert store.count_trials(job_id) < 24
 
-    resumed = subprocess.run([*cli, "run", "--resume", job_id[:8], "--json"], env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    killed.resume()
     trials = staged_trials(store, job_id)
     assert [t.candidate_id for t in trials] == list(range(24))
     metas = [t.params["meta"] for t in trials]

@@ -4,8 +4,6 @@ grouped-query Llama: every trial within the params budget, the depth/width basel
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -14,7 +12,7 @@ from typing import Any
 
 import pytest
 import ray
-import yaml
+from killed_driver import run_then_kill
 from structured_tasks import TinyLlamaTask
 from torch import nn
 
@@ -102,31 +100,13 @@ def test_evopress_structured_search_keeps_the_latency_budget_and_reports_the_pre
 
 
 def test_killed_structured_search_resumes_without_repeating_a_trial(tmp_path: Path) -> None:
-    env = dict(os.environ, PRUNEHIVE_HOME=str(tmp_path), PYTHONPATH=os.pathsep.join([HERE, TESTS]))
-    env.pop("RAY_ADDRESS", None)
     spec = structured_spec("evopress")
     spec["task"], spec["search"]["budget"], spec["resources"]["batch"] = "test_structured_search:slow", 16, 1
-    spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text(yaml.safe_dump(spec))
-    cli = [sys.executable, "-m", "prunehive.platform.cli"]
-    proc = subprocess.Popen(
-        [*cli, "run", str(spec_file), "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    store = JobStore(f"sqlite:///{tmp_path / 'prunehive.db'}")
-    deadline, job_id = time.monotonic() + 300, None
-    while time.monotonic() < deadline:
-        jobs = store.list_jobs()
-        if jobs and store.count_trials(jobs[0].id) >= 4:
-            job_id = jobs[0].id
-            break
-        time.sleep(0.1)
-    assert job_id is not None, proc.stderr.read() if proc.poll() is not None else "no trials recorded in time"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    killed = run_then_kill(spec, tmp_path, [HERE, TESTS], lambda store, job_id: store.count_trials(job_id) >= 4)
+    store, job_id = killed.store, killed.job_id
     assert store.count_trials(job_id) < 16
 
-    resumed = subprocess.run([*cli, "run", "--resume", job_id[:8], "--json"], env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    killed.resume()
     trials = store.trials(job_id)
     assert [t.candidate_id for t in trials] == list(range(16))  # each candidate scored exactly once
     assert all(t.result is not None and t.result["achieved_sparsity"] >= 0.3 - 1e-12 for t in trials)
