@@ -45,8 +45,9 @@ def run_then_kill(
     ready: Callable[[JobStore, str], bool],
     timeout: float = 300.0,
 ) -> KilledJob:
-    """Run ``spec`` with ``prunehive run`` in ``home`` (``paths`` on PYTHONPATH, for test tasks the workers
-    import), SIGKILL the driver once ``ready(store, job_id)`` holds, and return the killed job."""
+    """Run ``spec`` with ``prunehive run`` in ``home`` (``paths`` on PYTHONPATH, for test tasks the driver and
+    workers import: a test module used as a task also needs ``tests/``, where this helper lives), SIGKILL the
+    driver once ``ready(store, job_id)`` holds, and return the killed job."""
     env = dict(os.environ, PRUNEHIVE_HOME=str(home), PYTHONPATH=os.pathsep.join(str(p) for p in paths))
     env.pop("RAY_ADDRESS", None)
     spec_file = home / "spec.yaml"

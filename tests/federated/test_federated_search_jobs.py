@@ -50,7 +50,7 @@ def test_killed_federated_search_resumes_without_repeating_a_trial(tmp_path: Pat
         "federated": {"clients": 4, "eval_fraction": 0.5, "partition": {"dirichlet": 1.0}},
         "resources": {"workers": 1, "batch": 1},
     }
-    killed = run_then_kill(spec, tmp_path, [HERE], lambda store, job_id: store.count_trials(job_id) >= 5)
+    killed = run_then_kill(spec, tmp_path, [HERE, HERE.parent], lambda store, job_id: store.count_trials(job_id) >= 5)
     store, job_id = killed.store, killed.job_id
     assert store.count_trials(job_id) < BUDGET
     assert store.get_job(job_id).status == "running"  # the driver died without a word

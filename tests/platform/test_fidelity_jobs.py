@@ -102,7 +102,7 @@ def test_killed_evopress_driver_resumes_without_repeating_a_stage(tmp_path: Path
     def promoted(store: JobStore, job_id: str) -> bool:  # past the first stage: a promoted candidate scored
         return any(t.params["meta"]["fidelity"] > 0 for t in store.trials(job_id))
 
-    killed = run_then_kill(spec_for("test_fidelity_jobs:slow", budget=24), tmp_path, [HERE], promoted)
+    killed = run_then_kill(spec_for("test_fidelity_jobs:slow", budget=24), tmp_path, [HERE, HERE.parent], promoted)
     store, job_id = killed.store, killed.job_id
     assert store.count_trials(job_id) < 24
 
