@@ -1,5 +1,6 @@
 """The structured latency lookup table's timing, on a tiny grouped-query Llama with the clock replaced: what a
-burst of other work and a load that varies from one timed pair to the next do to it."""
+burst of other work, a load that varies from one timed pair to the next, and load on the dense model's
+readings alone do to it."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def test_a_burst_of_other_work_spoils_one_pass_of_the_latency_table_not_the_tabl
     monkeypatch.setattr(timing, "fastest_ms", clock)
     timer = StructuredTimer(engine, LatencyRequest(batch=1, repeats=3, warmup=0))
     quiet = timer.table()
-    per_pass = len(calls) // timing.PASSES
+    per_pass = (len(calls) - timing.PROBES) // timing.PASSES  # the probes that check the table come last
     calls.clear()
     burst.update(range(per_pass, 2 * per_pass))  # the whole second pass
     assert timer.table() == quiet and quiet.dense_ms > 0 and min(min(d) for d in quiet.deltas) < 0
@@ -70,3 +71,30 @@ def test_each_latency_table_entry_is_a_ratio_to_the_dense_timing_it_was_paired_w
     for q, got in zip(quiet.deltas, loaded.deltas, strict=True):
         assert got == pytest.approx([scale * v for v in q], rel=1e-9, abs=1e-9)
     assert min(min(d) for d in quiet.deltas) < 0
+
+
+def test_a_table_its_whole_model_probes_contradict_is_timed_again(
+    engine: StructuredEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clock is replaced (a model's time: its parameters). While the first table is timed, the dense
+    model's readings are slowed by half (load that keeps hitting one side of the pairs), so that table predicts
+    every candidate faster than it is; the probes timed after it read true, and the table is timed again."""
+    calls: list[int] = []
+    slow_dense = {"until": 0}
+
+    def clock(dense: torch.nn.Module, small: torch.nn.Module, *_: object) -> tuple[float, float]:
+        calls.append(len(calls))
+        factor = 1.5 if calls[-1] < slow_dense["until"] else 1.0
+        return sum(p.numel() for p in small.parameters()) / 1e4, factor * engine.total_params / 1e4
+
+    monkeypatch.setattr(timing, "fastest_ms", clock)
+    timer = StructuredTimer(engine, LatencyRequest(batch=1, repeats=3, warmup=0))
+    quiet = timer.table()
+    assert quiet.probe_error == pytest.approx(0.0, abs=1e-9)  # an additive clock: the table predicts exactly
+    one_table = len(calls) - timing.PROBES
+    calls.clear()
+    slow_dense["until"] = one_table  # the first table's timings only
+    loaded = timer.table()
+    assert len(calls) == 2 * (one_table + timing.PROBES)  # timed twice: the second agreed with its probes
+    assert np.allclose(np.concatenate(loaded.deltas), np.concatenate(quiet.deltas))
+    assert loaded.probe_error == pytest.approx(0.0, abs=1e-9)
