@@ -5,7 +5,7 @@ ERK as the federated search's own baselines, scored the same federated way.
 
 Run: .venv/bin/python scripts/federated_search_table.py [--quick] [--task digits-mlp] [--budget 80]
      [--seeds 0 1 2] [--sparsity 0.9] [--clients 10] [--alpha 0.5] [--eval-fraction 0.5]
-     [--recovery-rounds 0] [--fidelity 90 180 359 --survivors 6 3 1] [--out docs/results/federated_search.json]
+     [--recovery-rounds 0] [--fitness quality|loss] [--fidelity 90 180 359 --survivors 6 3 1] [--out docs/results/federated_search.json]
 Every job is a real `prunehive run` in this process's PRUNEHIVE_HOME; each finished seed is saved to --out,
 and a rerun with the same settings goes on from the seeds it holds. Test accuracy is every client's
 share of the test split together (the final re-evaluation asks all clients), i.e. the whole test split.
@@ -44,6 +44,7 @@ def specs(args: argparse.Namespace, seed: int) -> dict[str, dict[str, Any]]:
         "budget": args.budget,
         "seed": seed,
         "baselines": ["uniform", "erk"],
+        "fitness": args.fitness,
         "options": {"population": args.population},
     }
     if args.fidelity:  # multi-step selection: validation samples per stage (federated: clients, in proportion)
@@ -123,7 +124,7 @@ def table(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
     lines = [
         f"{args.task}, {args.sparsity:.0%} sparsity (Wanda masks), evolution, budget {args.budget}; "
         f"{args.clients} clients, Dirichlet {args.alpha}, eval_fraction {args.eval_fraction}, "
-        f"recovery_rounds {args.recovery_rounds}; "
+        f"recovery_rounds {args.recovery_rounds}; fitness {args.fitness}; "
         + (f"fidelity {args.fidelity}, survivors {args.survivors}; " if args.fidelity else "")
         + f"seeds {' '.join(map(str, args.seeds))}. Test accuracy, mean ± std.",
         "",
@@ -163,6 +164,7 @@ def main() -> None:
     ap.add_argument("--sparsity", type=float, default=0.9)
     ap.add_argument("--clients", type=int, default=10)
     ap.add_argument("--alpha", type=float, default=0.5)
+    ap.add_argument("--fitness", choices=["quality", "loss"], default="quality", help="what the searches maximise")
     ap.add_argument("--eval-fraction", type=float, default=0.5)
     ap.add_argument("--recovery-rounds", type=int, default=0)
     ap.add_argument("--fidelity", type=int, nargs="+", help="stages' validation samples (the last: all clients)")

@@ -42,8 +42,10 @@ def check_federated_evaluation(spec: JobSpec) -> None:
     why = not_a_classifier(spec.task)
     if why is not None:
         raise ValueError(f"search.evaluation: federated needs a classification task (clients report accuracy); {why}")
-    if spec.search.fitness != "quality":
-        raise ValueError("search.fitness: kl compares with the dense model on central data; federated scores quality")
+    if spec.search.fitness == "kl":
+        raise ValueError(
+            "search.fitness: kl compares with the dense model on central data; federated scores quality or loss"
+        )
     if spec.pruning.solver != "mask":
         raise ValueError(
             f"pruning.solver: {spec.pruning.solver} reconstructs weights from central calibration data;"

@@ -52,8 +52,10 @@ class SearchOptions(Strict):
         None, gt=0, description="Seconds per candidate; a slower evaluation fails (metric-search default: 120)."
     )
     warm_start: bool = Field(True, description="All but random and gp-metric start from the baselines' allocations.")
-    fitness: Literal["quality", "kl"] = Field(
-        "quality", description="What strategies maximise: validation quality, or minus the KL from the dense model."
+    fitness: Literal["quality", "kl", "loss"] = Field(
+        "quality",
+        description="What strategies maximise: validation quality, minus the KL from the dense model, or minus the "
+        "validation loss (smoother than a classifier's accuracy on a small split).",
     )
     evaluation: Literal["central", "federated"] = Field(
         "central",

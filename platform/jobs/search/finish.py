@@ -78,16 +78,18 @@ def log_best_so_far(
     run: SearchRun, parent: str, strategy: Strategy, baselines: dict[str, EvalResult], quality: Quality
 ) -> None:
     """The best validation score after each trial, on the task's own scale where it can be (the KL from the
-    dense model for ``fitness: kl``), with the baselines as horizontal lines; against the validation tokens
+    dense model for ``fitness: kl``, the loss for ``fitness: loss``), with the baselines as horizontal lines; against the validation tokens
     spent so far where the trials recorded them."""
     fitness = run.spec.search.fitness
-    higher = quality.higher_is_better and fitness != "kl"
+    higher = quality.higher_is_better and fitness == "quality"
     sign = 1.0 if higher else -1.0
     done = [(c, o) for c, o in strategy.history if o.state == "complete"]
     shown = [sign * o.values[0] for _, o in done]
     lines = {n: sign * fitness_of(r, fitness) for n, r in baselines.items()}
     if fitness == "kl":
         label = "validation KL from dense"
+    elif fitness == "loss":
+        label = "validation loss"
     else:
         label = f"validation {quality.name}" if higher else "validation loss (log-perplexity)"
     spent = cumulative_tokens(run, strategy)

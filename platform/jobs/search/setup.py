@@ -36,10 +36,10 @@ def fixed_allocation(spec: JobSpec, space: SearchSpace, pool: ActorPool) -> list
 
 def objective_name(spec: JobSpec, info: WorkerInfo) -> str:
     """What a search maximises, named for Optuna's dashboard: ``val_accuracy``, or for a task scored by
-    its loss ``val_neg_log_perplexity`` (the objective is minus the mean loss), or ``val_neg_kl``."""
+    its loss ``val_neg_log_perplexity`` (the objective is minus the mean loss), ``val_neg_kl`` or ``val_neg_loss``."""
     if spec.search.fitness == "kl":
         return "val_neg_kl"
-    if info.higher_is_better:
+    if info.higher_is_better and spec.search.fitness == "quality":
         return f"val_{info.quality}"
     return "val_neg_log_perplexity" if info.quality == "perplexity" else "val_neg_loss"
 

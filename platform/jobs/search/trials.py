@@ -74,7 +74,10 @@ def objective_values(
 
 
 def fitness_of(result: EvalResult, fitness: str = "quality") -> float:
-    """The value a search maximises on validation: the task's objective, or minus the KL from the dense model."""
+    """The value a search maximises on validation: the task's objective, minus the mean loss, or minus the KL
+    from the dense model."""
+    if fitness == "loss":
+        return -result.metrics["validation"].loss
     if fitness != "kl":
         return result.objective("validation")
     kl = result.metrics["validation"].kl
