@@ -5,7 +5,8 @@ ERK as the federated search's own baselines, scored the same federated way.
 
 Run: .venv/bin/python scripts/federated_search_table.py [--quick] [--task digits-mlp] [--budget 80]
      [--seeds 0 1 2] [--sparsity 0.9] [--clients 10] [--alpha 0.5] [--eval-fraction 0.5]
-     [--recovery-rounds 0] [--fitness quality|loss] [--fidelity 90 180 359 --survivors 6 3 1] [--out docs/results/federated_search.json]
+     [--recovery-rounds 0] [--fitness quality|loss] [--fidelity 90 180 359 --survivors 6 3 1]
+     [--out docs/results/federated_search.json]
 Every job is a real `prunehive run` in this process's PRUNEHIVE_HOME; each finished seed is saved to --out,
 and a rerun with the same settings goes on from the seeds it holds. Test accuracy is every client's
 share of the test split together (the final re-evaluation asks all clients), i.e. the whole test split.

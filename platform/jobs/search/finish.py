@@ -78,8 +78,8 @@ def log_best_so_far(
     run: SearchRun, parent: str, strategy: Strategy, baselines: dict[str, EvalResult], quality: Quality
 ) -> None:
     """The best validation score after each trial, on the task's own scale where it can be (the KL from the
-    dense model for ``fitness: kl``, the loss for ``fitness: loss``), with the baselines as horizontal lines; against the validation tokens
-    spent so far where the trials recorded them."""
+    dense model for ``fitness: kl``, the loss for ``fitness: loss``), with the baselines as horizontal lines;
+    against the validation tokens spent so far where the trials recorded them."""
     fitness = run.spec.search.fitness
     higher = quality.higher_is_better and fitness == "quality"
     sign = 1.0 if higher else -1.0

@@ -76,7 +76,8 @@ def finish(run: SearchRun, pool: ActorPool, strategy: Strategy, info: WorkerInfo
 
     search, spent = spec.search, None
     if search.fidelity is not None or search.fitness != "quality" or spec.pruning.solver != "mask":
-        # Jobs with stages, a fitness other than quality or a solver report what they spent; other jobs' JSON keeps its keys.
+        # Jobs with stages, a fitness other than quality or a solver report what they spent; other jobs' JSON
+        # keeps its keys.
         # The dense model's score is a reference, not spent on comparing candidates.
         spent = evaluation_tokens(run, {n: r for n, r in replies.items() if n != DENSE})
     per_row, rule = rule_fields(spec)
