@@ -35,24 +35,25 @@ class LatencyTable:
     dense_ms: float
     deltas: list[list[float]]  # per layer, per level (level 0: 0.0)
     budget: float | None = None  # fraction of dense_ms every candidate must stay within
-    probe_error: float | None = None  # median relative miss on the whole models timed to check the table
+    probe_scale: float | None = None  # what its changes were scaled by to match whole models' timings
+    probe_error: float | None = None  # median relative miss on those whole models, once scaled
 
     def predict(self, indices: list[int]) -> float:
         return self.dense_ms + sum(d[j] for d, j in zip(self.deltas, indices, strict=True))
 
     def to_dict(self) -> dict[str, Any]:
         out = {"dense_ms": self.dense_ms, "deltas": [list(d) for d in self.deltas], "budget": self.budget}
-        return out if self.probe_error is None else {**out, "probe_error": self.probe_error}
+        probes = {"probe_scale": self.probe_scale, "probe_error": self.probe_error}
+        return {**out, **{k: v for k, v in probes.items() if v is not None}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LatencyTable:
-        budget, probe = data.get("budget"), data.get("probe_error")
-        return cls(
-            float(data["dense_ms"]),
-            [[float(v) for v in d] for d in data["deltas"]],
-            None if budget is None else float(budget),
-            None if probe is None else float(probe),
-        )
+        def number(key: str) -> float | None:
+            value = data.get(key)
+            return None if value is None else float(value)
+
+        deltas = [[float(v) for v in d] for d in data["deltas"]]
+        return cls(float(data["dense_ms"]), deltas, number("budget"), number("probe_scale"), number("probe_error"))
 
 
 @dataclass

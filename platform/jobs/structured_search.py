@@ -130,8 +130,8 @@ def latency_prediction(
     worst = max(errors, default=None)
     out: dict[str, Any] = {"dense_ms": table.dense_ms, "budget": table.budget, "candidates": rows}
     out["largest_error"] = worst
-    if table.probe_error is not None:  # the whole models timed to check the table when it was built
-        out["probe_error"] = table.probe_error
+    if table.probe_scale is not None:  # the whole models timed to calibrate the table when it was built
+        out["probe_scale"], out["probe_error"] = table.probe_scale, table.probe_error
     if worst is not None and worst > TABLE_TOLERANCE:
         out["warning"] = (
             f"the latency table's predictions miss the whole-model measurements by up to {worst:.0%} (more than "

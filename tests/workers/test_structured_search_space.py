@@ -197,6 +197,12 @@ def test_the_summary_flags_a_latency_table_that_measurement_contradicts(engine: 
     loaded = latency_prediction(space, entry(1.5 * predicted / 10.0), {"uniform": entry(predicted / 10.0)})
     assert loaded is not None and loaded["largest_error"] == pytest.approx(0.5 / 1.5)
     assert "33%" in loaded["warning"] and [r["name"] for r in loaded["candidates"]] == ["best", "uniform"]
+    assert "probe_scale" not in loaded  # a table built without the whole-model calibration
+    calibrated = LatencyTable(10.0, deltas, 0.8, probe_scale=0.9, probe_error=0.02)
+    assert LatencyTable.from_dict(calibrated.to_dict()) == calibrated  # it travels from the worker intact
+    space = StructuredSpace(engine.layers, target=0.0, grids=engine.grids, latency=calibrated)
+    report = latency_prediction(space, entry(predicted / 10.0), {})
+    assert report is not None and (report["probe_scale"], report["probe_error"]) == (0.9, 0.02)
 
 
 def test_evopress_offspring_spend_the_latency_budget_a_parent_leaves(engine: StructuredEngine) -> None:
