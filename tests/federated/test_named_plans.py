@@ -155,6 +155,18 @@ def test_fedtiny_drops_candidates_over_budget() -> None:
     assert 1 <= len(strategy.candidates) <= 6  # type: ignore[attr-defined]
 
 
+def test_fedtiny_random_candidates_keep_every_layer_near_uniform_density() -> None:
+    """At 95%, perturbing sparsity by 0.1 put layers at the 1% density floor (a conv with a handful of weights);
+    the perturbation is relative to the density, so every layer keeps a fair share of uniform's 5%."""
+    for seed in (0, 1, 2):
+        strategy = build_strategy(settings("fedtiny", seed=seed), lambda r: None)
+        for candidate in strategy.candidates[3:]:  # type: ignore[attr-defined]
+            densities = [float(m.float().mean()) for m in candidate.values()]
+            assert min(densities) > 0.25 * 0.05, (seed, densities)
+            kept = sum(float(m.sum()) for m in candidate.values()) / sum(m.numel() for m in candidate.values())
+            assert kept == pytest.approx(0.05, abs=2e-3)  # still exactly the budget
+
+
 def test_fedtiny_with_a_budget_no_mask_meets_is_refused() -> None:
     with pytest.raises(ValueError, match=r"federated\.client_budget: no fedtiny mask at sparsity 0\.95 meets flops"):
         build_strategy(settings("fedtiny", client_budget={"flops": 0.001}), lambda r: None)

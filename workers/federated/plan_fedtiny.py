@@ -10,8 +10,10 @@ mask progressively, layer by layer: clients send the top-K gradients of one laye
 
 What this implementation changes:
 - Candidates: the uniform, ERK and global-magnitude allocations plus three random perturbations of
-  uniform (0.1 sparsity per standard deviation, projected onto the budget), each ranked by the initial
-  weights' magnitudes. All keep exactly ``pruning.sparsity``.
+  uniform (each layer's density times ``exp(0.5 z)``, projected onto the budget), each ranked by the initial
+  weights' magnitudes. All keep exactly ``pruning.sparsity``. The perturbation is relative to the density: at
+  95%, a perturbation of 0.1 in sparsity put layers of most random candidates at the 1% density floor (a conv
+  layer left with a handful of weights), which selection at initialisation cannot tell apart from good ones.
 - Budget (``federated.client_budget``, optional): ``{flops: f}`` bounds a client's training FLOPs per
   batch to ``f`` of dense, ``{memory_mb: m}`` its peak training memory, both measured on the server as
   the cost columns are (``client_cost``). Candidates over budget are dropped; if none is left, the
@@ -49,6 +51,7 @@ from prunehive.workers.federated.strategy import RoundRecord
 ACTION = "fedtiny"
 CANDIDATES = "candidates"
 RANDOM_CANDIDATES = 3
+DENSITY_SPREAD = 0.5  # a random candidate's layer densities: uniform's times exp(DENSITY_SPREAD * z)
 LAST = 0.6  # no fine pruning after this fraction of the rounds
 
 
@@ -93,7 +96,8 @@ class FedTinyStrategy(NamedPlanStrategy):
         rng = np.random.default_rng(self.settings.seed)
         space = self.plan.space
         for _ in range(RANDOM_CANDIDATES):
-            vector = space.repair(self.target + 0.1 * rng.standard_normal(space.dim))
+            density = (1.0 - self.target) * np.exp(DENSITY_SPREAD * rng.standard_normal(space.dim))
+            vector = space.repair(1.0 - density)
             out.append(self.allocation_masks(magnitudes, dict(zip(space.names, map(float, vector), strict=True))))
         return out
 
