@@ -12,6 +12,7 @@ skipped, so an interrupted table resumes.
 
     .venv/bin/python scripts/federated_table.py            # the full table (10 clients, 3 seeds)
     .venv/bin/python scripts/federated_table.py --quick    # 1 seed, Dirichlet 0.5, 95%, short runs
+    .venv/bin/python scripts/federated_table.py --report   # the table of the runs --out holds so far
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--local-epochs", type=int, default=5)  # a client holds ~110 rows: 4 batches an epoch
     p.add_argument("--out", type=Path, default=Path("federated_table.jsonl"))
     p.add_argument("--quick", action="store_true", help="1 seed, Dirichlet 0.5, 95%% only, 8 rounds of 5 epochs")
+    p.add_argument("--report", action="store_true", help="print the table of the runs --out holds; run nothing")
     args = p.parse_args(argv)
     if args.quick:
         args.alphas, args.seeds, args.sparsities, args.rounds, args.local_epochs = [0.5], [0], [0.95], 8, 5
@@ -150,7 +152,7 @@ def table(args: argparse.Namespace, done: dict[str, dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     done = load(args.out)
-    todo = [c for c in cells(args) if key(c, args) not in done]
+    todo = [] if args.report else [c for c in cells(args) if key(c, args) not in done]
     for i, cell in enumerate(todo, 1):
         print(f"[{i}/{len(todo)}] {cell}", file=sys.stderr, flush=True)
         try:
