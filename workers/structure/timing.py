@@ -15,12 +15,12 @@ its levels (a noisy reading cannot make a wider model look faster than a narrowe
 
 A finished table is calibrated against ``PROBES`` whole models (random levels per sublayer, seeded) timed as
 a search's trials are: its changes are scaled by the median ratio of the probes' measured saving (one minus
-the fraction of dense) to the table's predicted one. Summed over a model's sublayers, the table overstates the
-saving of mixed depth and width (at batch 16 on code-lm-deep by 5-15%, and a table timed under other load by
-more), and a search fills the budget on the table, so its results measured slower than the budget; scaled,
-held-out whole models are predicted within ~3% (median) where the unscaled table missed by ~10%. The scale and
-the probes' remaining median relative error travel with the table (``probe_scale``, ``probe_error``) into the
-job's summary.
+the fraction of dense) to the table's predicted one. Summed over a model's sublayers, a table can misstate the
+saving of mixed depth and width (at batch 16 on code-lm-deep by up to ~10%, differently from one timing to the
+next, and a table timed under other load by more), and a search fills the budget on the table, so its results
+measure off the budget; ``scripts/structured_latency_calibration.py`` checks the scale on held-out models.
+The scale and the probes' remaining median relative error travel with the table (``probe_scale``,
+``probe_error``) into the job's summary.
 """
 
 from __future__ import annotations
