@@ -115,8 +115,9 @@ def verdict(plan: dict[int, dict[str, Any]], fixed: dict[int, dict[str, Any]]) -
     tie = max(EQUAL, statistics.stdev(diffs) if len(diffs) > 1 else 0.0)
     p, f = summarise([plan[s] for s in seeds]), summarise([fixed[s] for s in seeds])
     cheaper = [k for k in COSTS if p[k] <= CHEAPER * f[k]]
-    if all(d > EQUAL for d in diffs) or diff > tie:
-        return f"yes: accuracy {diff * 100:+.1f} pt" + (" (every seed)" if all(d > EQUAL for d in diffs) else "")
+    every_seed = all(d > EQUAL for d in diffs)
+    if every_seed or diff > tie:
+        return f"yes: accuracy {diff * 100:+.1f} pt" + (" (every seed)" if every_seed else "")
     if abs(diff) <= tie and cheaper:
         spread = f"{diff * 100:+.1f} ± {tie * 100:.1f} pt"
         return f"yes: equal accuracy ({spread}), lower " + ", ".join(k.replace("_", " ") for k in cheaper)

@@ -17,20 +17,8 @@ from dataclasses import replace
 import numpy as np
 
 from prunehive.workers.contracts import LatencyRequest
-from prunehive.workers.structure.timing import StructuredTimer, saving
+from prunehive.workers.structure.timing import saving
 from prunehive.workers.structure.worker import StructuredEvalWorker
-
-
-def held_out(timer: StructuredTimer, count: int, seed: int) -> list[tuple[list[int], float]]:
-    """``count`` whole models with random levels (not the calibration's seed): level indices, measured fraction."""
-    rng = np.random.default_rng(seed)
-    slots = timer.engine.slots
-    out = []
-    for _ in range(count):
-        indices = [int(rng.integers(len(s.grid))) for s in slots]
-        ms, dense_ms = timer.whole([s.grid[j] for s, j in zip(slots, indices, strict=True)])
-        out.append((indices, ms / dense_ms))
-    return out
 
 
 def main() -> None:
@@ -50,7 +38,7 @@ def main() -> None:
         scaled = timer.table()
         scale = scaled.probe_scale or 1.0
         raw = replace(scaled, deltas=[[v / scale for v in d] for d in scaled.deltas])
-        models = held_out(timer, args.held_out, seed=1000 + k)
+        models = timer.probes(args.held_out, seed=1000 + k)  # not the calibration's seed
         errors = {
             name: [abs(1.0 - saving(table, i) - m) / m for i, m in models]
             for name, table in (("raw", raw), ("scaled", scaled))

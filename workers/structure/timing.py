@@ -85,12 +85,12 @@ class StructuredTimer:
         errors = [abs(1.0 - saving(scaled, i) - m) / m for i, m in probes]
         return replace(scaled, probe_error=float(np.median(errors)))
 
-    def probes(self) -> list[tuple[list[int], float]]:
-        """``PROBES`` whole models with seeded random levels per sublayer (depth and width mixed, as a search's
+    def probes(self, count: int = PROBES, seed: int = 0) -> list[tuple[list[int], float]]:
+        """``count`` whole models with seeded random levels per sublayer (depth and width mixed, as a search's
         candidates are): each one's level indices and its measured fraction of dense."""
-        rng = np.random.default_rng(0)
+        rng = np.random.default_rng(seed)
         out = []
-        for _ in range(PROBES):
+        for _ in range(count):
             indices = [int(rng.integers(len(s.grid))) for s in self.engine.slots]
             ms, dense_ms = self.whole([s.grid[j] for s, j in zip(self.engine.slots, indices, strict=True)])
             out.append((indices, ms / dense_ms))
