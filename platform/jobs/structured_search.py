@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from prunehive.platform.jobs.latency_feedback import LatencyFeedback
 from prunehive.platform.spec.job import JobSpec
 from prunehive.search.halving import top_stage_best
 from prunehive.search.space import Layer
@@ -99,12 +100,13 @@ def structured_space(
 
 
 def latency_prediction(
-    space: StructuredSpace, best: Entry, baselines: dict[str, Entry | Failed]
+    space: StructuredSpace, best: Entry, baselines: dict[str, Entry | Failed], feedback: LatencyFeedback | None = None
 ) -> dict[str, Any] | None:
     """The lookup table's predicted milliseconds against the whole-model measurement, for the best
     candidate and every baseline (None where the search timed nothing), with the largest relative error of
     the predicted fraction of dense and, above ``TABLE_TOLERANCE``, a warning: a table timed while other
-    work ran mispredicts every candidate, and repair then keeps a budget that measurement does not."""
+    work ran mispredicts every candidate, and repair then keeps a budget that measurement does not. ``feedback``:
+    where the search's trials moved the budget repair held on the table (``feedback`` in the result)."""
     table = space.latency
     if table is None:
         return None
@@ -132,6 +134,8 @@ def latency_prediction(
     out["largest_error"] = worst
     if table.probe_scale is not None:  # the whole models timed to calibrate the table when it was built
         out["probe_scale"], out["probe_error"] = table.probe_scale, table.probe_error
+    if feedback is not None:
+        out["feedback"] = feedback.to_dict()
     if worst is not None and worst > TABLE_TOLERANCE:
         out["warning"] = (
             f"the latency table's predictions miss the whole-model measurements by up to {worst:.0%} (more than "

@@ -15,6 +15,7 @@ import ray
 
 from prunehive.platform.jobs.base import JobRun
 from prunehive.platform.jobs.cluster import connect_ray, say
+from prunehive.platform.jobs.latency_feedback import LatencyFeedback
 from prunehive.platform.jobs.metric_search.summary import finish_metric_search
 from prunehive.platform.jobs.pool import ActorPool, auto_batch
 from prunehive.platform.jobs.progress import SearchProgress
@@ -94,6 +95,7 @@ class SearchRun(JobRun):
         """``pool``: warm actors of an identical task and pruning setup to reuse (a benchmark's); kept open."""
         super().__init__(store, job_id, ray_address, show_progress)
         self.pool = pool
+        self.feedback: LatencyFeedback | None = None
 
     def run(self) -> dict[str, Any]:
         """The summary as the job store and ``run --json`` hold it."""
@@ -120,6 +122,8 @@ class SearchRun(JobRun):
                 if strategy_class(spec.strategy).warm_startable and spec.search.warm_start:
                     space = self.space.to_dict()
                     warm = [pool.call_one("allocation", name, space) for name in spec.search.baselines]
+                if isinstance(self.space, StructuredSpace):  # after the warm starts, placed on the table's own budget
+                    self.feedback = self._latency_feedback(self.space)
                 strategy = build_strategy(
                     spec, self.space, self.job_id, self.store.url, self.allocation, warm, objective_name(spec, info)
                 )
@@ -129,6 +133,8 @@ class SearchRun(JobRun):
                 searching = time.perf_counter()
                 self._search(pool, strategy, info, parent, logger)
                 self._store_child_ids(logger.close(timeout=None))  # the search ends once every trial is in MLflow
+                if self.feedback is not None:
+                    self.feedback.restore()
                 finishing = time.perf_counter()
                 if spec.kind == "metric-search":
                     result = finish_metric_search(self, pool, strategy, info, parent)
@@ -139,7 +145,7 @@ class SearchRun(JobRun):
                     result = healed_summary(spec, pool, self.space, result)
                     self.tracker.log_metrics(parent, healed_metrics(result))
                 if isinstance(self.space, StructuredSpace):  # the lookup table's predictions, checked
-                    prediction = latency_prediction(self.space, result.best, result.baselines)
+                    prediction = latency_prediction(self.space, result.best, result.baselines, self.feedback)
                     if prediction is not None and "warning" in prediction:
                         say(f"warning: {prediction['warning']}")
                     result = replace(result, latency_prediction=prediction)
@@ -183,6 +189,18 @@ class SearchRun(JobRun):
             keep = {t.mlflow_run_id for t in self.store.trials(self.job_id) if t.mlflow_run_id}
             self.tracker.sweep(run_id, keep)
         return run_id
+
+    def _latency_feedback(self, space: StructuredSpace) -> LatencyFeedback | None:
+        """The working budget's feedback for a latency-budgeted structured search, replayed over the stored
+        trials when the job resumes."""
+        budget = self.spec.pruning.latency_budget
+        if budget is None or space.latency is None:
+            return None
+        feedback = LatencyFeedback(space, budget)
+        for trial in sorted(map(TrialRow.of, self.store.trials(self.job_id)), key=lambda t: t.candidate.id):
+            if trial.result is not None:
+                feedback.observe(list(trial.candidate.sparsity), trial.result)
+        return feedback
 
     def _child(self, cand: Candidate, result: EvalResult | None) -> ChildRun:
         return child_run(self.space.names, self.spec.strategy, cand, result)
@@ -228,6 +246,8 @@ class SearchRun(JobRun):
                             spec.search.fitness,
                         )
                         outcome = Outcome(values)
+                        if self.feedback is not None:
+                            self.feedback.observe(list(cand.sparsity), result)
                         best = outcome.values[0] if best is None else max(best, outcome.values[0])
                     else:
                         outcome = Outcome.failed()

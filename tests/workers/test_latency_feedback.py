@@ -1,0 +1,69 @@
+"""The structured search's working latency budget follows its trials' measurements (``LatencyFeedback``): where
+the table overstates what candidates save, repair holds a tighter table budget, so they measure the real one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from structured_tasks import tiny_llama
+
+from prunehive.platform.jobs.latency_feedback import MIN_TRIALS, LatencyFeedback
+from prunehive.search.structured_space import LatencyTable, StructuredSpace
+from prunehive.workers.contracts import EvalResult
+from prunehive.workers.structure.engine import StructuredEngine
+
+BUDGET = 0.6
+
+
+@pytest.fixture(scope="module")
+def space() -> StructuredSpace:
+    torch.manual_seed(0)
+    engine = StructuredEngine(tiny_llama(), "magnitude", "structured", 2, "sparsegpt")
+    w = StructuredSpace(engine.layers, target=0.0, grids=engine.grids).weights()
+    deltas = [[-10.0 * w[i] * level for level in grid] for i, grid in enumerate(engine.grids)]
+    table = LatencyTable(10.0, deltas, BUDGET)
+    return StructuredSpace(engine.layers, target=0.0, grids=engine.grids, latency=table)
+
+
+def timed(space: StructuredSpace, x: np.ndarray, share: float) -> EvalResult:
+    """A trial whose whole-model timing saves ``share`` of what the table predicts (the timing is not under test)."""
+    predicted = space.predicted_ms(x)
+    assert predicted is not None
+    measured = 1.0 - share * (1.0 - predicted / 10.0)
+    return EvalResult({}, 0.0, {}, 0, 0, 0.0, latency_ms=10.0 * measured, speedup=1.0 / measured)
+
+
+def test_trials_that_save_less_than_predicted_tighten_the_budget_repair_holds(space: StructuredSpace) -> None:
+    feedback = LatencyFeedback(space, BUDGET)
+    rng = np.random.default_rng(0)
+    for k in range(MIN_TRIALS + 4):
+        x = space.repair(rng.uniform(0, 1, space.dim))
+        assert space.latency is not None
+        if k >= MIN_TRIALS:  # once enough trials are in, repaired candidates measure within the real budget
+            assert 1.0 / timed(space, x, 0.8).speedup <= BUDGET + 1e-9  # type: ignore[operator]
+        feedback.observe(list(x), timed(space, x, 0.8))
+    assert feedback.scale == pytest.approx(0.8)
+    assert space.latency is not None and space.latency.budget == pytest.approx(1.0 - 0.4 / 0.8)
+    assert feedback.to_dict() == {"scale": pytest.approx(0.8), "working_budget": pytest.approx(0.5), "trials": 8}
+    feedback.restore()
+    assert space.latency.budget == BUDGET
+
+
+def test_untimed_and_near_dense_trials_do_not_move_the_budget(space: StructuredSpace) -> None:
+    feedback = LatencyFeedback(space, BUDGET)
+    dense = np.zeros(space.dim)
+    untimed = EvalResult({}, 0.0, {}, 0, 0, 0.0)
+    for _ in range(MIN_TRIALS + 1):
+        feedback.observe(list(dense), timed(space, dense, 0.5))
+        feedback.observe(list(space.repair(np.ones(space.dim))), untimed)
+    assert not feedback.ratios and space.latency is not None and space.latency.budget == BUDGET
+
+
+def test_trials_that_save_more_than_predicted_leave_the_budget_as_the_table_holds_it(space: StructuredSpace) -> None:
+    feedback = LatencyFeedback(space, BUDGET)
+    rng = np.random.default_rng(1)
+    for _ in range(MIN_TRIALS + 2):
+        x = space.repair(rng.uniform(0, 1, space.dim))
+        feedback.observe(list(x), timed(space, x, 1.2))
+    assert feedback.scale == 1.0 and space.latency is not None and space.latency.budget == pytest.approx(BUDGET)
