@@ -17,6 +17,7 @@ from prunehive.platform.spec import federated as spec_federated
 from prunehive.platform.spec.job import SpecError, parse_spec
 from prunehive.workers.federated import plans
 from prunehive.workers.federated.aggregation import ClientUpdate
+from prunehive.workers.federated.client_app import reapply
 from prunehive.workers.federated.client_cost import plain_loss, training_cost
 from prunehive.workers.federated.plan_common import global_keep, prune_and_grow
 from prunehive.workers.federated.plan_feddst import readjust, vote_masks
@@ -144,6 +145,29 @@ def test_fedtiny_adapts_batchnorm_before_scoring() -> None:
     with torch.no_grad():
         plain = sum(float(task.loss_fn(model(a), b)) * len(b) for a, b in batches)
     assert adapted != pytest.approx(plain)  # fresh statistics (mean 0, var 1) are not the data's
+
+
+def test_fedtiny_scores_each_candidate_after_training_it_under_its_mask() -> None:
+    """At initialisation every candidate's adapted loss reads about ln 10; a local epoch under the candidate's
+    mask is what tells a trainable allocation from one that starves a layer."""
+    task = load_task("digits-cnn-bn")
+    model, names = cnn()
+    x, y = task.split("train")
+    batches = [(x[:64], y[:64]), (x[64:128], y[64:128])]
+    masks = {
+        n: torch.rand(model.get_parameter(n).shape, generator=torch.Generator().manual_seed(1)) > 0.8 for n in names
+    }
+    trained: list[torch.nn.Module] = []
+
+    def local(net: torch.nn.Module) -> None:
+        task.train(net, 24, after_step=reapply(net, masks), seed=0, data=(x[:256], y[:256]), batch_size=32, cosine=False)
+        trained.append(net)
+
+    untrained = adapted_loss(task, model, masks, batches)
+    after = adapted_loss(task, model, masks, batches, local)
+    assert after < 0.9 * untrained
+    (net,) = trained
+    assert all(not net.get_parameter(n)[~masks[n]].any() for n in names)  # trained under the candidate's mask
 
 
 def settings(plan: str, **kw: object) -> SimulationSettings:

@@ -14,6 +14,11 @@ What this implementation changes:
   weights' magnitudes. All keep exactly ``pruning.sparsity``. The perturbation is relative to the density: at
   95%, a perturbation of 0.1 in sparsity put layers of most random candidates at the 1% density floor (a conv
   layer left with a handful of weights), which selection at initialisation cannot tell apart from good ones.
+- Selection trains before it scores: each client trains each candidate for ``SELECTION_EPOCHS`` local epoch under
+  its mask, from the server's initial model, then adapts BatchNorm and reports the loss (the FLOPs are counted as
+  client training). At initialisation the adapted loss of every candidate reads about ln 10, so the pick was a coin
+  toss: at 95% on digits-cnn-bn, Dirichlet 0.1, uniform (first conv layer and classifier at 5% density) was picked
+  and reached 0.53 test accuracy where ERK (both near 70%) reached 0.92; after one epoch ERK scores lowest.
 - Budget (``federated.client_budget``, optional): ``{flops: f}`` bounds a client's training FLOPs per
   batch to ``f`` of dense, ``{memory_mb: m}`` its peak training memory, both measured on the server as
   the cost columns are (``client_cost``). Candidates over budget are dropped; if none is left, the
@@ -31,6 +36,8 @@ What this implementation changes:
 from __future__ import annotations
 
 import copy
+import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -40,7 +47,7 @@ from flwr.serverapp import Grid
 from torch import nn
 
 from prunehive.workers.apply import apply
-from prunehive.workers.federated.client_app import _num, app, local_data, received_model
+from prunehive.workers.federated.client_app import _num, app, local_data, reapply, received_model
 from prunehive.workers.federated.client_cost import TrainingCost, plain_loss, training_cost
 from prunehive.workers.federated.encoding import decode_masks, dense_record, encode_masks, record_bytes
 from prunehive.workers.federated.models import start_model
@@ -53,6 +60,7 @@ CANDIDATES = "candidates"
 RANDOM_CANDIDATES = 3
 DENSITY_SPREAD = 0.5  # a random candidate's layer densities: uniform's times exp(DENSITY_SPREAD * z)
 LAST = 0.6  # no fine pruning after this fraction of the rounds
+SELECTION_EPOCHS = 1  # local epochs each client trains each candidate before scoring it
 
 
 def has_batchnorm(model: nn.Module) -> bool:
@@ -60,11 +68,18 @@ def has_batchnorm(model: nn.Module) -> bool:
 
 
 def adapted_loss(
-    task: Any, model: nn.Module, masks: TierMasks, batches: list[tuple[torch.Tensor, torch.Tensor]]
+    task: Any,
+    model: nn.Module,
+    masks: TierMasks,
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    train: Callable[[nn.Module], None] | None = None,
 ) -> float:
-    """Summed loss of the masked model on ``batches``, after re-estimating its BatchNorm statistics on them."""
+    """Summed loss of the masked model on ``batches``, after ``train`` (a few local steps, if given) and after
+    re-estimating its BatchNorm statistics on them."""
     net = copy.deepcopy(model)
     apply(net, masks)
+    if train is not None:
+        train(net)
     with torch.no_grad():
         if has_batchnorm(net):
             for m in net.modules():
@@ -158,6 +173,7 @@ class FedTinyStrategy(NamedPlanStrategy):
         for reply in self.send(grid, asks, record, "candidate selection"):
             metrics = reply.content.metric_records["metrics"]  # wire boundary: the reply's Flower MetricRecord
             rows += int(metrics["rows"])  # type: ignore[arg-type]
+            record.client_flops += float(metrics["train-flops"])  # type: ignore[arg-type]
             sums += np.array([float(metrics[f"loss-{i}"]) for i in range(len(self.candidates))])  # type: ignore[arg-type]
         self.selection = [float(v) for v in sums / max(rows, 1)]
         return self.candidates[int(np.argmin(sums))]
@@ -165,16 +181,30 @@ class FedTinyStrategy(NamedPlanStrategy):
 
 @app.query(ACTION)
 def fedtiny_select(msg: Message, context: Context) -> Message:
-    """Each candidate's summed loss on this client's calibration batches, its BatchNorm adapted to them."""
+    """Each candidate's summed loss on this client's calibration batches, after ``SELECTION_EPOCHS`` of local
+    training from the received model and with its BatchNorm adapted to them; the training's FLOPs."""
     torch.set_num_threads(1)
     cfg = msg.content.config_records["config"]
-    task, x, y = local_data(cfg, int(context.node_config["partition-id"]))
+    pid = int(context.node_config["partition-id"])
+    task, x, y = local_data(cfg, pid)
     model, _ = received_model(msg, task)
     candidates = decode_masks(msg.content.array_records[CANDIDATES], model.state_dict())
     batches = task.calibration_batches(int(_num(cfg, "calibration-batches")), data=(x, y))
-    losses = {f"loss-{i}": adapted_loss(task, model, c, batches) for i, c in enumerate(candidates)}
+    batch = int(_num(cfg, "batch-size"))
+    steps = SELECTION_EPOCHS * math.ceil(len(x) / batch)
+    losses, flops = {}, 0.0
+    for i, masks in enumerate(candidates):
+
+        def local(net: nn.Module, masks: TierMasks = masks) -> None:
+            seed = int(_num(cfg, "seed")) * 1_000_003 + pid
+            task.train(net, steps, lr=_num(cfg, "lr") or None, after_step=reapply(net, masks), seed=seed,
+                       data=(x, y), batch_size=batch, cosine=False)  # fmt: skip
+
+        losses[f"loss-{i}"] = adapted_loss(task, model, masks, batches, local)
+        flops += training_cost(model, plain_loss(task.loss_fn), (x[:batch], y[:batch]), masks, steps).flops
     rows = sum(len(b[1]) for b in batches)
-    return Message(RecordDict({"metrics": MetricRecord({"rows": rows, **losses})}), reply_to=msg)
+    metrics = MetricRecord({"rows": rows, "train-flops": flops, **losses})
+    return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 
 
 STRATEGY = FedTinyStrategy
