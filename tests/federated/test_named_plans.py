@@ -160,7 +160,9 @@ def test_fedtiny_scores_each_candidate_after_training_it_under_its_mask() -> Non
     trained: list[torch.nn.Module] = []
 
     def local(net: torch.nn.Module) -> None:
-        task.train(net, 24, after_step=reapply(net, masks), seed=0, data=(x[:256], y[:256]), batch_size=32, cosine=False)
+        task.train(
+            net, 24, after_step=reapply(net, masks), seed=0, data=(x[:256], y[:256]), batch_size=32, cosine=False
+        )
         trained.append(net)
 
     untrained = adapted_loss(task, model, masks, batches)
