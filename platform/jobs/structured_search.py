@@ -2,7 +2,8 @@
 
 The latency budget is checked here, once the table exists: a budget below what the fastest model keeping
 one block reaches cannot be met by any candidate and is refused in one line. At the end, the best
-candidates are timed again and the best one whose second timing holds the budget is the search's best.
+candidates are timed again and the best one whose second timing holds the budget (within ``HOLD_TOLERANCE``) is
+the search's best.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from prunehive.workers.granularity import Granularity
 # timed twice reads up to ~6% apart at batch 1 and ~9% at batch 16 (code-lm-deep, 2 cores).
 TABLE_TOLERANCE = 0.2
 CONTENDERS = 4  # a latency-budgeted structured search's best candidates timed again at its end
+HOLD_TOLERANCE = 0.05  # how far over the budget a contender's second timing may read and still hold it
 
 
 def is_structured(spec: JobSpec) -> bool:
@@ -49,16 +51,25 @@ def contenders(spec: JobSpec, strategy: Strategy, best: list[Candidate]) -> list
     return top_stage_best(strategy.history, CONTENDERS) or best
 
 
+def hold_budget(spec: JobSpec) -> float | None:
+    """The bound the end of a search re-times its contenders against: the budget plus ``HOLD_TOLERANCE`` for a
+    structured search (a second timing of one model reads a few percent apart), the penalty bound otherwise."""
+    budget = spec.pruning.latency_budget
+    return budget * (1.0 + HOLD_TOLERANCE) if budget is not None and is_structured(spec) else penalty_budget(spec)
+
+
 def held_budget(front: list[tuple[int, EvalResult]], budget: float | None) -> tuple[int, EvalResult]:
     """The first of ``front`` (best first, by the search's validation) whose latency, timed again, holds
-    ``budget`` (``penalty_budget``: the bound the search scored against); the first where none does. Each was
-    chosen partly on one timing, and a luckily timed one may measure slower the second time."""
-    if budget is not None:
-        for scored in front:
-            speedup = scored[1].speedup
-            if speedup and 1.0 / speedup <= budget:
-                return scored
-    return front[0]
+    ``budget`` (``hold_budget``); where none does, the fastest. Each was chosen partly on one timing, and a
+    luckily timed one may measure slower the second time (1.5x, batch 1: a warm start whose trial read 1.60x
+    re-timed at 1.26x, within the search's 20% penalty bound, and was the search's best)."""
+    if budget is None:
+        return front[0]
+    timed = [s for s in front if s[1].speedup]
+    for scored in timed:
+        if 1.0 / scored[1].speedup <= budget:  # type: ignore[operator]
+            return scored
+    return max(timed, key=lambda s: s[1].speedup or 0.0) if timed else front[0]
 
 
 def params_target(spec: JobSpec, layers: list[Layer], grids: list[list[float]], dense_params: int) -> float:

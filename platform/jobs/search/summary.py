@@ -20,7 +20,7 @@ from prunehive.platform.jobs.search.finish import (
     reevaluate,
 )
 from prunehive.platform.jobs.search.trials import objective_values
-from prunehive.platform.jobs.structured_search import contenders, held_budget, penalty_budget
+from prunehive.platform.jobs.structured_search import contenders, held_budget, hold_budget, penalty_budget
 from prunehive.platform.jobs.summary_types import SearchSummary
 from prunehive.platform.tracking import plots
 from prunehive.search.strategy import Candidate, Strategy
@@ -67,7 +67,7 @@ def finish(run: SearchRun, pool: ActorPool, strategy: Strategy, info: WorkerInfo
     log_baselines(run, parent, baselines, base_replies)
     base_results = completed(base_replies)
 
-    head = held_budget(front, penalty_budget(spec)) if strategy.n_objectives == 1 else _at_target(front, space.target)
+    head = held_budget(front, hold_budget(spec)) if strategy.n_objectives == 1 else _at_target(front, space.target)
     final = final_metrics(head[1], base_results, q)
     final["best.achieved_sparsity"] = head[1].achieved_sparsity
     final.update(dense_metrics(replies[DENSE]))
