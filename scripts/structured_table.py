@@ -190,7 +190,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             measure(args, rows, Path(tmp))
     text = table(args, rows.rows)
-    rows.save(text)
+    if not args.report:  # a report under other settings reads no rows and must not overwrite them
+        rows.save(text)
     print(text)
 
 
