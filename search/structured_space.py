@@ -56,6 +56,14 @@ class LatencyTable:
         return cls(float(data["dense_ms"]), deltas, number("budget"), number("probe_scale"), number("probe_error"))
 
 
+MIN_SAVING = 0.05  # a whole model predicted to save less than this share of dense does not set a scale
+
+
+def saving(table: LatencyTable, indices: list[int]) -> float:
+    """The share of dense latency the table predicts ``indices`` (one level per sublayer) saves."""
+    return 1.0 - table.predict(indices) / table.dense_ms
+
+
 @dataclass
 class StructuredSpace(SearchSpace):
     """Per-sublayer level grids (``grids``, ascending, first 0.0) and an optional latency table."""

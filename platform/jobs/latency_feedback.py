@@ -19,13 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from prunehive.search.structured_space import StructuredSpace
+from prunehive.search.structured_space import MIN_SAVING, StructuredSpace, saving
 from prunehive.workers.contracts import EvalResult
 
 WINDOW = 24  # recent timed trials whose measured/predicted saving sets the working budget
 MIN_TRIALS = 4  # timed trials before the working budget moves
 SCALE_RANGE = (0.7, 1.0)  # the measured/predicted saving ratio is kept within this: the budget only tightens
-MIN_SAVING = 0.05  # a trial predicted to save less than this share of dense does not count
 
 
 class LatencyFeedback:
@@ -43,7 +42,7 @@ class LatencyFeedback:
         table = self.space.latency
         if table is None or not result.speedup:
             return
-        predicted = 1.0 - table.predict(self.space.level_indices(vector)) / table.dense_ms
+        predicted = saving(table, self.space.level_indices(vector))
         if predicted < MIN_SAVING:
             return
         self.ratios.append((1.0 - 1.0 / result.speedup) / predicted)

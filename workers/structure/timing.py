@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunehive.search.structured_space import LatencyTable
+from prunehive.search.structured_space import MIN_SAVING, LatencyTable, saving
 from prunehive.workers.contracts import LatencyRequest
 from prunehive.workers.latency import batch_of
 from prunehive.workers.structure.engine import StructuredEngine
@@ -40,7 +40,6 @@ from prunehive.workers.structure.engine import StructuredEngine
 PASSES = 3  # the lookup table is timed this many times over (``StructuredTimer.table``)
 PROBES = 4  # whole models timed to calibrate a finished table
 SCALE_RANGE = (0.5, 2.0)  # the calibration's scale is kept within this
-MIN_SAVING = 0.05  # a probe predicted to save less than this share of dense does not set the scale
 
 
 def fastest_ms(
@@ -139,11 +138,6 @@ class StructuredTimer:
         vector = [0.0 if s.block.index == keep else s.grid[-1] for s in e.slots]
         ms, dense_ms = self.whole(vector)
         return table.dense_ms * ms / dense_ms
-
-
-def saving(table: LatencyTable, indices: list[int]) -> float:
-    """The share of dense latency the table predicts ``indices`` (one level per sublayer) saves."""
-    return 1.0 - table.predict(indices) / table.dense_ms
 
 
 def with_budget(table: LatencyTable, budget: float | None) -> LatencyTable:
