@@ -24,8 +24,8 @@ from topology import (
     bin_path,
     free_port,
     http_ok,
-    ray_head_args,
     ray_worker_args,
+    start_ray_head,
     wait_for,
 )
 
@@ -53,7 +53,7 @@ def stack(postgres: PostgresServer, tmp_path: Path) -> Iterator[dict[str, Any]]:
     }
     procs = Processes(tmp_path, env)
     ray_temp = Path(tempfile.mkdtemp(prefix="phr-", dir="/tmp"))  # Ray's socket paths must stay under 108 bytes
-    mlflow_port, gcs, dashboard, api_port = free_port(), free_port(), free_port(), free_port()
+    mlflow_port, api_port = free_port(), free_port()
     try:
         procs.start(
             "mlflow",
@@ -61,8 +61,7 @@ def stack(postgres: PostgresServer, tmp_path: Path) -> Iterator[dict[str, Any]]:
              "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1",
              "--port", str(mlflow_port), "--workers", "1"],
         )  # fmt: skip
-        procs.start("ray-head", ray_head_args(gcs, dashboard, 2, ray_temp))
-        wait_for(lambda: http_ok(f"http://127.0.0.1:{dashboard}/api/version"), "Ray dashboard", 180)
+        gcs, dashboard = start_ray_head(procs, 2, ray_temp)
         procs.start("ray-worker", ray_worker_args(gcs, 2))
         token = json.loads(
             subprocess.run(

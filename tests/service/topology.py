@@ -134,6 +134,37 @@ def ray_head_args(gcs: int, dashboard: int, cpus: int, temp_dir: Path) -> list[s
     ]  # fmt: skip
 
 
+def start_ray_head(procs: Processes, cpus: int, temp_dir: Path, tries: int = 2) -> tuple[int, int]:
+    """Start a Ray head and wait for its dashboard; returns (GCS port, dashboard port).
+
+    A head that dies or never serves its dashboard (a port taken between choosing and binding it, a
+    slow start on a loaded machine) is killed and started once more on fresh ports; the last failure
+    quotes the head's own log."""
+    for attempt in range(1, tries + 1):
+        gcs, dashboard = free_port(), free_port()
+        proc = procs.start("ray-head", ray_head_args(gcs, dashboard, cpus, temp_dir))
+        try:
+            wait_for(_serving(proc, f"http://127.0.0.1:{dashboard}/api/version"), "Ray dashboard", 150)
+            return gcs, dashboard
+        except (TimeoutError, RuntimeError) as exc:
+            tail = procs.log("ray-head")[-1500:]
+            procs.kill("ray-head")
+            if attempt == tries:
+                raise TimeoutError(f"{exc}; the head's log ends:\n{tail}") from None
+    raise AssertionError("unreachable")
+
+
+def _serving(proc: subprocess.Popen[bytes], url: str) -> Callable[[], bool]:
+    """A readiness check that fails at once when the process has exited."""
+
+    def check() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the process exited with code {proc.returncode}")
+        return http_ok(url)
+
+    return check
+
+
 def ray_worker_args(gcs: int, cpus: int) -> list[str]:
     ports = [free_port() for _ in range(4)]
     return [
