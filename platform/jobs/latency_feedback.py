@@ -7,8 +7,9 @@ lands under the real one, and it drifts further under as selection keeps the can
 most (the ones it thinks fast that keep the most units). So after each timed trial the driver takes the median,
 over the last ``WINDOW`` trials, of measured over predicted saving, and moves the budget that repair holds on
 the table to where that saving meets ``pruning.latency_budget`` measured. It only tightens: where trials save more
-than predicted, candidates stay within the budget on the table as well as measured. The heuristics are still
-placed on the table's own budget: what this corrects is the search's selection bias, which they do not have.
+than predicted, candidates stay within the budget on the table as well as measured. The heuristics are placed
+on the table's own budget (they have no selection bias); one that measures over it is placed again at the end
+(``search/held_baselines.py``).
 """
 
 from __future__ import annotations

@@ -19,11 +19,13 @@ from prunehive.platform.jobs.search.finish import (
     log_best_so_far,
     reevaluate,
 )
+from prunehive.platform.jobs.search.held_baselines import hold_baselines
 from prunehive.platform.jobs.search.trials import objective_values
 from prunehive.platform.jobs.structured_search import contenders, held_budget, hold_budget, penalty_budget
 from prunehive.platform.jobs.summary_types import SearchSummary
 from prunehive.platform.tracking import plots
 from prunehive.search.strategy import Candidate, Strategy
+from prunehive.search.structured_space import StructuredSpace
 from prunehive.workers.contracts import Entry, EvalResult, WorkerInfo
 
 if TYPE_CHECKING:
@@ -56,6 +58,8 @@ def finish(run: SearchRun, pool: ActorPool, strategy: Strategy, info: WorkerInfo
     ]
     named = [Named(f"best-{c.id}", c) for c in best] + baselines + [dense_named(len(space.names))]
     replies = reevaluate(pool, named, spec.pruning.recovery_steps)
+    if isinstance(space, StructuredSpace):  # a heuristic that measures slower than the budget is placed again
+        baselines, replies = hold_baselines(spec, pool, space, baselines, replies)
     q = info.scored_by
     front: list[Scored] = []
     for c in best:
