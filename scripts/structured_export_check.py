@@ -4,7 +4,7 @@ For each job: ``prunehive export JOB --format hf`` of its best candidate, ``Auto
 (with ``trust_remote_code`` only for the per-layer form), the reloaded model's validation quality against the
 one the trial recorded, and its CPU latency against the dense model, at the job's own latency settings
 (batch, repeats, warmup; the fastest of interleaved passes, as the job's workers time candidates), against the
-speed-up the job reported for that candidate.
+speed-up the job reported for that candidate. Both are timed without a KV cache, as the job times them.
 
     PRUNEHIVE_HOME=... .venv/bin/python scripts/structured_export_check.py JOB [JOB ...] [--repeats 30]
 
@@ -45,6 +45,10 @@ def check(store: JobStore, job_id: str, repeats: int | None, work: Path) -> dict
     small = AutoModelForCausalLM.from_pretrained(
         out, trust_remote_code=bool(info["trust_remote_code"]), local_files_only=True
     ).eval()
+    # The export keeps the source's KV cache setting (on) for generation; the job times one forward pass without
+    # it, as the task's dense model runs. A cache adds a fixed cost per pass that, on a model this small, is half
+    # of dense batch-1 latency, so timing with it measures the cache, not the smaller model.
+    small.config.use_cache = False
     task = load_task(spec.task, seed=spec.seed)
     dense = task.model()
     inputs = batch_of(task.example_input(), batch)

@@ -9,9 +9,10 @@ import torch
 from structured_tasks import tiny_llama
 
 from prunehive.platform.jobs.latency_feedback import MIN_TRIALS, LatencyFeedback
-from prunehive.platform.jobs.search.held_baselines import tightened
+from prunehive.platform.jobs.search.held_baselines import missed, tightened
+from prunehive.platform.spec.job import parse_spec
 from prunehive.search.structured_space import LatencyTable, StructuredSpace
-from prunehive.workers.contracts import EvalResult
+from prunehive.workers.contracts import EvalReply, EvalResult
 from prunehive.workers.structure.baselines import structured_baseline
 from prunehive.workers.structure.engine import StructuredEngine
 
@@ -86,3 +87,21 @@ def test_a_heuristic_that_saves_less_than_predicted_is_placed_again_within_the_b
     assert 1.0 / timed(space, again, share).speedup <= BUDGET + 1e-9  # type: ignore[operator]
     assert space.latency is not None and space.latency.budget == BUDGET  # the search's own space is left alone
     assert tightened(space, BUDGET, [0.0] * space.dim, 1.0) is None  # nothing predicted saved: nothing to scale
+
+
+def test_a_baseline_is_placed_again_only_past_the_hold_bound() -> None:
+    spec = parse_spec(
+        {
+            "kind": "search",
+            "task": "code-lm",
+            "pruning": {"sparsity": 0.0, "granularity": "structured", "latency_budget": 0.5},
+            "search": {"strategy": "evopress", "budget": 8},
+        }
+    )
+
+    def reply(speedup: float | None) -> EvalReply:
+        return EvalReply(0, EvalResult({}, 0.0, {}, 0, 0, 0.0, latency_ms=1.0, speedup=speedup))
+
+    assert not missed(spec, reply(2.0)) and not missed(spec, reply(1.92))  # within 5% of the budget: noise
+    assert missed(spec, reply(1.85))
+    assert not missed(spec, reply(None)) and not missed(spec, EvalReply(0, None, error="x"))
