@@ -64,6 +64,18 @@ def saving(table: LatencyTable, indices: list[int]) -> float:
     return 1.0 - table.predict(indices) / table.dense_ms
 
 
+def measured_share(table: LatencyTable, indices: list[int], speedup: float) -> float | None:
+    """A whole model's measured saving (from its ``speedup`` over dense) as a share of the table's prediction;
+    None where the table predicts less than ``MIN_SAVING``."""
+    predicted = saving(table, indices)
+    return None if predicted < MIN_SAVING else (1.0 - 1.0 / speedup) / predicted
+
+
+def table_budget(budget: float, share: float) -> float:
+    """The table's budget at which a model saving ``share`` of its predicted saving measures ``budget``."""
+    return 1.0 - (1.0 - budget) / share
+
+
 @dataclass
 class StructuredSpace(SearchSpace):
     """Per-sublayer level grids (``grids``, ascending, first 0.0) and an optional latency table."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from prunehive.search.structured_space import MIN_SAVING, StructuredSpace, saving
+from prunehive.search.structured_space import StructuredSpace, measured_share, table_budget
 from prunehive.workers.contracts import EvalResult
 
 WINDOW = 24  # recent timed trials whose measured/predicted saving sets the working budget
@@ -43,17 +43,17 @@ class LatencyFeedback:
         table = self.space.latency
         if table is None or not result.speedup:
             return
-        predicted = saving(table, self.space.level_indices(vector))
-        if predicted < MIN_SAVING:
+        share = measured_share(table, self.space.level_indices(vector), result.speedup)
+        if share is None:
             return
-        self.ratios.append((1.0 - 1.0 / result.speedup) / predicted)
+        self.ratios.append(share)
         if len(self.ratios) >= MIN_TRIALS:
             self.scale = float(np.clip(np.median(self.ratios), *SCALE_RANGE))
             self.space.latency = replace(table, budget=self.working_budget())
 
     def working_budget(self) -> float:
         """The table's budget at which a candidate whose saving measures ``scale`` of predicted meets the budget."""
-        return min(1.0, 1.0 - (1.0 - self.budget) / self.scale)
+        return min(1.0, table_budget(self.budget, self.scale))
 
     def restore(self) -> None:
         """The table's own budget again (for the end's heuristics and the summary's prediction check)."""

@@ -19,7 +19,7 @@ from prunehive.platform.jobs.search.finish import Named, reevaluate
 from prunehive.platform.jobs.structured_search import hold_budget
 from prunehive.platform.spec.job import JobSpec
 from prunehive.search.strategy import Candidate
-from prunehive.search.structured_space import MIN_SAVING, StructuredSpace, saving
+from prunehive.search.structured_space import StructuredSpace, measured_share, table_budget
 from prunehive.workers.contracts import EvalReply
 
 if TYPE_CHECKING:
@@ -30,21 +30,19 @@ SMALLEST_SHARE = 0.5  # of the predicted saving a baseline is assumed to measure
 
 def missed(spec: JobSpec, reply: EvalReply) -> bool:
     """Whether a baseline's whole-model timing reads slower than the search's best is held to."""
-    bound, result = hold_budget(spec), reply.result
-    return bound is not None and result is not None and bool(result.speedup) and 1.0 / result.speedup > bound  # type: ignore[operator]
+    bound, speedup = hold_budget(spec), reply.result.speedup if reply.result is not None else None
+    return bound is not None and bool(speedup) and 1.0 / speedup > bound  # type: ignore[operator]
 
 
 def tightened(space: StructuredSpace, budget: float, vector: list[float], speedup: float) -> StructuredSpace | None:
     """``space`` with the table's budget where a model saving ``vector``'s measured share of its predicted
     saving meets ``budget``; None where the table predicts (almost) no saving for it."""
     table = space.latency
-    if table is None:
+    share = None if table is None else measured_share(table, space.level_indices(vector), speedup)
+    if table is None or share is None:
         return None
-    predicted = saving(table, space.level_indices(vector))
-    if predicted < MIN_SAVING:
-        return None
-    share = min(1.0, max(SMALLEST_SHARE, (1.0 - 1.0 / speedup) / predicted))
-    return replace(space, latency=replace(table, budget=max(0.0, 1.0 - (1.0 - budget) / share)))
+    share = min(1.0, max(SMALLEST_SHARE, share))
+    return replace(space, latency=replace(table, budget=max(0.0, table_budget(budget, share))))
 
 
 def hold_baselines(
@@ -60,19 +58,19 @@ def hold_baselines(
         return baselines, replies
     again = []
     for b in baselines:
-        reply = replies[b.name]
-        if not missed(spec, reply) or reply.result is None or not reply.result.speedup:
+        result = replies[b.name].result
+        if result is None or not result.speedup or not missed(spec, replies[b.name]):
             continue
-        tight = tightened(space, budget, list(b.candidate.sparsity), reply.result.speedup)
+        tight = tightened(space, budget, list(b.candidate.sparsity), result.speedup)
         if tight is None or tight.latency is None:
             continue
         try:
             vector = pool.call_one("allocation", b.name, tight.to_dict())
         except Exception as exc:  # noqa: BLE001 - the first placement stays, and the job says why
-            say(f"baseline {b.name}: measured {reply.result.speedup:.2f}x, not placed again ({exc})")
+            say(f"baseline {b.name}: measured {result.speedup:.2f}x, not placed again ({exc})")
             continue
         say(
-            f"baseline {b.name}: measured {reply.result.speedup:.2f}x against a {1.0 / budget:.2f}x budget; "
+            f"baseline {b.name}: measured {result.speedup:.2f}x against a {1.0 / budget:.2f}x budget; "
             f"placed again at {tight.latency.budget:.3f} of dense on the table"
         )
         again.append(Named(b.name, Candidate(-1, vector), b.metric, b.recovery))
