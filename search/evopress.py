@@ -168,9 +168,13 @@ class EvoPressStrategy(Strategy):
             self.parent = {"id": best.id, "x": list(best.sparsity), "f": f}
 
     def _candidate(self, ident: int, vector: np.ndarray, meta: CandidateMeta) -> Candidate:
-        """Offspring are feasible by construction (no re-projection that could undo a switch)."""
+        """Offspring are feasible by construction (no re-projection that could undo a switch), and a promoted
+        candidate is the vector already scored, bit for bit, even where the space's budget has moved since
+        (a structured search's latency feedback tightens it between stages: settling such a vector onto the
+        new budget replaced it with an unrelated one, which the next stage then scored in its name)."""
         x = np.asarray(vector, dtype=np.float64)
-        if abs(self.space.achieved(x) - self.space.target) > self.space.tolerance(x):
+        promoted = "promoted_from" in meta
+        if not promoted and abs(self.space.achieved(x) - self.space.target) > self.space.tolerance(x):
             x = self.space.settle(x) if self.space.discrete else self.space.repair(x)
         if self.space.discrete:
             meta = {**meta, "levels": self.space.level_indices(x)}

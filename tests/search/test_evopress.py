@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from prunehive.search.halving import check_stages
 from prunehive.search.registry import make_strategy
 from prunehive.search.space import Layer, SearchSpace
 from prunehive.search.strategy import Candidate, Outcome, Strategy
+from prunehive.search.structured_space import LatencyTable, StructuredSpace
 from prunehive.search.testing import CHECKS, Driver, check_state_size, make_objective, stored_history, synthetic_space
 
 LEVELS = [round(0.05 * i, 2) for i in range(20)]
@@ -130,3 +132,27 @@ def test_defaults_scale_with_the_layers_and_stages_are_checked() -> None:
         with pytest.raises(ValueError, match=match):
             check_stages(fidelity, survivors)
     assert np.isfinite(EvoPressStrategy(synthetic_space(), 5, 0).offspring)
+
+
+def test_a_promoted_candidate_keeps_its_vector_when_the_latency_budget_tightens() -> None:
+    """Stage 0's survivors go to stage 1 as scored, though the budget moved in between (as a structured
+    search's latency feedback moves it): re-placing them on the new budget would score another model in
+    their name."""
+    layers = [Layer(f"b{i}.{k}", "linear", (4, 8), 32, 64) for i in range(4) for k in ("attn", "mlp")]
+    grids = [[0.0, 0.25, 0.5, 0.75, 1.0] for _ in layers]
+    deltas = [[-1.0 * level for level in grid] for grid in grids]
+    space = StructuredSpace(layers, target=0.0, grids=grids, latency=LatencyTable(8.0, deltas, 0.75))
+    strategy = EvoPressStrategy(space, budget=40, seed=0, offspring=6, fidelity=[1, 2], survivors=[2, 1])
+    for _ in range(2):  # the start, then its promotion
+        for cand in strategy.ask(8):
+            strategy.tell(cand.id, Outcome([0.0]))
+    offspring = strategy.ask(8)
+    assert len(offspring) == 6 and all(space.feasible(c.sparsity) for c in offspring)
+    for rank, cand in enumerate(offspring):
+        strategy.tell(cand.id, Outcome([float(rank)]))
+    space.latency = replace(space.latency, budget=0.6)  # tighter than every offspring
+    promoted = strategy.ask(8)
+    sources = {c.id: c.sparsity for c in offspring}
+    assert [c.meta["promoted_from"] for c in promoted] == [offspring[5].id, offspring[4].id]
+    for cand in promoted:
+        assert cand.sparsity == sources[cand.meta["promoted_from"]]

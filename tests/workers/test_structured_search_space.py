@@ -69,15 +69,20 @@ def test_baselines_meet_the_budget_and_shortgpt_removes_whole_blocks(engine: Str
     assert 1.0 not in set(width)
     for kind in ("attention", "mlp"):  # the same share in every block
         assert len({width[i] for i, s in enumerate(engine.slots) if s.kind == kind}) == 1
+    removed = {s.removed[j] / len(s.order) for s, j in zip(engine.slots, space.level_indices(width), strict=True)}
+    assert len(removed) == 1 and removed != {0.0}  # heads and channels alike
 
 
 def test_baselines_under_a_latency_budget_alone_are_width_depth_and_both() -> None:
     """``sparsity: 0`` with ``latency_budget``: each heuristic meets the latency budget its own way (four
-    blocks, a table where time falls with the parameters removed, so width alone can reach it)."""
+    blocks, a table where time falls with the parameters removed, a tenth faster for a partial level, so width
+    alone, half of every sublayer's units, can reach it)."""
     engine = StructuredEngine(TinyLlamaTask(0, layers=4), "magnitude", "structured", 2, "sparsegpt")
     space0 = StructuredSpace(engine.layers, target=0.0, grids=engine.grids)
     w = space0.weights()
-    deltas = [[-10.0 * w[i] * level for level in grid] for i, grid in enumerate(engine.grids)]
+    deltas = [
+        [-10.0 * w[i] * level * (1.0 if level == 1.0 else 1.1) for level in grid] for i, grid in enumerate(engine.grids)
+    ]
     space = StructuredSpace(engine.layers, target=0.0, grids=engine.grids, latency=LatencyTable(10.0, deltas, 0.5))
     x = {name: structured_baseline(engine, space, name) for name in ("uniform", "shortgpt", "combined")}
     assert all(space.feasible(v) for v in x.values()) and not space.feasible(np.zeros(space.dim))
@@ -241,6 +246,10 @@ def test_the_best_is_the_first_contender_whose_second_timing_holds_the_latency_b
     assert held_budget(front, 1 / 1.5)[0] == 5  # 7, the search's best, timed 1.4x the second time
     assert held_budget(front, 1 / 2.5)[0] == 9  # none holds: the fastest
     assert held_budget(front, None)[0] == 7  # no budget: the search's best
+    near = [(7, timed(1.47)), (5, timed(1.52)), (9, timed(1.6))]
+    assert held_budget(near, 1 / 1.5 * 1.05)[0] == 7  # within the tolerance
+    assert held_budget(near, 1 / 1.5 * 1.05, 1 / 1.5)[0] == 5  # the budget itself first
+    assert held_budget(near, 1 / 1.7 * 1.05, 1 / 1.7)[0] == 9  # none within it, nor the tolerance: the fastest
 
     w = StructuredSpace(engine.layers, target=0.0, grids=engine.grids).weights()
     deltas = [[-10.0 * w[i] * level for level in grid] for i, grid in enumerate(engine.grids)]

@@ -1,7 +1,8 @@
 """Heuristic structured candidates at a search's budget, as level vectors of its space.
 
-- ``uniform`` (width): every sublayer at the same share of its units (the smallest common share that
-  meets the budgets), no sublayer removed; the units go by importance inside each sublayer.
+- ``uniform`` (width): every sublayer at the same share of its units, attention heads (KV groups) and MLP
+  channels alike (the smallest common share that meets the budgets), no sublayer removed; the units go by
+  importance inside each sublayer.
 - ``shortgpt`` (depth): whole blocks removed, those whose output is most like their input (highest
   input/output cosine, ShortGPT's block influence), until the budgets are met.
 - ``combined``: half of the budgets by depth (as many ShortGPT blocks as fit in half of each budget),
@@ -36,25 +37,28 @@ def _progress(space: StructuredSpace, x: np.ndarray) -> list[float]:
     return out
 
 
+def _shares(engine: StructuredEngine, i: int) -> list[float]:
+    """The share of slot ``i``'s units each of its partial levels removes (0.0 first)."""
+    slot = engine.slots[i]
+    return [count / len(slot.order) for count in slot.removed[: _partial_levels(engine, i)]]
+
+
 def _width(space: StructuredSpace, engine: StructuredEngine, fixed: np.ndarray) -> np.ndarray:
-    """Free sublayers (level 0 in ``fixed``) at one partial level per kind, the same in every block: of
-    the (attention, MLP) pairs that meet the budgets, the one removing least (then the most even); the
-    widest cut where none does (the caller's repair then removes more)."""
+    """Free sublayers (level 0 in ``fixed``) all at one share of their units, heads and channels alike: the
+    smallest share of the coarsest grid (KV groups, usually) that meets the budgets, each sublayer at its level
+    nearest that share; the largest share where none does (the caller's repair then removes more)."""
     free = [i for i in range(space.dim) if fixed[i] == 0.0]
-    kinds = {k: [i for i in free if engine.slots[i].kind == k] for k in ("attention", "mlp")}
-    counts = {k: max((_partial_levels(engine, i) for i in ix), default=1) for k, ix in kinds.items()}
-    best: tuple[float, float, np.ndarray] | None = None
+    if not free:
+        return fixed.copy()
+    shares = {i: _shares(engine, i) for i in free}
     x = fixed.copy()
-    for ja in range(counts["attention"]):
-        for jm in range(counts["mlp"]):
-            x = fixed.copy()
-            for k, j in (("attention", ja), ("mlp", jm)):
-                for i in kinds[k]:
-                    x[i] = space.grids[i][min(j, _partial_levels(engine, i) - 1)]
-            key = (space.achieved(x), abs(ja / counts["attention"] - jm / counts["mlp"]))
-            if min(_progress(space, x), default=1.0) >= 1.0 - 1e-9 and (best is None or key < best[:2]):
-                best = (*key, x)
-    return x if best is None else best[2]
+    for share in min(shares.values(), key=len)[1:]:
+        x = fixed.copy()
+        for i in free:
+            x[i] = space.grids[i][int(np.argmin([abs(f - share) for f in shares[i]]))]
+        if min(_progress(space, x), default=1.0) >= 1.0 - 1e-9:
+            return x
+    return x
 
 
 def _depth(engine: StructuredEngine, space: StructuredSpace, share: float) -> np.ndarray:
