@@ -27,6 +27,7 @@ from prunehive.search.levels import level_swap, level_switch, settle
 from prunehive.search.options import EvoPressOptions
 from prunehive.search.space import SearchSpace
 from prunehive.search.strategy import Candidate, CandidateMeta, Outcome, Proposal, Strategy
+from prunehive.search.structured_space import StructuredSpace
 
 SWAP_SHARE = 0.5  # of a structured search's mutations that are depth-mode swaps rather than level switches
 
@@ -159,13 +160,21 @@ class EvoPressStrategy(Strategy):
         return [int(self.parent["id"])] if self.reevaluate_parent and self.parent is not None else []
 
     def _generation_ended(self, ranked: Told) -> None:
-        """The last stage's best replaces the parent if it beats it (always, when the parent was re-scored)."""
+        """The last stage's best replaces the parent if it beats it (always, when the parent was re-scored, and
+        when the parent no longer meets a budget that moved since it was scored: a structured search's latency
+        feedback tightens it, every offspring of an over-budget parent is then cut smaller than it, and the
+        parent, bigger, would win every generation)."""
         if not ranked:
             return
-        best, outcome = ranked[0]
+        best, outcome = next(((c, o) for c, o in ranked if self._meets_budget(c.sparsity)), ranked[0])
         f = float(outcome.values[0])
-        if self.parent is None or self.reevaluate_parent or self.parent["f"] < f:
+        stale = self.parent is not None and not self._meets_budget(self.parent["x"])
+        if self.parent is None or self.reevaluate_parent or stale or self.parent["f"] < f:
             self.parent = {"id": best.id, "x": list(best.sparsity), "f": f}
+
+    def _meets_budget(self, x: list[float]) -> bool:
+        """Within the space's budgets as they stand now (a structured space's can move during a search)."""
+        return not isinstance(self.space, StructuredSpace) or self.space.feasible(x)
 
     def _candidate(self, ident: int, vector: np.ndarray, meta: CandidateMeta) -> Candidate:
         """Offspring are feasible by construction (no re-projection that could undo a switch), and a promoted

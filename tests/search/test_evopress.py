@@ -156,3 +156,27 @@ def test_a_promoted_candidate_keeps_its_vector_when_the_latency_budget_tightens(
     assert [c.meta["promoted_from"] for c in promoted] == [offspring[5].id, offspring[4].id]
     for cand in promoted:
         assert cand.sparsity == sources[cand.meta["promoted_from"]]
+
+
+def test_a_parent_over_a_tightened_budget_gives_way_to_its_best_offspring_within_it() -> None:
+    """Offspring of a parent over the budget are all cut smaller than it, so the parent would win every
+    generation by being bigger: once the budget moves past it, the best offspring within the budget replaces it,
+    though it scored worse."""
+    layers = [Layer(f"b{i}.{k}", "linear", (4, 8), 32, 64) for i in range(4) for k in ("attn", "mlp")]
+    grids = [[0.0, 0.25, 0.5, 0.75, 1.0] for _ in layers]
+    deltas = [[-(1.0 + 0.1 * i) * level for level in grid] for i, grid in enumerate(grids)]
+    space = StructuredSpace(layers, target=0.0, grids=grids, latency=LatencyTable(8.0, deltas, 0.75))
+    strategy = EvoPressStrategy(space, budget=40, seed=0, offspring=6)
+    (start,) = strategy.ask(8)
+    strategy.tell(start.id, Outcome([10.0]))
+    offspring = strategy.ask(8)
+    for cand in offspring:
+        strategy.tell(cand.id, Outcome([float(cand.id)]))  # every one worse than the parent
+    times = {c.id: space.predicted_ms(c.sparsity) for c in offspring}
+    parent_ms = space.predicted_ms(start.sparsity)
+    assert parent_ms is not None and min(times.values()) < parent_ms  # type: ignore[type-var]
+    limit = (parent_ms + min(times.values())) / 2  # type: ignore[operator]
+    space.latency = replace(space.latency, budget=limit / 8.0)  # type: ignore[arg-type]
+    strategy.ask(8)  # ends the generation
+    within = [c.id for c in offspring if times[c.id] <= limit + 1e-9]  # type: ignore[operator]
+    assert strategy.parent is not None and strategy.parent["id"] == max(within)

@@ -246,10 +246,6 @@ def test_the_best_is_the_first_contender_whose_second_timing_holds_the_latency_b
     assert held_budget(front, 1 / 1.5)[0] == 5  # 7, the search's best, timed 1.4x the second time
     assert held_budget(front, 1 / 2.5)[0] == 9  # none holds: the fastest
     assert held_budget(front, None)[0] == 7  # no budget: the search's best
-    near = [(7, timed(1.47)), (5, timed(1.52)), (9, timed(1.6))]
-    assert held_budget(near, 1 / 1.5 * 1.05)[0] == 7  # within the tolerance
-    assert held_budget(near, 1 / 1.5 * 1.05, 1 / 1.5)[0] == 5  # the budget itself first
-    assert held_budget(near, 1 / 1.7 * 1.05, 1 / 1.7)[0] == 9  # none within it, nor the tolerance: the fastest
 
     w = StructuredSpace(engine.layers, target=0.0, grids=engine.grids).weights()
     deltas = [[-10.0 * w[i] * level for level in grid] for i, grid in enumerate(engine.grids)]

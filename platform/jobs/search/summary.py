@@ -71,10 +71,7 @@ def finish(run: SearchRun, pool: ActorPool, strategy: Strategy, info: WorkerInfo
     log_baselines(run, parent, baselines, base_replies)
     base_results = completed(base_replies)
 
-    exact = spec.pruning.latency_budget
-    head = (
-        held_budget(front, hold_budget(spec), exact) if strategy.n_objectives == 1 else _at_target(front, space.target)
-    )
+    head = held_budget(front, hold_budget(spec)) if strategy.n_objectives == 1 else _at_target(front, space.target)
     final = final_metrics(head[1], base_results, q)
     final["best.achieved_sparsity"] = head[1].achieved_sparsity
     final.update(dense_metrics(replies[DENSE]))
