@@ -32,6 +32,7 @@ BASE_PLANS = ("dense", "fixed", "progressive")
 EQUAL = 0.01  # accuracies closer than this (or than the seeds' spread) count as equal
 CHEAPER = 0.95  # a cost at most this fraction of fixed's counts as lower
 COSTS = ("bytes_up", "bytes_down", "client_flops", "peak_client_bytes")
+SPENT = ("bytes_up", "bytes_down", "client_flops")  # the costs that add up round by round (a row's ``curve``)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -83,11 +84,16 @@ def run_cell(cell: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     result = simulate(settings, lambda record: None)
     totals = result.totals()
+    curve, spent = [], dict.fromkeys(SPENT, 0.0)
+    for record in result.history:  # per round: test accuracy and the costs spent so far
+        spent = {k: spent[k] + float(getattr(record, k)) for k in SPENT}
+        curve.append([record.test_accuracy[-1], *(spent[k] for k in SPENT)])
     return {
         "accuracy": result.history[-1].test_accuracy[-1],
         "sparsity": result.tier_sparsity[-1],
         "seconds": time.perf_counter() - started,
         **{k: totals[k] for k in (*COSTS, "failures")},
+        "curve": curve,
     }
 
 
@@ -105,10 +111,35 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+def spent_to_reach(row: dict[str, Any], accuracy: float) -> dict[str, float]:
+    """The costs a run had spent when its test accuracy first reached ``accuracy`` (from its ``curve``)."""
+    for acc, *spent in row["curve"]:
+        if acc >= accuracy - 1e-12:
+            return dict(zip(SPENT, spent, strict=True))
+    raise ValueError(f"the run never reached {accuracy}")
+
+
+def cost_at_equal_accuracy(plan: dict[int, dict[str, Any]], fixed: dict[int, dict[str, Any]], seeds: list[int]) -> str:
+    """Per seed, each run's costs until it first reached the lower of the two final accuracies (the accuracy both
+    reached); a plan is cheaper where it spent at most ``CHEAPER`` of fixed's on every seed."""
+    pairs = []
+    for s in seeds:
+        level = min(plan[s]["accuracy"], fixed[s]["accuracy"])
+        pairs.append((spent_to_reach(plan[s], level), spent_to_reach(fixed[s], level)))
+    cheaper = [k for k in SPENT if all(p[k] <= CHEAPER * f[k] for p, f in pairs)]
+    if not cheaper:
+        return "no lower cost to reach the accuracy both reach"
+    mb = [f"{k.replace('_', ' ')} {statistics.mean(p[k] for p, _ in pairs) / 1e6:.2f} vs "
+          f"{statistics.mean(f[k] for _, f in pairs) / 1e6:.2f} M" for k in cheaper]  # fmt: skip
+    return "lower cost to reach the accuracy both reach: " + ", ".join(mb)
+
+
 def verdict(plan: dict[int, dict[str, Any]], fixed: dict[int, dict[str, Any]]) -> str:
     """Whether ``plan`` beats ``fixed`` (each: results by seed): in accuracy, or in cost at equal accuracy.
     Seeds pair the runs (the same partition and initial model), so accuracy is compared seed by seed: higher
-    on every seed by more than ``EQUAL``, or on average by more than the paired differences' spread."""
+    on every seed by more than ``EQUAL``, or on average by more than the paired differences' spread. Where both
+    runs of every seed kept their per-round curve, equal accuracy is the accuracy both reached, and the costs are
+    what each spent to reach it; rows without curves compare final accuracies within the seeds' spread."""
     seeds = sorted(set(plan) & set(fixed))
     diffs = [plan[s]["accuracy"] - fixed[s]["accuracy"] for s in seeds]
     diff = statistics.mean(diffs)
@@ -118,6 +149,9 @@ def verdict(plan: dict[int, dict[str, Any]], fixed: dict[int, dict[str, Any]]) -
     every_seed = all(d > EQUAL for d in diffs)
     if every_seed or diff > tie:
         return f"yes: accuracy {diff * 100:+.1f} pt" + (" (every seed)" if every_seed else "")
+    if all("curve" in plan[s] and "curve" in fixed[s] for s in seeds):
+        reached = cost_at_equal_accuracy(plan, fixed, seeds)
+        return f"{'no' if reached.startswith('no') else 'yes'}: accuracy {diff * 100:+.1f} pt; {reached}"
     if abs(diff) <= tie and cheaper:
         spread = f"{diff * 100:+.1f} ± {tie * 100:.1f} pt"
         return f"yes: equal accuracy ({spread}), lower " + ", ".join(k.replace("_", " ") for k in cheaper)

@@ -19,6 +19,7 @@ test-perplexity gap to dense at each budget, and after distillation still beats 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import tempfile
@@ -152,7 +153,9 @@ def verdicts(args: argparse.Namespace, rows: list[dict[str, Any]]) -> list[str]:
                 healed_wins = sum(r[name]["healed"] < r[gap_closed(r, name)[0]]["healed"] for r in group)
                 if not closed:
                     continue
-                shares = ", ".join(f"{share:.0%} of {h}'s" for h, share in closed)
+                shares = ", ".join(
+                    f"{math.floor(share * 1000) / 10:.1f}% of {h}'s" for h, share in closed
+                )  # never rounded up
                 met = all(share >= GOAL_GAP for _, share in closed) and healed_wins == len(group)
                 out.append(
                     f"- {speedup}x, batch {batch}, {NAMES[name]}: one-shot closes {shares} gap (goal >= "
