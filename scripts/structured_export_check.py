@@ -8,8 +8,8 @@ speed-up the job reported for that candidate. Both are timed without a KV cache,
 
     PRUNEHIVE_HOME=... .venv/bin/python scripts/structured_export_check.py JOB [JOB ...] [--repeats 30]
 
-Goals (structured compression): at the 1.5x budget the exported model's measured speed-up is at least 1.5x,
-``from_pretrained`` loads it, and its latency is within 10% of what the job reported.
+Goals (structured compression): ``from_pretrained`` loads it, reloading reproduces the trial's validation quality
+within 1e-4, and its measured latency is within 10% of what the job reported.
 """
 
 from __future__ import annotations
