@@ -9,7 +9,7 @@ import torch
 from structured_tasks import tiny_llama
 
 from prunehive.platform.jobs.latency_feedback import MIN_TRIALS, LatencyFeedback
-from prunehive.platform.jobs.search.held_baselines import missed, tightened
+from prunehive.platform.jobs.search.held_baselines import missed, overshot, rescaled
 from prunehive.platform.spec.job import parse_spec
 from prunehive.search.structured_space import LatencyTable, StructuredSpace
 from prunehive.workers.contracts import EvalReply, EvalResult
@@ -81,12 +81,30 @@ def test_a_heuristic_that_saves_less_than_predicted_is_placed_again_within_the_b
     engine = StructuredEngine(tiny_llama(), "magnitude", "structured", 2, "sparsegpt")
     first = structured_baseline(engine, space, name)
     assert 1.0 / timed(space, first, share).speedup > BUDGET  # type: ignore[operator]  # misses, measured
-    tight = tightened(space, BUDGET, list(first), timed(space, first, share).speedup)  # type: ignore[arg-type]
+    tight = rescaled(space, BUDGET, list(first), timed(space, first, share).speedup)  # type: ignore[arg-type]
     assert tight is not None and tight.latency is not None and tight.latency.budget < BUDGET
     again = structured_baseline(engine, tight, name)
     assert 1.0 / timed(space, again, share).speedup <= BUDGET + 1e-9  # type: ignore[operator]
     assert space.latency is not None and space.latency.budget == BUDGET  # the search's own space is left alone
-    assert tightened(space, BUDGET, [0.0] * space.dim, 1.0) is None  # nothing predicted saved: nothing to scale
+    assert rescaled(space, BUDGET, [0.0] * space.dim, 1.0) is None  # nothing predicted saved: nothing to scale
+
+
+def test_a_heuristic_that_saves_more_than_predicted_is_placed_again_larger_within_the_budget(
+    space: StructuredSpace,
+) -> None:
+    """ShortGPT's two blocks, timed saving 1.2 times the table's prediction, overshoot the budget; placed on the
+    looser table budget that timing calls for, it removes one block and still measures within the budget."""
+    engine = StructuredEngine(tiny_llama(), "magnitude", "structured", 2, "sparsegpt")
+    first = structured_baseline(engine, space, "shortgpt")
+    speedup = timed(space, first, 1.2).speedup
+    assert speedup is not None and 1.0 / speedup < BUDGET / 1.05  # overshoots, measured
+    loose = rescaled(space, BUDGET, list(first), speedup)
+    assert loose is not None and loose.latency is not None and loose.latency.budget > BUDGET
+    again = structured_baseline(engine, loose, "shortgpt")
+    w = space.weights()
+    assert float(w @ np.asarray(again)) < float(w @ np.asarray(first))  # removes less than the first placement
+    assert 1.0 / timed(space, again, 1.2).speedup <= BUDGET + 1e-9  # type: ignore[operator]
+    assert space.latency is not None and space.latency.budget == BUDGET  # the search's own space is left alone
 
 
 def test_a_baseline_is_placed_again_only_past_the_hold_bound() -> None:
@@ -105,3 +123,6 @@ def test_a_baseline_is_placed_again_only_past_the_hold_bound() -> None:
     assert not missed(spec, reply(2.0)) and not missed(spec, reply(1.92))  # within 5% of the budget: noise
     assert missed(spec, reply(1.85))
     assert not missed(spec, reply(None)) and not missed(spec, EvalReply(0, None, error="x"))
+    assert not overshot(spec, reply(2.0)) and not overshot(spec, reply(2.08))  # within 5% of the budget: noise
+    assert overshot(spec, reply(2.15)) and not overshot(spec, reply(1.85))
+    assert not overshot(spec, reply(None)) and not overshot(spec, EvalReply(0, None, error="x"))
