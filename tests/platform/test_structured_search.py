@@ -94,9 +94,13 @@ def test_evopress_structured_search_keeps_the_latency_budget_and_reports_the_pre
     assert report["budget"] == 0.9 and report["dense_ms"] > 0
     names = {row["name"] for row in report["candidates"]}
     assert names == {"best", "uniform", "shortgpt", "combined"}
-    for row in report["candidates"]:  # every candidate was repaired to the predicted budget
-        assert row["predicted_ms"] <= 0.9 * report["dense_ms"] + 1e-9 and row["measured_ms"] > 0
-        assert row["predicted_fraction"] <= 0.9 + 1e-9 and row["measured_fraction"] > 0
+    # Each was placed on the table as the trials' timings rescaled it (a heuristic timed off the budget is
+    # placed again), so on the job's own table it may read over or under the budget, never as dense.
+    for row in report["candidates"]:
+        assert 0 < row["predicted_ms"] < report["dense_ms"] and row["measured_ms"] > 0
+        assert 0 < row["predicted_fraction"] < 1.0 and row["measured_fraction"] > 0
+    feedback = report["feedback"]
+    assert 0 < feedback["trials"] <= 6 and {"scale", "working_budget", "whole_scale", "partial_scale"} <= set(feedback)
 
 
 def test_killed_structured_search_resumes_without_repeating_a_trial(tmp_path: Path) -> None:

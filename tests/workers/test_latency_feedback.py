@@ -8,7 +8,7 @@ import pytest
 import torch
 from structured_tasks import tiny_llama
 
-from prunehive.platform.jobs.latency_feedback import MIN_TRIALS, LatencyFeedback
+from prunehive.platform.jobs.latency_feedback import MIN_TRIALS, WINDOW, LatencyFeedback, split_saving
 from prunehive.platform.jobs.search.held_baselines import missed, overshot, rescaled
 from prunehive.platform.spec.job import parse_spec
 from prunehive.search.structured_space import LatencyTable, StructuredSpace
@@ -19,7 +19,7 @@ from prunehive.workers.structure.engine import StructuredEngine
 BUDGET = 0.6
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def space() -> StructuredSpace:
     torch.manual_seed(0)
     engine = StructuredEngine(tiny_llama(), "magnitude", "structured", 2, "sparsegpt")
@@ -29,12 +29,23 @@ def space() -> StructuredSpace:
     return StructuredSpace(engine.layers, target=0.0, grids=engine.grids, latency=table)
 
 
-def timed(space: StructuredSpace, x: np.ndarray, share: float) -> EvalResult:
-    """A trial whose whole-model timing saves ``share`` of what the table predicts (the timing is not under test)."""
-    predicted = space.predicted_ms(x)
-    assert predicted is not None
-    measured = 1.0 - share * (1.0 - predicted / 10.0)
+def timed(space: StructuredSpace, x: np.ndarray, share: float, partial: float | None = None) -> EvalResult:
+    """A trial whose whole-model timing saves ``share`` of what the job's table predicts for its whole sublayers
+    removed and ``partial`` (default: ``share``) of it for its partly thinned ones (the timing is not under test)."""
+    table = TABLES[id(space)]
+    whole, thinned = split_saving(table, space.level_indices(x))
+    measured = 1.0 - share * whole - (share if partial is None else partial) * thinned
     return EvalResult({}, 0.0, {}, 0, 0, 0.0, latency_ms=10.0 * measured, speedup=1.0 / measured)
+
+
+TABLES: dict[int, LatencyTable] = {}
+
+
+@pytest.fixture(autouse=True)
+def _job_table(space: StructuredSpace) -> None:
+    """The job's own table, which ``timed`` predicts from while the feedback moves the working one."""
+    assert space.latency is not None
+    TABLES[id(space)] = space.latency
 
 
 def test_trials_that_save_less_than_predicted_tighten_the_budget_repair_holds(space: StructuredSpace) -> None:
@@ -48,9 +59,15 @@ def test_trials_that_save_less_than_predicted_tighten_the_budget_repair_holds(sp
         feedback.observe(list(x), timed(space, x, 0.8))
     assert feedback.scale == pytest.approx(0.8)
     assert space.latency is not None and space.latency.budget == pytest.approx(1.0 - 0.4 / 0.8)
-    assert feedback.to_dict() == {"scale": pytest.approx(0.8), "working_budget": pytest.approx(0.5), "trials": 8}
+    assert feedback.to_dict() == {
+        "scale": pytest.approx(0.8),
+        "working_budget": pytest.approx(0.5),
+        "trials": 8,
+        "whole_scale": pytest.approx(0.8),
+        "partial_scale": pytest.approx(0.8),
+    }
     feedback.restore()
-    assert space.latency.budget == BUDGET
+    assert space.latency == TABLES[id(space)]
 
 
 def test_untimed_and_near_dense_trials_do_not_move_the_budget(space: StructuredSpace) -> None:
@@ -60,16 +77,29 @@ def test_untimed_and_near_dense_trials_do_not_move_the_budget(space: StructuredS
     for _ in range(MIN_TRIALS + 1):
         feedback.observe(list(dense), timed(space, dense, 0.5))
         feedback.observe(list(space.repair(np.ones(space.dim))), untimed)
-    assert not feedback.ratios and space.latency is not None and space.latency.budget == BUDGET
+    assert not feedback.ratios and space.latency == TABLES[id(space)]
 
 
-def test_trials_that_save_more_than_predicted_leave_the_budget_as_the_table_holds_it(space: StructuredSpace) -> None:
+def test_whole_removals_that_save_more_and_thinning_that_saves_less_are_scaled_apart(space: StructuredSpace) -> None:
+    """Timings that save 1.3 times the table's prediction for whole sublayers and 0.6 times for thinned ones (as
+    a search's trials do at batch 1): the fitted scales tell them apart, repaired candidates measure within the
+    budget, and a depth-only candidate the table alone over-charges is admitted."""
     feedback = LatencyFeedback(space, BUDGET)
-    rng = np.random.default_rng(1)
-    for _ in range(MIN_TRIALS + 2):
+    rng = np.random.default_rng(2)
+    grids = space.grids
+    for k in range(WINDOW):
         x = space.repair(rng.uniform(0, 1, space.dim))
-        feedback.observe(list(x), timed(space, x, 1.2))
-    assert feedback.scale == 1.0 and space.latency is not None and space.latency.budget == pytest.approx(BUDGET)
+        if k >= MIN_TRIALS * 4:
+            assert 1.0 / timed(space, x, 1.3, 0.6).speedup <= BUDGET * 1.02  # type: ignore[operator]
+        feedback.observe(list(x), timed(space, x, 1.3, 0.6))
+    whole, partial = feedback.scales
+    assert whole == pytest.approx(1.3, abs=0.1) and partial == pytest.approx(0.6, abs=0.1)
+    depth = np.array([g[-1] if i < 2 else 0.0 for i, g in enumerate(grids)])  # the first block removed
+    on_table = TABLES[id(space)].predict(space.level_indices(depth)) / 10.0
+    measured = 1.0 / timed(space, depth, 1.3, 0.6).speedup  # type: ignore[operator]
+    assert on_table > BUDGET >= measured and space.feasible(depth)
+    feedback.restore()
+    assert not space.feasible(depth)
 
 
 @pytest.mark.parametrize(("name", "share"), [("uniform", 0.8), ("shortgpt", 0.55), ("combined", 0.8)])
