@@ -28,7 +28,7 @@ from prunehive.workers.contracts import EvalResult
 WINDOW = 48  # recent timed trials the scales are fitted on
 MIN_TRIALS = 4  # timed trials before the working table moves
 SCALE_RANGE = (0.7, 1.0)  # the median measured/predicted saving, which moves the table's budget, only tightens
-GROUP_RANGE = (0.5, 1.5)  # each group's scale, relative to nothing: whole removals may save more than predicted
+GROUP_RANGE = (0.5, 1.5)  # each fitted scale of the job's table: whole removals may save more than predicted
 PRIOR_ROWS = 2.0  # the median scale counts as this many trials in the fit (draws ill-pinned scales towards it)
 
 
