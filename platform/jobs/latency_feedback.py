@@ -32,13 +32,18 @@ GROUP_RANGE = (0.5, 1.5)  # each fitted scale of the job's table: whole removals
 PRIOR_ROWS = 2.0  # the median scale counts as this many trials in the fit (draws ill-pinned scales towards it)
 
 
+def removes_whole(deltas: list[float], level: int) -> bool:
+    """Whether ``level`` of a sublayer whose table row is ``deltas`` removes it whole (its grid's last level)."""
+    return 0 < level == len(deltas) - 1
+
+
 def split_saving(table: LatencyTable, indices: list[int]) -> tuple[float, float]:
     """The table's predicted saving (share of dense) from whole sublayers removed and from partly thinned ones."""
     whole = partial = 0.0
     for d, j in zip(table.deltas, indices, strict=True):
-        if j == len(d) - 1 and j > 0:
+        if removes_whole(d, j):
             whole -= d[j]
-        elif j > 0:
+        else:
             partial -= d[j]
     return whole / table.dense_ms, partial / table.dense_ms
 
@@ -87,7 +92,7 @@ class LatencyFeedback:
     def working(self) -> LatencyTable:
         """The job's table with its changes rescaled per group (over ``scale``) and its budget moved by ``scale``."""
         whole, partial = (s / self.scale for s in self.scales)
-        deltas = [[v * (whole if j == len(d) - 1 else partial) for j, v in enumerate(d)] for d in self.table.deltas]
+        deltas = [[v * (whole if removes_whole(d, j) else partial) for j, v in enumerate(d)] for d in self.table.deltas]
         return replace(self.table, deltas=deltas, budget=self.working_budget())
 
     def working_budget(self) -> float:

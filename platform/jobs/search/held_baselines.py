@@ -31,17 +31,22 @@ if TYPE_CHECKING:
 SHARES = (0.5, 2.0)  # bounds on the measured share of the predicted saving one placement again assumes
 
 
+def _speedup(reply: EvalReply) -> float | None:
+    """The whole-model speed-up a reply measured; None where it has none."""
+    return (reply.result.speedup or None) if reply.result is not None else None
+
+
 def missed(spec: JobSpec, reply: EvalReply) -> bool:
     """Whether a baseline's whole-model timing reads slower than the search's best is held to."""
-    bound, speedup = hold_budget(spec), reply.result.speedup if reply.result is not None else None
-    return bound is not None and bool(speedup) and 1.0 / speedup > bound  # type: ignore[operator]
+    bound, speedup = hold_budget(spec), _speedup(reply)
+    return bound is not None and speedup is not None and 1.0 / speedup > bound
 
 
 def overshot(spec: JobSpec, reply: EvalReply) -> bool:
     """Whether a baseline's whole-model timing reads faster than the budget by more than the hold's tolerance:
     it removed more than the budget asks, and is placed again on a looser table budget."""
-    budget, speedup = spec.pruning.latency_budget, reply.result.speedup if reply.result is not None else None
-    return budget is not None and bool(speedup) and 1.0 / speedup < budget / (1.0 + HOLD_TOLERANCE)  # type: ignore[operator]
+    budget, speedup = spec.pruning.latency_budget, _speedup(reply)
+    return budget is not None and speedup is not None and 1.0 / speedup < budget / (1.0 + HOLD_TOLERANCE)
 
 
 def rescaled(space: StructuredSpace, budget: float, vector: list[float], speedup: float) -> StructuredSpace | None:
@@ -57,21 +62,21 @@ def rescaled(space: StructuredSpace, budget: float, vector: list[float], speedup
 
 def _placed_again(spec: JobSpec, pool: ActorPool, space: StructuredSpace, b: Named, reply: EvalReply) -> Named | None:
     """``b`` placed on the table's budget its measured timing calls for; None where it is not placed again."""
-    budget, result = spec.pruning.latency_budget, reply.result
-    if budget is None or result is None or not result.speedup or not (missed(spec, reply) or overshot(spec, reply)):
+    budget, speedup = spec.pruning.latency_budget, _speedup(reply)
+    if budget is None or speedup is None or not (missed(spec, reply) or overshot(spec, reply)):
         return None
-    scaled = rescaled(space, budget, list(b.candidate.sparsity), result.speedup)
+    scaled = rescaled(space, budget, list(b.candidate.sparsity), speedup)
     if scaled is None or scaled.latency is None:
         return None
     try:
         vector = pool.call_one("allocation", b.name, scaled.to_dict())
     except Exception as exc:  # noqa: BLE001 - the first placement stays, and the job says why
-        say(f"baseline {b.name}: measured {result.speedup:.2f}x, not placed again ({exc})")
+        say(f"baseline {b.name}: measured {speedup:.2f}x, not placed again ({exc})")
         return None
     if list(vector) == list(b.candidate.sparsity):
         return None
     say(
-        f"baseline {b.name}: measured {result.speedup:.2f}x against a {1.0 / budget:.2f}x budget; "
+        f"baseline {b.name}: measured {speedup:.2f}x against a {1.0 / budget:.2f}x budget; "
         f"placed again at {scaled.latency.budget:.3f} of dense on the table"
     )
     return Named(b.name, Candidate(-1, vector), b.metric, b.recovery)
