@@ -4,7 +4,7 @@ after KL distillation for uniform width, ShortGPT depth, both combined, and stru
 with training-aware selection (``search.train_steps``), with each one's measured speed-up and parameters.
 
 Run: .venv/bin/python scripts/structured_table.py [--quick] [--seeds 0 1 2] [--speedups 1.5 2]
-     [--batches 1 16] [--budget 100] [--offspring 8] [--train-steps 4] [--heal-steps 20]
+     [--batches 1 16] [--budget 100] [--offspring 8] [--train-steps 4] [--heal-steps 20] [--margin 0.05]
      [--out docs/results/structured.json]
 Every job is a real `prunehive run` in this process's PRUNEHIVE_HOME. The two evopress jobs of a setting
 differ only in ``search.train_steps`` (the same stages, offspring, seed and warm start from the heuristics);
@@ -63,6 +63,7 @@ def spec(args: argparse.Namespace, speedup: float, batch: int, seed: int, train:
             "granularity": "structured",
             "solver": "sparsegpt",
             "latency_budget": round(1.0 / speedup, 4),
+            "latency_margin": args.margin,
             "recovery": {"steps": args.heal_steps, "distill": "kl", "baselines": not train},
         },
         "search": search,
@@ -116,6 +117,7 @@ def table(args: argparse.Namespace, rows: list[dict[str, Any]]) -> str:
         f"{args.task}, structured (heads, MLP channels, blocks), sparsegpt reconstruction; evopress budget "
         f"{args.budget}, {args.offspring} offspring, stages {args.fidelity} tokens / survivors {args.survivors}; "
         f"training-aware: {args.train_steps} KL steps in the last stage; healing: {args.heal_steps} KL steps; "
+        f"placed {args.margin:g} faster than the budget (pruning.latency_margin); "
         f"seeds {' '.join(map(str, sorted({r['seed'] for r in rows})))}. Test perplexity (lower is better), "
         "mean ± std; speed-up measured "
         "whole against dense at the job's batch.",
@@ -180,6 +182,7 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, default=4)
     ap.add_argument("--heal-steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--margin", type=float, default=0.05, help="pruning.latency_margin")
     ap.add_argument("--out", default="docs/results/structured.json")
     args = ap.parse_args()
     if args.quick:

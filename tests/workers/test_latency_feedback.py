@@ -3,6 +3,8 @@ the table overstates what candidates save, repair holds a tighter table budget, 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,8 @@ from structured_tasks import tiny_llama
 
 from prunehive.platform.jobs.latency_feedback import MIN_TRIALS, WINDOW, LatencyFeedback, split_saving
 from prunehive.platform.jobs.search.held_baselines import missed, overshot, rescaled
-from prunehive.platform.spec.job import parse_spec
+from prunehive.platform.jobs.structured_search import aim_budget
+from prunehive.platform.spec.job import JobSpec, parse_spec
 from prunehive.search.structured_space import LatencyTable, StructuredSpace
 from prunehive.workers.contracts import EvalReply, EvalResult
 from prunehive.workers.structure.baselines import structured_baseline
@@ -137,22 +140,27 @@ def test_a_heuristic_that_saves_more_than_predicted_is_placed_again_larger_withi
     assert space.latency is not None and space.latency.budget == BUDGET  # the search's own space is left alone
 
 
-def test_a_baseline_is_placed_again_only_past_the_hold_bound() -> None:
-    spec = parse_spec(
-        {
-            "kind": "search",
-            "task": "code-lm",
-            "pruning": {"sparsity": 0.0, "granularity": "structured", "latency_budget": 0.5},
-            "search": {"strategy": "evopress", "budget": 8},
-        }
-    )
+def test_a_baseline_is_placed_again_only_off_the_budget_and_aim() -> None:
+    def spec(margin: float | None = None) -> JobSpec:
+        pruning: dict[str, Any] = {"sparsity": 0.0, "granularity": "structured", "latency_budget": 0.5}
+        if margin is not None:
+            pruning["latency_margin"] = margin
+        return parse_spec(
+            {"kind": "search", "task": "code-lm", "pruning": pruning, "search": {"strategy": "evopress", "budget": 8}}
+        )
 
     def reply(speedup: float | None) -> EvalReply:
         return EvalReply(0, EvalResult({}, 0.0, {}, 0, 0, 0.0, latency_ms=1.0, speedup=speedup))
 
-    assert not missed(spec, reply(2.0)) and not missed(spec, reply(1.92))  # within 5% of the budget: noise
-    assert missed(spec, reply(1.85))
-    assert not missed(spec, reply(None)) and not missed(spec, EvalReply(0, None, error="x"))
-    assert not overshot(spec, reply(2.0)) and not overshot(spec, reply(2.08))  # within 5% of the budget: noise
-    assert overshot(spec, reply(2.15)) and not overshot(spec, reply(1.85))
-    assert not overshot(spec, reply(None)) and not overshot(spec, EvalReply(0, None, error="x"))
+    held = spec()  # 2x, aimed at 2.1x (the default 5% margin)
+    assert aim_budget(held) == pytest.approx(0.5 / 1.05)
+    assert not missed(held, reply(2.0)) and not missed(held, reply(2.3))  # the budget itself holds
+    assert missed(held, reply(1.98)) and missed(held, reply(1.85))
+    assert not missed(held, reply(None)) and not missed(held, EvalReply(0, None, error="x"))
+    assert not overshot(held, reply(2.1)) and not overshot(held, reply(2.2))  # within the margin of the aim
+    assert overshot(held, reply(2.25)) and not overshot(held, reply(1.85))
+    assert not overshot(held, reply(None)) and not overshot(held, EvalReply(0, None, error="x"))
+    exact = spec(0.0)  # no margin: aimed at the budget itself
+    assert aim_budget(exact) == 0.5 and overshot(exact, reply(2.05)) and not overshot(exact, reply(1.99))
+    channel = {"kind": "search", "task": "code-lm", "pruning": {"granularity": "channel", "latency_budget": 0.5}}
+    assert aim_budget(parse_spec(channel)) == 0.5  # penalised, not placed: no aim

@@ -145,7 +145,9 @@ class SearchRun(JobRun):
                     result = healed_summary(spec, pool, self.space, result)
                     self.tracker.log_metrics(parent, healed_metrics(result))
                 if isinstance(self.space, StructuredSpace):  # the lookup table's predictions, checked
-                    prediction = latency_prediction(self.space, result.best, result.baselines, self.feedback)
+                    prediction = latency_prediction(
+                        self.space, result.best, result.baselines, self.feedback, spec.pruning.latency_budget
+                    )
                     if prediction is not None and "warning" in prediction:
                         say(f"warning: {prediction['warning']}")
                     result = replace(result, latency_prediction=prediction)
@@ -192,11 +194,10 @@ class SearchRun(JobRun):
 
     def _latency_feedback(self, space: StructuredSpace) -> LatencyFeedback | None:
         """The working budget's feedback for a latency-budgeted structured search, replayed over the stored
-        trials when the job resumes."""
-        budget = self.spec.pruning.latency_budget
-        if budget is None or space.latency is None:
+        trials when the job resumes. It holds the search's aim (the table's budget, ``aim_budget``)."""
+        if self.spec.pruning.latency_budget is None or space.latency is None or space.latency.budget is None:
             return None
-        feedback = LatencyFeedback(space, budget)
+        feedback = LatencyFeedback(space, space.latency.budget)
         for trial in sorted(map(TrialRow.of, self.store.trials(self.job_id)), key=lambda t: t.candidate.id):
             if trial.result is not None:
                 feedback.observe(list(trial.candidate.sparsity), trial.result)

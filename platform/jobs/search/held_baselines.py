@@ -5,11 +5,12 @@ and a heuristic's mix (ShortGPT removes whole blocks, uniform width thins every 
 when timed whole than the table predicts: at 1.5x, batch 1, the combined heuristic placed on the table
 measured 1.31x, and at 2x ShortGPT's six blocks measured 2.25x. Compared so, a heuristic beats the search by
 being larger, or loses to it by being smaller, not by allocating better. The search's own best is held by the
-end's re-timing (``held_budget``). A baseline whose whole-model timing is more than ``HOLD_TOLERANCE`` off the
-budget is placed once more on the table's budget scaled by its own measured share of the predicted saving,
-and evaluated and timed again:
+end's re-timing (``held_budget``). Both aim ``pruning.latency_margin`` faster than the budget (``aim_budget``).
+A baseline whose whole-model timing misses the budget, or beats the aim by more than the margin, is placed once
+more on the table's budget scaled by its own measured share of the predicted saving, at the aim, and evaluated
+and timed again:
 - one that measured slow keeps its second placement whatever it reads;
-- one that measured fast keeps its second, larger placement only where that holds the budget's bound.
+- one that measured fast keeps its second, larger placement only where that holds the budget.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from prunehive.platform.jobs.cluster import say
 from prunehive.platform.jobs.search.finish import Named, reevaluate
-from prunehive.platform.jobs.structured_search import HOLD_TOLERANCE, hold_budget
+from prunehive.platform.jobs.structured_search import aim_budget
 from prunehive.platform.spec.job import JobSpec
 from prunehive.search.strategy import Candidate
 from prunehive.search.structured_space import StructuredSpace, measured_share, table_budget
@@ -37,16 +38,17 @@ def _speedup(reply: EvalReply) -> float | None:
 
 
 def missed(spec: JobSpec, reply: EvalReply) -> bool:
-    """Whether a baseline's whole-model timing reads slower than the search's best is held to."""
-    bound, speedup = hold_budget(spec), _speedup(reply)
+    """Whether a baseline's whole-model timing reads slower than the budget, as the search's best is held."""
+    bound, speedup = spec.pruning.latency_budget, _speedup(reply)
     return bound is not None and speedup is not None and 1.0 / speedup > bound
 
 
 def overshot(spec: JobSpec, reply: EvalReply) -> bool:
-    """Whether a baseline's whole-model timing reads faster than the budget by more than the hold's tolerance:
-    it removed more than the budget asks, and is placed again on a looser table budget."""
-    budget, speedup = spec.pruning.latency_budget, _speedup(reply)
-    return budget is not None and speedup is not None and 1.0 / speedup < budget / (1.0 + HOLD_TOLERANCE)
+    """Whether a baseline's whole-model timing reads faster than the aim by more than the margin: it removed
+    more than the budget asks, and is placed again on a looser table budget."""
+    aim, speedup = aim_budget(spec), _speedup(reply)
+    margin = 1.0 + spec.pruning.latency_margin
+    return aim is not None and speedup is not None and 1.0 / speedup < aim / margin
 
 
 def rescaled(space: StructuredSpace, budget: float, vector: list[float], speedup: float) -> StructuredSpace | None:
@@ -62,10 +64,10 @@ def rescaled(space: StructuredSpace, budget: float, vector: list[float], speedup
 
 def _placed_again(spec: JobSpec, pool: ActorPool, space: StructuredSpace, b: Named, reply: EvalReply) -> Named | None:
     """``b`` placed on the table's budget its measured timing calls for; None where it is not placed again."""
-    budget, speedup = spec.pruning.latency_budget, _speedup(reply)
-    if budget is None or speedup is None or not (missed(spec, reply) or overshot(spec, reply)):
+    aim, speedup = aim_budget(spec), _speedup(reply)
+    if aim is None or speedup is None or not (missed(spec, reply) or overshot(spec, reply)):
         return None
-    scaled = rescaled(space, budget, list(b.candidate.sparsity), speedup)
+    scaled = rescaled(space, aim, list(b.candidate.sparsity), speedup)
     if scaled is None or scaled.latency is None:
         return None
     try:
@@ -76,7 +78,7 @@ def _placed_again(spec: JobSpec, pool: ActorPool, space: StructuredSpace, b: Nam
     if list(vector) == list(b.candidate.sparsity):
         return None
     say(
-        f"baseline {b.name}: measured {speedup:.2f}x against a {1.0 / budget:.2f}x budget; "
+        f"baseline {b.name}: measured {speedup:.2f}x against a {1.0 / aim:.2f}x aim; "
         f"placed again at {scaled.latency.budget:.3f} of dense on the table"
     )
     return Named(b.name, Candidate(-1, vector), b.metric, b.recovery)

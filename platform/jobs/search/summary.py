@@ -21,7 +21,7 @@ from prunehive.platform.jobs.search.finish import (
 )
 from prunehive.platform.jobs.search.held_baselines import hold_baselines
 from prunehive.platform.jobs.search.trials import objective_values
-from prunehive.platform.jobs.structured_search import contenders, held_budget, hold_budget, penalty_budget
+from prunehive.platform.jobs.structured_search import contenders, held_budget, penalty_budget
 from prunehive.platform.jobs.summary_types import SearchSummary
 from prunehive.platform.tracking import plots
 from prunehive.search.strategy import Candidate, Strategy
@@ -71,7 +71,8 @@ def finish(run: SearchRun, pool: ActorPool, strategy: Strategy, info: WorkerInfo
     log_baselines(run, parent, baselines, base_replies)
     base_results = completed(base_replies)
 
-    head = held_budget(front, hold_budget(spec)) if strategy.n_objectives == 1 else _at_target(front, space.target)
+    single = strategy.n_objectives == 1
+    head = held_budget(front, spec.pruning.latency_budget) if single else _at_target(front, space.target)
     final = final_metrics(head[1], base_results, q)
     final["best.achieved_sparsity"] = head[1].achieved_sparsity
     final.update(dense_metrics(replies[DENSE]))
