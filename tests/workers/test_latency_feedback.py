@@ -8,14 +8,16 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from structured_tasks import tiny_llama
+from structured_tasks import TinyLlamaTask, tiny_llama
 
 from prunehive.platform.jobs.latency_feedback import MIN_TRIALS, WINDOW, LatencyFeedback, split_saving
-from prunehive.platform.jobs.search.held_baselines import missed, overshot, rescaled
+from prunehive.platform.jobs.search.finish import Named, reevaluate
+from prunehive.platform.jobs.search.held_baselines import hold_baselines, missed, overshot, rescaled
 from prunehive.platform.jobs.structured_search import aim_budget
 from prunehive.platform.spec.job import JobSpec, parse_spec
+from prunehive.search.strategy import Candidate
 from prunehive.search.structured_space import LatencyTable, StructuredSpace
-from prunehive.workers.contracts import EvalReply, EvalResult
+from prunehive.workers.contracts import EvalReply, EvalRequest, EvalResult
 from prunehive.workers.structure.baselines import structured_baseline
 from prunehive.workers.structure.engine import StructuredEngine
 
@@ -164,3 +166,64 @@ def test_a_baseline_is_placed_again_only_off_the_budget_and_aim() -> None:
     assert aim_budget(exact) == 0.5 and overshot(exact, reply(2.05)) and not overshot(exact, reply(1.99))
     channel = {"kind": "search", "task": "code-lm", "pruning": {"granularity": "channel", "latency_budget": 0.5}}
     assert aim_budget(parse_spec(channel)) == 0.5  # penalised, not placed: no aim
+
+
+class BlockTimedPool:
+    """An in-process stand-in for the actor pool (not under test): allocations come from a real engine's
+    heuristics, and a candidate's timing is ``FRACTION`` of dense by the number of whole blocks it removes."""
+
+    FRACTION = {5: 0.55, 6: 0.45, 7: 0.25}  # ShortGPT's coarse steps: five blocks miss 0.5, seven overshoot it
+
+    def __init__(self, engine: StructuredEngine) -> None:
+        self.engine, self.actors, self.queue = engine, [None], []  # type: ignore[var-annotated]
+        self.timed: list[int] = []
+
+    def call_one(self, method: str, name: str, space: dict[str, Any]) -> list[float]:
+        assert method == "allocation"
+        return [float(v) for v in structured_baseline(self.engine, StructuredSpace.from_dict(space), name)]
+
+    def blocks(self, vector: list[float]) -> int:
+        kept = {s.block.index for v, s in zip(vector, self.engine.slots, strict=True) if v != s.grid[-1]}
+        return len({s.block.index for s in self.engine.slots}) - len(kept)
+
+    def submit(self, actor: int, requests: list[EvalRequest]) -> None:
+        for req in requests:
+            self.timed.append(self.blocks(req.sparsity))
+            fraction = self.FRACTION.get(self.timed[-1], 1.0)
+            result = EvalResult({}, 0.0, {}, 0, 0, 0.0, latency_ms=10.0 * fraction, speedup=1.0 / fraction)
+            self.queue.append(EvalReply(req.candidate_id, result))
+
+    @property
+    def idle(self) -> bool:
+        return not self.queue
+
+    def wait(self, timeout: float = 1.0) -> list[EvalReply]:
+        out, self.queue = self.queue, []
+        return out
+
+
+def test_a_fast_heuristic_whose_larger_placement_misses_is_placed_midway() -> None:
+    """ShortGPT placed on the table removes seven blocks and measures 4x against a 2x budget; placed again on the
+    looser table its timing calls for, five blocks miss the budget; midway, six hold it and are kept."""
+    torch.manual_seed(0)
+    engine = StructuredEngine(TinyLlamaTask(layers=12), "magnitude", "structured", 2, "sparsegpt")
+    w = StructuredSpace(engine.layers, target=0.0, grids=engine.grids).weights()
+    deltas = [[-10.0 * w[i] * level for level in grid] for i, grid in enumerate(engine.grids)]
+    spec = parse_spec(
+        {
+            "kind": "search",
+            "task": "code-lm",
+            "pruning": {"sparsity": 0.0, "granularity": "structured", "latency_budget": 0.5},
+            "search": {"strategy": "evopress", "budget": 8},
+        }
+    )
+    table = LatencyTable(10.0, deltas, aim_budget(spec))
+    space = StructuredSpace(engine.layers, target=0.0, grids=engine.grids, latency=table)
+    pool = BlockTimedPool(engine)
+    first = Named("shortgpt", Candidate(-1, pool.call_one("allocation", "shortgpt", space.to_dict())))
+    replies = reevaluate(pool, [first], 0)  # type: ignore[arg-type]
+    held, held_replies = hold_baselines(spec, pool, space, [first], replies)  # type: ignore[arg-type]
+    assert pool.timed == [7, 5, 6]  # first, placed again larger, midway
+    assert pool.blocks(list(held[0].candidate.sparsity)) == 6 and held_replies["shortgpt"].result is not None
+    assert held_replies["shortgpt"].result.speedup == pytest.approx(1 / 0.45)
+    assert space.latency is not None and space.latency.budget == aim_budget(spec)  # the search's space is unchanged
