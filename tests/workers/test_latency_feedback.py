@@ -27,11 +27,14 @@ BUDGET = 0.6
 @pytest.fixture
 def space() -> StructuredSpace:
     torch.manual_seed(0)
-    engine = StructuredEngine(tiny_llama(), "magnitude", "structured", 2, "sparsegpt")
+    return linear_space(StructuredEngine(tiny_llama(), "magnitude", "structured", 2, "sparsegpt"), BUDGET)
+
+
+def linear_space(engine: StructuredEngine, budget: float) -> StructuredSpace:
+    """``engine``'s space under a 10 ms table whose every level saves its share of the parameters."""
     w = StructuredSpace(engine.layers, target=0.0, grids=engine.grids).weights()
     deltas = [[-10.0 * w[i] * level for level in grid] for i, grid in enumerate(engine.grids)]
-    table = LatencyTable(10.0, deltas, BUDGET)
-    return StructuredSpace(engine.layers, target=0.0, grids=engine.grids, latency=table)
+    return StructuredSpace(engine.layers, target=0.0, grids=engine.grids, latency=LatencyTable(10.0, deltas, budget))
 
 
 def timed(space: StructuredSpace, x: np.ndarray, share: float, partial: float | None = None) -> EvalResult:
@@ -207,8 +210,6 @@ def test_a_fast_heuristic_whose_larger_placement_misses_is_placed_midway() -> No
     looser table its timing calls for, five blocks miss the budget; midway, six hold it and are kept."""
     torch.manual_seed(0)
     engine = StructuredEngine(TinyLlamaTask(layers=12), "magnitude", "structured", 2, "sparsegpt")
-    w = StructuredSpace(engine.layers, target=0.0, grids=engine.grids).weights()
-    deltas = [[-10.0 * w[i] * level for level in grid] for i, grid in enumerate(engine.grids)]
     spec = parse_spec(
         {
             "kind": "search",
@@ -217,8 +218,9 @@ def test_a_fast_heuristic_whose_larger_placement_misses_is_placed_midway() -> No
             "search": {"strategy": "evopress", "budget": 8},
         }
     )
-    table = LatencyTable(10.0, deltas, aim_budget(spec))
-    space = StructuredSpace(engine.layers, target=0.0, grids=engine.grids, latency=table)
+    aim = aim_budget(spec)
+    assert aim is not None
+    space = linear_space(engine, aim)
     pool = BlockTimedPool(engine)
     first = Named("shortgpt", Candidate(-1, pool.call_one("allocation", "shortgpt", space.to_dict())))
     replies = reevaluate(pool, [first], 0)  # type: ignore[arg-type]

@@ -122,20 +122,21 @@ def hold_baselines(
         return baselines, replies
     redone = reevaluate(pool, [n for n, _ in again], spec.pruning.recovery_steps)
     kept: dict[str, Named] = {}
-    between: list[Named] = []
+    between: dict[str, Named] = {}
     for n, at in again:
         if overshot(spec, replies[n.name]) and (redone[n.name].result is None or missed(spec, redone[n.name])):
             m = _placed_at(pool, space, first[n.name], midway(space.latency.budget, at))
             if m is not None and list(m.candidate.sparsity) != list(n.candidate.sparsity):
-                between.append(m)
+                between[m.name] = m
             else:
                 say(f"baseline {n.name}: placed larger it missed the budget; its first placement stays")
             continue
         kept[n.name] = n
     results = {k: redone[k] for k in kept}
-    for name, reply in (reevaluate(pool, between, spec.pruning.recovery_steps) if between else {}).items():
+    placed_midway = reevaluate(pool, list(between.values()), spec.pruning.recovery_steps) if between else {}
+    for name, reply in placed_midway.items():
         if reply.result is None or missed(spec, reply):
             say(f"baseline {name}: placed larger, and midway, it missed the budget; its first placement stays")
             continue
-        kept[name], results[name] = next(m for m in between if m.name == name), reply
+        kept[name], results[name] = between[name], reply
     return [kept.get(b.name, b) for b in baselines], {**replies, **results}
